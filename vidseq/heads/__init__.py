@@ -1,0 +1,1 @@
+"""LSTM heads (Config + Module pairs) that consume feature sequences: anomaly, trajectory, caption."""

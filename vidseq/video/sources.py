@@ -1,0 +1,576 @@
+"""Video sources: files, image folders, webcams and RTSP/HTTP streams behind one API.
+
+``open_source(spec, ...)`` returns a context manager that exposes :class:`VideoInfo` and yields
+:class:`Frame` records (BGR uint8 ``(H, W, 3)`` images). Files and folders are read in order;
+live sources (webcam index, ``rtsp://``, ``http(s)://``) are read by a background thread that keeps
+only the latest frame, so a slow consumer never builds up lag: frames it skips are counted in
+``stats.dropped``. A live source whose reads fail reconnects with exponential backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import re
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from vidseq.errors import (
+    CameraError,
+    CorruptVideoError,
+    EmptyVideoError,
+    InconsistentFramesError,
+    SourceError,
+    SourceNotFoundError,
+)
+
+log = logging.getLogger(__name__)
+
+# FFmpeg inside OpenCV prints decoder noise ("moov atom not found") to stderr; our errors say it in
+# one line instead. Users can still raise the level by setting the variable themselves.
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
+SourceKind = Literal["file", "folder", "camera", "stream"]
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What is known about a source before reading it."""
+
+    source: str
+    kind: SourceKind
+    fps: float
+    width: int
+    height: int
+    frame_count: int | None  # None for live sources or when the container does not say
+
+    @property
+    def duration_s(self) -> float | None:
+        if self.frame_count is None or self.fps <= 0:
+            return None
+        return self.frame_count / self.fps
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame. ``image`` is BGR uint8 (H, W, 3)."""
+
+    image: np.ndarray
+    frame_index: int  # index in the source (before stride), 0-based
+    timestamp_s: float  # seconds from the source start (live: seconds since opening)
+
+    def __post_init__(self) -> None:
+        if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
+            raise ValueError(f"Frame.image must be (H, W, 3) uint8, got {self.image.shape} {self.image.dtype}")
+
+
+@dataclass
+class SourceStats:
+    """Counters a live source keeps while running."""
+
+    read: int = 0  # frames read from the device
+    yielded: int = 0  # frames handed to the consumer
+    dropped: int = 0  # frames read but replaced by a newer one before the consumer took them
+    reconnects: int = 0
+    gaps_s: list[float] = field(default_factory=list)  # durations without frames (disconnects)
+
+
+def source_kind(spec: str | int | Path) -> SourceKind:
+    """Classify a spec: ``0`` / ``"0"`` camera, URL stream, folder or file."""
+    if isinstance(spec, int) or (isinstance(spec, str) and spec.isdigit()):
+        return "camera"
+    s = str(spec)
+    if s.lower().startswith(STREAM_PREFIXES):
+        return "stream"
+    return "folder" if Path(s).is_dir() else "file"
+
+
+def _natural_key(name: str) -> list[object]:
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files of a folder in natural order (frame2 before frame10)."""
+    return sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: _natural_key(p.name),
+    )
+
+
+class VideoSource:
+    """Base class: context manager + iterator of :class:`Frame`. Subclasses implement ``_frames``."""
+
+    info: VideoInfo
+
+    def __init__(
+        self,
+        *,
+        stride: int = 1,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        max_frames: int | None = None,
+        resize: tuple[int, int] | None = None,
+    ) -> None:
+        if stride < 1:
+            raise SourceError(f"stride must be >= 1, got {stride}")
+        if max_frames is not None and max_frames < 1:
+            raise SourceError(f"max_frames must be >= 1, got {max_frames}")
+        if start_s is not None and end_s is not None and end_s <= start_s:
+            raise SourceError(f"end_s ({end_s}) must be after start_s ({start_s})")
+        if resize is not None and (len(resize) != 2 or min(resize) < 1):
+            raise SourceError(f"resize must be (width, height) > 0, got {resize}")
+        self.stride = stride
+        self.start_s = start_s
+        self.end_s = end_s
+        self.max_frames = max_frames
+        self.resize = tuple(resize) if resize else None
+        self.stats = SourceStats()
+        self._closed = False
+
+    # -- context manager -------------------------------------------------------------------------
+    def __enter__(self) -> VideoSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+
+    # -- iteration -------------------------------------------------------------------------------
+    def _frames(self) -> Iterator[Frame]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[Frame]:
+        import cv2
+
+        n_out = 0
+        for frame in self._frames():
+            if self.end_s is not None and frame.timestamp_s >= self.end_s:
+                break
+            if self.start_s is not None and frame.timestamp_s < self.start_s:
+                continue
+            if frame.frame_index % self.stride:
+                continue
+            if self.resize is not None and (frame.image.shape[1], frame.image.shape[0]) != self.resize:
+                frame = Frame(cv2.resize(frame.image, self.resize, interpolation=cv2.INTER_AREA),
+                              frame.frame_index, frame.timestamp_s)
+            self.stats.yielded += 1
+            yield frame
+            n_out += 1
+            if self.max_frames is not None and n_out >= self.max_frames:
+                break
+
+    def expected_frames(self) -> int | None:
+        """How many frames iteration will yield, if the source knows its length."""
+        n = self.info.frame_count
+        if n is None:
+            return None
+        fps = self.info.fps or 0.0
+        first, last = 0, n
+        if fps > 0 and self.start_s is not None:
+            first = min(n, math.ceil(self.start_s * fps - 1e-9))
+        if fps > 0 and self.end_s is not None:
+            last = min(n, math.ceil(self.end_s * fps - 1e-9))
+        count = len(range(first + (-first) % self.stride, last, self.stride))
+        return min(count, self.max_frames) if self.max_frames else count
+
+
+def _ensure_3ch(image: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
+
+
+class FileSource(VideoSource):
+    """A video file decoded by OpenCV (FFmpeg backend)."""
+
+    def __init__(self, path: str | Path, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        import cv2
+
+        self.path = Path(path)
+        if not self.path.exists():
+            raise SourceNotFoundError(f"video not found: {self.path}")
+        if not self.path.is_file():
+            raise SourceError(f"not a file: {self.path}")
+        if self.path.stat().st_size == 0:
+            raise EmptyVideoError(f"video file is empty (0 bytes): {self.path}")
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            self._cap.release()
+            raise CorruptVideoError(f"cannot decode video (corrupt or unsupported format): {self.path}")
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not math.isfinite(fps) or fps <= 0 or fps > 1000:
+            log.warning("%s: container reports no usable fps (%s); assuming 25", self.path, fps)
+            fps = 25.0
+        count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        width = int(self._cap.get(cv2.CAP_PROP_FRAME_WIDTH) or 0)
+        height = int(self._cap.get(cv2.CAP_PROP_FRAME_HEIGHT) or 0)
+        if width <= 0 or height <= 0:
+            self._cap.release()
+            raise CorruptVideoError(f"video has no decodable stream: {self.path}")
+        self.info = VideoInfo(str(self.path), "file", fps, width, height, count if count > 0 else None)
+
+    def _frames(self) -> Iterator[Frame]:
+        import cv2
+
+        cap = self._cap
+        fps = self.info.fps
+        index = 0
+        if self.start_s is not None and self.start_s > 0:
+            # Seek near the start, then step to the exact frame index (seeks land on keyframes).
+            target = int(math.ceil(self.start_s * fps - 1e-9))
+            cap.set(cv2.CAP_PROP_POS_FRAMES, target)
+            pos = int(cap.get(cv2.CAP_PROP_POS_FRAMES))
+            if pos != target:  # backend cannot seek exactly: read from the beginning
+                cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            else:
+                index = target
+        got_any = False
+        try:
+            while not self._closed:
+                # Frames skipped by stride or before start_s are grabbed without decoding to BGR.
+                if index % self.stride or (self.start_s is not None and index / fps < self.start_s):
+                    if not cap.grab():
+                        break
+                    index += 1
+                    continue
+                ok, image = cap.read()
+                if not ok or image is None:
+                    break
+                got_any = True
+                yield Frame(_ensure_3ch(image), index, index / fps)
+                index += 1
+        finally:
+            self.close()
+        if not got_any and index == 0:
+            raise EmptyVideoError(f"video has no decodable frames (empty, truncated or corrupt): {self.path}")
+        if self.info.frame_count and index < self.info.frame_count * 0.9 and self.max_frames is None \
+                and self.end_s is None:
+            log.warning("%s: decoded %d of %d frames the container announced (truncated file?)",
+                        self.path, index, self.info.frame_count)
+
+    def close(self) -> None:
+        super().close()
+        cap = getattr(self, "_cap", None)
+        if cap is not None:
+            cap.release()
+
+
+class FolderSource(VideoSource):
+    """An image sequence: every jpg/png/tif/bmp of a folder, natural sort, one fps for all."""
+
+    def __init__(self, path: str | Path, *, fps: float = 25.0, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        import cv2
+
+        self.path = Path(path)
+        if not self.path.is_dir():
+            raise SourceNotFoundError(f"image folder not found: {self.path}")
+        self.files = list_images(self.path)
+        if not self.files:
+            raise EmptyVideoError(f"image folder has no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files: {self.path}")
+        first = cv2.imread(str(self.files[0]), cv2.IMREAD_COLOR)
+        if first is None:
+            raise CorruptVideoError(f"cannot decode image: {self.files[0]}")
+        h, w = first.shape[:2]
+        self.info = VideoInfo(str(self.path), "folder", float(fps), w, h, len(self.files))
+
+    def _frames(self) -> Iterator[Frame]:
+        import cv2
+
+        fps = self.info.fps
+        size = (self.info.height, self.info.width)
+        first = 0
+        if self.start_s is not None:
+            first = max(0, math.ceil(self.start_s * fps - 1e-9))
+        for index in range(first, len(self.files)):
+            if self._closed:
+                return
+            if index % self.stride:
+                continue
+            path = self.files[index]
+            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            if image is None:
+                raise CorruptVideoError(f"cannot decode image: {path}")
+            if image.shape[:2] != size:
+                raise InconsistentFramesError(
+                    f"image folder mixes frame sizes: {path.name} is {image.shape[1]}x{image.shape[0]}, "
+                    f"{self.files[0].name} is {size[1]}x{size[0]}"
+                )
+            yield Frame(image, index, index / fps)
+
+
+class LiveSource(VideoSource):
+    """A webcam or network stream read by a background thread that keeps only the newest frame.
+
+    The consumer always gets the most recent frame, so lag never grows; frames replaced before they
+    were taken are counted in ``stats.dropped``. When reads fail the reader reopens the capture with
+    exponential backoff (``reconnect_backoff_s`` doubling up to ``max_backoff_s``); after
+    ``max_reconnect_s`` without a frame the iteration ends with a :class:`CameraError`.
+    ``fps`` is what the device reports (live sources run at their own pace).
+    """
+
+    def __init__(
+        self,
+        spec: str | int,
+        *,
+        open_timeout_s: float = 10.0,
+        reconnect_backoff_s: float = 0.5,
+        max_backoff_s: float = 8.0,
+        max_reconnect_s: float = 60.0,
+        **kw: object,
+    ) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self.spec: str | int = int(spec) if isinstance(spec, str) and spec.isdigit() else spec
+        self.kind: SourceKind = "camera" if isinstance(self.spec, int) else "stream"
+        self.open_timeout_s = open_timeout_s
+        self.reconnect_backoff_s = reconnect_backoff_s
+        self.max_backoff_s = max_backoff_s
+        self.max_reconnect_s = max_reconnect_s
+        self._cond = threading.Condition()
+        self._latest: tuple[np.ndarray, int, float] | None = None
+        self._taken_seq = -1
+        self._seq = -1
+        self._error: Exception | None = None
+        self._stop = threading.Event()
+        self._t0 = time.monotonic()
+        cap = self._open()
+        if cap is None:
+            what = f"camera {self.spec}" if self.kind == "camera" else f"stream {self.spec}"
+            raise CameraError(f"cannot open {what} (not connected, busy, or no permission)")
+        ok, image = cap.read()
+        if not ok or image is None:
+            cap.release()
+            raise CameraError(f"opened {self.spec} but could not read a frame from it")
+        import cv2
+
+        fps = float(cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        if not math.isfinite(fps) or fps <= 0 or fps > 1000:
+            fps = 30.0
+        h, w = image.shape[:2]
+        self.info = VideoInfo(str(self.spec), self.kind, fps, w, h, None)
+        self._publish(_ensure_3ch(image))
+        self._thread = threading.Thread(target=self._reader, args=(cap,), name=f"vidseq-live-{self.spec}",
+                                        daemon=True)
+        self._thread.start()
+
+    def _open(self):  # noqa: ANN202 - cv2.VideoCapture
+        import cv2
+
+        params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(self.open_timeout_s * 1000),
+                  cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(self.open_timeout_s * 1000)]
+        try:
+            cap = cv2.VideoCapture(self.spec, cv2.CAP_ANY, params)
+        except (cv2.error, TypeError):
+            cap = cv2.VideoCapture(self.spec)
+        if not cap.isOpened():
+            cap.release()
+            return None
+        if self.kind == "camera":
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)
+        return cap
+
+    def _publish(self, image: np.ndarray) -> None:
+        with self._cond:
+            self._seq += 1
+            self.stats.read += 1
+            if self._latest is not None and self._taken_seq < self._seq - 1:
+                self.stats.dropped += 1
+            self._latest = (image, self._seq, time.monotonic() - self._t0)
+            self._cond.notify_all()
+
+    def _reader(self, cap) -> None:  # noqa: ANN001
+        backoff = self.reconnect_backoff_s
+        lost_at: float | None = None
+        try:
+            while not self._stop.is_set():
+                ok, image = (cap.read() if cap is not None else (False, None))
+                if ok and image is not None:
+                    if lost_at is not None:
+                        self.stats.gaps_s.append(time.monotonic() - lost_at)
+                        lost_at = None
+                        backoff = self.reconnect_backoff_s
+                    self._publish(_ensure_3ch(image))
+                    continue
+                now = time.monotonic()
+                if lost_at is None:
+                    lost_at = now
+                    log.warning("%s: read failed; reconnecting", self.spec)
+                if now - lost_at > self.max_reconnect_s:
+                    raise CameraError(f"lost {self.spec} for more than {self.max_reconnect_s:.0f} s; giving up")
+                if cap is not None:
+                    cap.release()
+                    cap = None
+                if self._stop.wait(backoff):
+                    break
+                backoff = min(backoff * 2, self.max_backoff_s)
+                cap = self._open()
+                if cap is not None:
+                    self.stats.reconnects += 1
+                    log.info("%s: reconnected", self.spec)
+        except Exception as exc:  # handed to the consumer thread
+            self._error = exc
+        finally:
+            if cap is not None:
+                cap.release()
+            with self._cond:
+                self._stop.set()
+                self._cond.notify_all()
+
+    def _frames(self) -> Iterator[Frame]:
+        index = 0
+        try:
+            while True:
+                with self._cond:
+                    while self._taken_seq == self._seq and not self._stop.is_set():
+                        self._cond.wait(0.5)
+                    if self._taken_seq == self._seq:  # stopped and nothing new
+                        break
+                    assert self._latest is not None
+                    image, seq, ts = self._latest
+                    self._taken_seq = seq
+                # Frame index counts frames read from the device, so drops show as index gaps.
+                index = seq
+                yield Frame(image, index, ts)
+        finally:
+            self.close()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        super().close()
+        stop = getattr(self, "_stop", None)
+        if stop is not None:
+            stop.set()
+            thread = getattr(self, "_thread", None)
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
+
+
+class RealtimeFileSource(VideoSource):
+    """A video file played at its own fps as if it were a camera: latest-frame semantics and drops.
+
+    Used by ``vidseq monitor --realtime`` and by tests that need a live source without a camera.
+    """
+
+    def __init__(self, path: str | Path, *, speed: float = 1.0, **kw: object) -> None:
+        super().__init__(**kw)  # type: ignore[arg-type]
+        self._file = FileSource(path)
+        self.info = VideoInfo(self._file.info.source, "stream", self._file.info.fps, self._file.info.width,
+                              self._file.info.height, None)
+        self.speed = speed
+        self._cond = threading.Condition()
+        self._latest: tuple[np.ndarray, int, float] | None = None
+        self._taken = -1
+        self._done = threading.Event()
+        self._error: Exception | None = None
+        self._thread = threading.Thread(target=self._player, name="vidseq-realtime", daemon=True)
+        self._thread.start()
+
+    def _player(self) -> None:
+        t0 = time.monotonic()
+        try:
+            for frame in self._file._frames():
+                due = t0 + frame.timestamp_s / self.speed
+                delay = due - time.monotonic()
+                if delay > 0 and self._done.wait(delay):
+                    break
+                if self._done.is_set():
+                    break
+                with self._cond:
+                    self.stats.read += 1
+                    if self._latest is not None and self._taken < self._latest[1]:
+                        self.stats.dropped += 1
+                    self._latest = (frame.image, frame.frame_index, frame.timestamp_s)
+                    self._cond.notify_all()
+        except Exception as exc:
+            self._error = exc
+        finally:
+            with self._cond:
+                self._done.set()
+                self._cond.notify_all()
+
+    def _frames(self) -> Iterator[Frame]:
+        try:
+            while True:
+                with self._cond:
+                    while (self._latest is None or self._latest[1] == self._taken) and not self._done.is_set():
+                        self._cond.wait(0.5)
+                    if self._latest is None or self._latest[1] == self._taken:
+                        break
+                    image, index, ts = self._latest
+                    self._taken = index
+                yield Frame(image, index, ts)
+        finally:
+            self.close()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        super().close()
+        done = getattr(self, "_done", None)
+        if done is not None:
+            done.set()
+            thread = getattr(self, "_thread", None)
+            if thread is not None and thread is not threading.current_thread():
+                thread.join(timeout=5)
+        f = getattr(self, "_file", None)
+        if f is not None:
+            f.close()
+
+
+def open_source(
+    spec: str | int | Path,
+    *,
+    stride: int = 1,
+    start_s: float | None = None,
+    end_s: float | None = None,
+    max_frames: int | None = None,
+    resize: tuple[int, int] | None = None,
+    fps: float | None = None,
+    realtime: bool = False,
+) -> VideoSource:
+    """Open a video file, image folder, webcam index or stream URL.
+
+    Args:
+        spec: path to a video file or image folder, webcam index (``0`` or ``"0"``), or URL.
+        stride: keep every ``stride``-th frame (frame_index keeps counting source frames).
+        start_s, end_s: time window in seconds (files and folders).
+        max_frames: stop after this many yielded frames.
+        resize: ``(width, height)`` to resize every frame to.
+        fps: frame rate for image folders (default 25).
+        realtime: play a file at its own fps with live-source semantics (latest frame, drops).
+
+    Raises:
+        SourceNotFoundError, CorruptVideoError, EmptyVideoError, CameraError: one-line messages.
+    """
+    kw = dict(stride=stride, start_s=start_s, end_s=end_s, max_frames=max_frames, resize=resize)
+    kind = source_kind(spec)
+    if kind == "camera" or kind == "stream":
+        return LiveSource(spec if not isinstance(spec, Path) else str(spec), **kw)  # type: ignore[arg-type]
+    if kind == "folder":
+        return FolderSource(spec, fps=fps or 25.0, **kw)  # type: ignore[arg-type]
+    if realtime:
+        return RealtimeFileSource(spec, **kw)  # type: ignore[arg-type]
+    return FileSource(spec, **kw)  # type: ignore[arg-type]
+
+
+def iter_frames(spec: str | int | Path, **kwargs: object) -> Iterator[Frame]:
+    """Generator over the frames of ``spec`` (same arguments as :func:`open_source`)."""
+    with open_source(spec, **kwargs) as src:  # type: ignore[arg-type]
+        yield from src
