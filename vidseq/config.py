@@ -239,6 +239,7 @@ def default_config_path(name: str) -> Path | None:
 # listed here (a test loads each one).
 CONFIG_CLASSES: dict[str, str] = {
     "extract": "vidseq.features.extractor:ExtractConfig",
+    "synth": "vidseq.sequences.synth:SynthConfig",
 }
 
 

@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import IO, Any
 
 
+def _umask_mode() -> int:
+    """Mode a normally created file gets (mkstemp would leave 0600)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temp file beside ``path``; on clean exit it replaces ``path``, on error it is removed."""
@@ -28,6 +35,7 @@ def atomic_open(path: str | os.PathLike[str], mode: str = "w", **kwargs: Any) ->
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -47,6 +55,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, _umask_mode())
         os.replace(tmp, final)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

