@@ -64,3 +64,13 @@ def test_roundtrip(tmp_path: Path) -> None:
     save_config(cfg, tmp_path / "r.yaml")
     assert load_config(Outer, tmp_path / "r.yaml") == cfg
     assert from_dict(Outer, to_dict(cfg)) == cfg
+
+
+@dataclass(frozen=True)
+class WithCustomDefault:
+    inner: Inner = field(default_factory=lambda: Inner(hidden=99, mode="b"))
+
+
+def test_partial_nested_section_keeps_field_default() -> None:
+    cfg = load_config(WithCustomDefault, None, ["inner.hidden=5"])
+    assert cfg.inner == Inner(hidden=5, mode="b")

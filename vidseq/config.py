@@ -125,12 +125,33 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
         if key not in fields:
             prefix = f"{where}." if where else ""
             raise ConfigError(f"unknown config key '{prefix}{key}'{_suggest(key, fields)}")
+        if isinstance(value, dict):
+            # A partial nested section keeps the field's own default for the keys it does not set
+            # (which may differ from the nested class's defaults, e.g. a task's TrainConfig).
+            default = _field_default(fields[key])
+            if dataclasses.is_dataclass(default) and not isinstance(default, type):
+                value = _deep_merge(to_dict(default), value)
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where or cls.__name__}: {exc}") from None
     return obj
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
+        return f.default_factory()  # type: ignore[misc]
+    return None
+
+
+def _deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:

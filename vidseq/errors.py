@@ -71,3 +71,7 @@ class TaskError(VidseqError):
 
 class TrainingError(VidseqError):
     """Training cannot go on: empty dataset, non-finite loss, a monitored metric that is never reported."""
+
+
+class SinkError(VidseqError):
+    """An output cannot be written: no usable encoder, a frame of the wrong size, a row with unknown columns."""

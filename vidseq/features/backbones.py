@@ -313,12 +313,25 @@ class YoloBackbone(Backbone):
         if self.half:
             self.net.half()
         self.stride = int(max(getattr(net, "stride", torch.tensor([32])).max().item(), 32))
-        self._fmap: torch.Tensor | None = None
         self.hook_layer_index = n_backbone - 1
-        self._hook = hook_layer.register_forward_hook(self._capture)
+        # The hook is a closure over a plain dict, not a bound method: ultralytics' predictor deep-copies
+        # the model, and a copied closure still writes into the same slot, so features also come out
+        # of the predictor's / tracker's forward pass.
+        slot: dict[str, torch.Tensor | None] = {"fmap": None}
+        self._slot = slot
 
-    def _capture(self, _m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
-        self._fmap = out
+        def capture(_m: nn.Module, _inp: Any, out: torch.Tensor) -> None:
+            slot["fmap"] = out
+
+        self._hook = hook_layer.register_forward_hook(capture)
+
+    @property
+    def _fmap(self) -> torch.Tensor | None:
+        return self._slot["fmap"]
+
+    @_fmap.setter
+    def _fmap(self, value: torch.Tensor | None) -> None:
+        self._slot["fmap"] = value
 
     @property
     def class_names(self) -> dict[int, str]:
