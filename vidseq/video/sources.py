@@ -135,6 +135,7 @@ class VideoSource:
         self.resize = tuple(resize) if resize else None
         self.stats = SourceStats()
         self._closed = False
+        self._last_yield: float | None = None
 
     # -- context manager -------------------------------------------------------------------------
     def __enter__(self) -> VideoSource:
@@ -165,10 +166,15 @@ class VideoSource:
                 frame = Frame(cv2.resize(frame.image, self.resize, interpolation=cv2.INTER_AREA),
                               frame.frame_index, frame.timestamp_s)
             self.stats.yielded += 1
+            self._last_yield = time.monotonic()
             yield frame
             n_out += 1
             if self.max_frames is not None and n_out >= self.max_frames:
                 break
+
+    def capture_time(self, frame: Frame) -> float | None:
+        """``time.monotonic()`` when ``frame`` was captured (live) or handed out (files); for latency."""
+        return self._last_yield
 
     def expected_frames(self) -> int | None:
         """How many frames iteration will yield, if the source knows its length."""
@@ -432,6 +438,9 @@ class LiveSource(VideoSource):
                 self._stop.set()
                 self._cond.notify_all()
 
+    def capture_time(self, frame: Frame) -> float | None:
+        return self._t0 + frame.timestamp_s
+
     def _frames(self) -> Iterator[Frame]:
         index = 0
         try:
@@ -479,11 +488,15 @@ class RealtimeFileSource(VideoSource):
         self._taken = -1
         self._done = threading.Event()
         self._error: Exception | None = None
+        self._play_t0 = time.monotonic()
         self._thread = threading.Thread(target=self._player, name="vidseq-realtime", daemon=True)
         self._thread.start()
 
+    def capture_time(self, frame: Frame) -> float | None:
+        return self._play_t0 + frame.timestamp_s / self.speed
+
     def _player(self) -> None:
-        t0 = time.monotonic()
+        t0 = self._play_t0
         try:
             for frame in self._file._frames():
                 due = t0 + frame.timestamp_s / self.speed
