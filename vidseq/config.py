@@ -260,7 +260,12 @@ def default_config_path(name: str) -> Path | None:
 # listed here (a test loads each one).
 CONFIG_CLASSES: dict[str, str] = {
     "extract": "vidseq.features.extractor:ExtractConfig",
+    "process": "vidseq.pipeline:ProcessConfig",
+    "monitor": "vidseq.monitor:MonitorConfig",
     "synth": "vidseq.sequences.synth:SynthConfig",
+    "trajectory": "vidseq.heads.trajectory.task:TrajectoryTaskConfig",
+    "caption": "vidseq.heads.caption.task:CaptionTaskConfig",
+    "anomaly": "vidseq.heads.anomaly.task:AnomalyTaskConfig",
 }
 
 

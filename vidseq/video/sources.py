@@ -448,7 +448,7 @@ class LiveSource(VideoSource):
                 with self._cond:
                     while self._taken_seq == self._seq and not self._stop.is_set():
                         self._cond.wait(0.5)
-                    if self._taken_seq == self._seq:  # stopped and nothing new
+                    if self._closed or self._taken_seq == self._seq:  # closed, or stopped and nothing new
                         break
                     assert self._latest is not None
                     image, seq, ts = self._latest
@@ -524,7 +524,7 @@ class RealtimeFileSource(VideoSource):
                 with self._cond:
                     while (self._latest is None or self._latest[1] == self._taken) and not self._done.is_set():
                         self._cond.wait(0.5)
-                    if self._latest is None or self._latest[1] == self._taken:
+                    if self._closed or self._latest is None or self._latest[1] == self._taken:
                         break
                     image, index, ts = self._latest
                     self._taken = index

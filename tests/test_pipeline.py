@@ -1,0 +1,106 @@
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from vidseq.cli import main
+from vidseq.config import load_config
+from vidseq.pipeline import ProcessConfig, process_video
+
+# random-init YOLOv8n: no weights needed, exercises every stage and every output file
+FAST = ["backbone_weights=yolov8n.yaml", "tracker.imgsz=128", "trajectory.model=null"]
+
+
+def fast_cfg(**extra: object) -> ProcessConfig:
+    return load_config(ProcessConfig, None, [*FAST, *(f"{k}={v}" for k, v in extra.items())])
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_process_writes_every_output(tmp_path: Path, make_video) -> None:
+    video = make_video(tmp_path / "v.avi", n_frames=15, size=(96, 64), fps=10.0)
+    res = process_video(video, tmp_path / "out", fast_cfg(), progress=False)
+    out = res.out_dir
+    for name in ("frames.csv", "tracks.csv", "forecasts.jsonl", "events.json", "captions.jsonl", "summary.json",
+                 "annotated.mp4", "anomaly.png"):
+        assert (out / name).is_file(), name
+    rows = read_csv(out / "frames.csv")
+    assert [int(r["frame_index"]) for r in rows] == list(range(15))
+    assert list(rows[0]) == ["frame_index", "timestamp_s", "anomaly_score", "is_anomaly", "n_objects"]
+    cap = cv2.VideoCapture(str(out / "annotated.mp4"))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 15
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["frames"] == 15
+    assert summary["detector"]["weights"]["pretrained"] is False
+    assert summary["heads"]["trajectory"]["forecaster"] == "constant velocity"
+    assert json.loads((out / "events.json").read_text())["events"] == []
+
+
+def test_rerun_skips_then_force(tmp_path: Path, make_video) -> None:
+    video = make_video(tmp_path / "v.avi", n_frames=5)
+    cfg = fast_cfg()
+    assert process_video(video, tmp_path / "o", cfg, progress=False).status == "complete"
+    assert process_video(video, tmp_path / "o", cfg, progress=False).status == "skipped"
+    assert process_video(video, tmp_path / "o", cfg, force=True, progress=False).status == "complete"
+    other = fast_cfg(max_frames=3)
+    res = process_video(video, tmp_path / "o", other, progress=False)
+    assert res.status == "complete" and res.frames == 3
+
+
+def test_cli_process_and_bad_input(tmp_path: Path, make_video, capsys: pytest.CaptureFixture[str]) -> None:
+    video = make_video(tmp_path / "clip.avi", n_frames=4)
+    args = ["process", str(video), "--out", str(tmp_path / "o"), "--no-progress"]
+    assert main([*args, *sum((["--set", s] for s in FAST), [])]) == 0
+    assert (tmp_path / "o" / "clip" / "summary.json").is_file()
+    assert (tmp_path / "o" / "process_config.yaml").is_file()
+    assert main(["process", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o2")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("vidseq process: error: video not found")
+    assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.slow
+def test_sigkill_then_rerun(tmp_path: Path, make_video) -> None:
+    """A run killed mid-way leaves valid files marked incomplete; the re-run overwrites and completes."""
+    video = make_video(tmp_path / "long.avi", n_frames=400, size=(160, 120), fps=25.0)
+    out = tmp_path / "o"
+    cmd = [sys.executable, "-m", "vidseq", "process", str(video), "--out", str(out), "--no-progress",
+           *sum((["--set", s] for s in FAST), [])]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    summary = out / "long" / "summary.json"
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if summary.is_file() and json.loads(summary.read_text()).get("frames", 0) > 0:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("process never reported progress")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    s = json.loads(summary.read_text())
+    assert s["status"] == "running"  # marked incomplete
+    rows = read_csv(out / "long" / "frames.csv")  # a valid CSV of the frames done so far
+    assert 0 < len(rows) < 400
+    assert [int(r["frame_index"]) for r in rows] == list(range(len(rows)))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    s = json.loads(summary.read_text())
+    assert s["status"] == "complete" and s["frames"] == 400
+    assert len(read_csv(out / "long" / "frames.csv")) == 400

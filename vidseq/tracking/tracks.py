@@ -1,0 +1,253 @@
+"""Detections + ultralytics tracking -> per-object tracks, in the same forward pass as frame features.
+
+:class:`ObjectTracker` runs ultralytics' ``track`` (ByteTrack or BoT-SORT, not a home-made tracker) on
+each frame with the model held by a :class:`~vidseq.features.backbones.YoloBackbone`; the backbone's
+forward hook captures the last backbone stage during that same pass, which gives the frame feature
+(global average) and one appearance feature per box (average of the map cells under the box).
+
+When the detector is not a general one (e.g. the offline fall-detection YOLOv8s with classes
+Normal/Fall), boxes are labelled class-agnostically as ``"object"``: its class names are not truth.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+
+from vidseq.errors import BackboneError
+from vidseq.features.backbones import YoloBackbone
+from vidseq.video.sources import Frame
+
+log = logging.getLogger(__name__)
+
+# The 80 COCO class names ultralytics' COCO models carry (a detector with these names is "general").
+COCO_NAMES = frozenset((
+    "person", "bicycle", "car", "motorcycle", "airplane", "bus", "train", "truck", "boat", "traffic light",
+    "fire hydrant", "stop sign", "parking meter", "bench", "bird", "cat", "dog", "horse", "sheep", "cow",
+    "elephant", "bear", "zebra", "giraffe", "backpack", "umbrella", "handbag", "tie", "suitcase", "frisbee",
+    "skis", "snowboard", "sports ball", "kite", "baseball bat", "baseball glove", "skateboard", "surfboard",
+    "tennis racket", "bottle", "wine glass", "cup", "fork", "knife", "spoon", "bowl", "banana", "apple",
+    "sandwich", "orange", "broccoli", "carrot", "hot dog", "pizza", "donut", "cake", "chair", "couch",
+    "potted plant", "bed", "dining table", "toilet", "tv", "laptop", "mouse", "remote", "keyboard",
+    "cell phone", "microwave", "oven", "toaster", "sink", "refrigerator", "book", "clock", "vase", "scissors",
+    "teddy bear", "hair drier", "toothbrush",
+))
+
+
+def is_general_detector(names: dict[int, str]) -> bool:
+    """True when most class names are COCO names (the detector's labels can be shown as they are)."""
+    if not names:
+        return False
+    known = sum(1 for n in names.values() if n in COCO_NAMES)
+    return known >= max(2, int(0.8 * len(names)))
+
+
+@dataclass(frozen=True)
+class Detections:
+    """One frame's boxes as parallel arrays (N boxes)."""
+
+    frame_index: int
+    timestamp_s: float
+    xyxy: np.ndarray  # (N, 4) float32 pixels
+    conf: np.ndarray  # (N,) float32
+    class_id: np.ndarray  # (N,) int64
+    track_id: np.ndarray  # (N,) int64, -1 when the tracker gave no id
+    labels: tuple[str, ...]  # (N,)
+    features: np.ndarray | None = None  # (N, D) float32 appearance features
+
+    def __post_init__(self) -> None:
+        n = self.xyxy.shape[0]
+        if self.xyxy.shape != (n, 4):
+            raise ValueError(f"xyxy must be (N, 4), got {self.xyxy.shape}")
+        for name in ("conf", "class_id", "track_id"):
+            if getattr(self, name).shape != (n,):
+                raise ValueError(f"{name} must be ({n},), got {getattr(self, name).shape}")
+        if len(self.labels) != n:
+            raise ValueError(f"labels must have {n} entries, got {len(self.labels)}")
+        if self.features is not None and self.features.shape[0] != n:
+            raise ValueError(f"features must have {n} rows, got {self.features.shape[0]}")
+
+    def __len__(self) -> int:
+        return int(self.xyxy.shape[0])
+
+    @classmethod
+    def empty(cls, frame_index: int, timestamp_s: float, dim: int | None = None) -> Detections:
+        return cls(frame_index, timestamp_s, np.zeros((0, 4), np.float32), np.zeros(0, np.float32),
+                   np.zeros(0, np.int64), np.zeros(0, np.int64), (),
+                   None if dim is None else np.zeros((0, dim), np.float32))
+
+
+@dataclass
+class Track:
+    """One tracked object: its boxes over time and a running mean appearance feature."""
+
+    track_id: int
+    label: str
+    frame_index: list[int] = field(default_factory=list)
+    timestamp_s: list[float] = field(default_factory=list)
+    xyxy: list[np.ndarray] = field(default_factory=list)
+    conf: list[float] = field(default_factory=list)
+    feature_sum: np.ndarray | None = None
+
+    def add(self, frame_index: int, timestamp_s: float, box: np.ndarray, conf: float,
+            feature: np.ndarray | None) -> None:
+        self.frame_index.append(frame_index)
+        self.timestamp_s.append(timestamp_s)
+        self.xyxy.append(np.asarray(box, np.float32))
+        self.conf.append(float(conf))
+        if feature is not None:
+            self.feature_sum = feature.astype(np.float64) if self.feature_sum is None else self.feature_sum + feature
+
+    @property
+    def last_frame(self) -> int:
+        return self.frame_index[-1]
+
+    @property
+    def feature(self) -> np.ndarray | None:
+        """Mean appearance feature over the track's boxes."""
+        return None if self.feature_sum is None else (self.feature_sum / len(self.frame_index)).astype(np.float32)
+
+    def centers(self) -> np.ndarray:
+        """(T, 2) box centres."""
+        b = np.stack(self.xyxy)
+        return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2], axis=1)
+
+    def footpoints(self) -> np.ndarray:
+        """(T, 2) bottom-centre points (where an object touches the ground)."""
+        b = np.stack(self.xyxy)
+        return np.stack([(b[:, 0] + b[:, 2]) / 2, b[:, 3]], axis=1)
+
+    def heights(self) -> np.ndarray:
+        b = np.stack(self.xyxy)
+        return b[:, 3] - b[:, 1]
+
+    def mot_rows(self) -> Iterable[tuple]:
+        """Rows ``frame,id,x,y,w,h,class,conf`` (0-based frames; the dataset format's track CSV)."""
+        for fi, box, c in zip(self.frame_index, self.xyxy, self.conf):
+            x1, y1, x2, y2 = (float(v) for v in box)
+            yield fi, self.track_id, round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2), self.label, \
+                round(c, 4)
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    """Detector + tracker settings (part of the process/monitor configs)."""
+
+    tracker: Literal["bytetrack", "botsort"] = "bytetrack"
+    conf: float = 0.25  # detections below are dropped before reporting (trackers still see >= 0.1)
+    iou: float = 0.7
+    imgsz: int = 640
+    max_det: int = 100
+    class_agnostic: Literal["auto", "yes", "no"] = "auto"  # auto: yes unless the detector has COCO names
+    track_timeout_s: float = 2.0  # a track unseen this long is finished (its forecast stops)
+
+
+class ObjectTracker:
+    """Ultralytics tracking on a :class:`YoloBackbone`, one frame at a time, with features from the same pass."""
+
+    def __init__(self, backbone: YoloBackbone, cfg: TrackerConfig = TrackerConfig()) -> None:
+        if not isinstance(backbone, YoloBackbone):
+            raise BackboneError("tracking needs the 'yolo' backbone (detections and features from one pass)")
+        self.backbone = backbone
+        self.cfg = cfg
+        names = backbone.class_names
+        general = is_general_detector(names)
+        self.class_agnostic = cfg.class_agnostic == "yes" or (cfg.class_agnostic == "auto" and not general)
+        self.names = names
+        if self.class_agnostic:
+            log.info("detector classes %s are not a general label set: boxes are labelled 'object'",
+                     sorted(set(names.values()))[:6])
+        self.tracks: dict[int, Track] = {}
+        self.finished: list[Track] = []
+        self._next_untracked = -1
+
+    def describe(self) -> dict[str, object]:
+        return {"tracker": self.cfg.tracker, "class_agnostic": self.class_agnostic,
+                "detector_classes": self.names, "conf": self.cfg.conf, "imgsz": self.cfg.imgsz}
+
+    def update(self, frame: Frame) -> tuple[Detections, np.ndarray]:
+        """Detect + track on one frame. Returns the frame's detections and its ``(D,)`` feature."""
+        bb = self.backbone
+        bb._fmap = None
+        results = bb.yolo.track(frame.image, persist=True, tracker=f"{self.cfg.tracker}.yaml", conf=0.1,
+                                iou=self.cfg.iou, imgsz=self.cfg.imgsz, max_det=self.cfg.max_det, verbose=False,
+                                device=str(bb.device), **({"half": True} if bb.half else {}))
+        with torch.inference_mode():
+            frame_feature = bb.last_features()[0].float().cpu().numpy()  # (D,)
+            fmap = bb._fmap
+        res = results[0]
+        boxes = res.boxes
+        if boxes is None or len(boxes) == 0:
+            dets = Detections.empty(frame.frame_index, frame.timestamp_s, bb.feature_dim)
+        else:
+            xyxy = boxes.xyxy.cpu().numpy().astype(np.float32)
+            conf = boxes.conf.cpu().numpy().astype(np.float32)
+            cls = boxes.cls.cpu().numpy().astype(np.int64)
+            ids = boxes.id.cpu().numpy().astype(np.int64) if boxes.id is not None else np.full(len(conf), -1)
+            keep = conf >= self.cfg.conf
+            xyxy, conf, cls, ids = xyxy[keep], conf[keep], cls[keep], ids[keep]
+            labels = tuple("object" if self.class_agnostic else self.names.get(int(c), str(int(c))) for c in cls)
+            feats = self._box_features(fmap, xyxy, frame.image.shape[:2]) if len(xyxy) else None
+            dets = Detections(frame.frame_index, frame.timestamp_s, xyxy, conf, cls, ids, labels, feats)
+        self._update_tracks(dets)
+        return dets, frame_feature
+
+    def _box_features(self, fmap: torch.Tensor | None, xyxy: np.ndarray, hw: tuple[int, int]) -> np.ndarray | None:
+        """Average the hooked map under each box (boxes mapped through ultralytics' letterbox)."""
+        if fmap is None:
+            return None
+        fm = fmap[0].float()  # (C, h, w)
+        c, mh, mw = fm.shape
+        stride_h, stride_w = self._input_hw(mh, mw)
+        h, w = hw
+        r = min(stride_h / h, stride_w / w)
+        pad_x, pad_y = (stride_w - w * r) / 2, (stride_h - h * r) / 2
+        out = np.empty((len(xyxy), c), np.float32)
+        for i, (x1, y1, x2, y2) in enumerate(xyxy):
+            gx1 = int(np.clip(np.floor((x1 * r + pad_x) / stride_w * mw), 0, mw - 1))
+            gy1 = int(np.clip(np.floor((y1 * r + pad_y) / stride_h * mh), 0, mh - 1))
+            gx2 = int(np.clip(np.ceil((x2 * r + pad_x) / stride_w * mw), gx1 + 1, mw))
+            gy2 = int(np.clip(np.ceil((y2 * r + pad_y) / stride_h * mh), gy1 + 1, mh))
+            out[i] = fm[:, gy1:gy2, gx1:gx2].mean(dim=(1, 2)).cpu().numpy()
+        proj = self.backbone.projection
+        if proj is not None:
+            out = out @ proj.cpu().numpy()
+        return out
+
+    def _input_hw(self, mh: int, mw: int) -> tuple[int, int]:
+        s = 32  # the last backbone stage of YOLOv8/11 has stride 32
+        return mh * s, mw * s
+
+    def _update_tracks(self, dets: Detections) -> None:
+        for i in range(len(dets)):
+            tid = int(dets.track_id[i])
+            if tid < 0:
+                continue
+            track = self.tracks.get(tid)
+            if track is None:
+                track = self.tracks[tid] = Track(tid, dets.labels[i])
+            feat = dets.features[i] if dets.features is not None else None
+            track.add(dets.frame_index, dets.timestamp_s, dets.xyxy[i], float(dets.conf[i]), feat)
+        timeout = self.cfg.track_timeout_s
+        for tid in [t for t, tr in self.tracks.items() if dets.timestamp_s - tr.timestamp_s[-1] > timeout]:
+            self.finished.append(self.tracks.pop(tid))
+
+    def active(self, frame_index: int) -> list[Track]:
+        """Tracks seen in ``frame_index``."""
+        return [t for t in self.tracks.values() if t.last_frame == frame_index]
+
+    def all_tracks(self) -> list[Track]:
+        return sorted(self.finished + list(self.tracks.values()), key=lambda t: t.track_id)
+
+    def reset(self) -> None:
+        """Forget all tracks and the tracker state (e.g. before the next video)."""
+        predictor = getattr(self.backbone.yolo, "predictor", None)
+        for tr in getattr(predictor, "trackers", None) or []:
+            tr.reset()
+        self.tracks.clear()
+        self.finished.clear()
