@@ -149,8 +149,12 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     try:
         with JsonlSink(out / "events.jsonl", append=True) as events:
             for frame in src:
-                r = proc.step(frame)
-                cap = src.capture_time(frame)
+                done = proc.step(frame)
+                if not done:
+                    continue
+                r = done[-1]  # live: only the newest completed result is shown and alerted on
+                frame = r.frame
+                cap = src.capture_time(frame)  # capture -> score, including any smoothing delay
                 if cap is not None:
                     stats.latency_ms.append((time.monotonic() - cap) * 1000.0)
                 stats.frames += 1

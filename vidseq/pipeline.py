@@ -89,6 +89,7 @@ class FrameResult:
     anomaly_ready: bool = False
     forecasts: dict[int, np.ndarray] = field(default_factory=dict)  # track id -> (K, T_pred, 2) pixels
     caption: str | None = None
+    paths: dict[int, np.ndarray] = field(default_factory=dict)  # track id -> (T, 2) recent foot points
 
 
 class TrajectoryHead:
@@ -119,7 +120,10 @@ class TrajectoryHead:
                 "step_s": self.settings.step_s, "frames_per_step": self.frames_per_step, "k": self.k,
                 "pred_len": self.pred_len}
 
-    def step(self, result: FrameResult, tracker: ObjectTracker) -> None:
+    delay_frames = 0
+
+    def step(self, result: FrameResult, proc: FrameProcessor) -> None:
+        tracker = proc.tracker
         fi = result.frame.frame_index
         if fi % self.frames_per_step:
             return
@@ -181,6 +185,8 @@ class FrameProcessor:
                                         imgsz=cfg.tracker.imgsz, feature_dim=cfg.feature_dim)
         self.tracker = ObjectTracker(self.backbone, cfg.tracker)  # type: ignore[arg-type]
         self.notes: list[str] = []
+        self._pending: deque[FrameResult] = deque()
+        self._pending_index: dict[int, FrameResult] = {}
         self.heads: list[Any] = heads if heads is not None else self._default_heads()
 
     def _default_heads(self) -> list[Any]:
@@ -205,12 +211,46 @@ class FrameProcessor:
                 "backbone": {k: v for k, v in self.backbone.info().items() if k != "class_names"},
                 "heads": {h.name: h.describe() for h in self.heads}, "notes": self.notes}
 
-    def step(self, frame: Frame) -> FrameResult:
+    @property
+    def delay_frames(self) -> int:
+        """Frames a result is held back: heads with centred smoothing need that many future frames."""
+        return max((int(getattr(h, "delay_frames", 0)) for h in self.heads), default=0)
+
+    def pending(self, frame_index: int) -> FrameResult | None:
+        """A result not yet handed out (heads fill in delayed scores through this)."""
+        return self._pending_index.get(frame_index)
+
+    def step(self, frame: Frame) -> list[FrameResult]:
+        """Process one frame; returns the results that are complete now (oldest first).
+
+        With no delaying head that is exactly this frame's result; otherwise results come out
+        :attr:`delay_frames` frames later, and :meth:`finish` returns the rest at the end of a stream.
+        """
         dets, feature = self.tracker.update(frame)
         result = FrameResult(frame, dets, feature)
+        keep = max(2, round(self.cfg.history_s * self.fps))
+        result.paths = {t.track_id: t.footpoints()[-keep:] for t in self.tracker.active(frame.frame_index)}
+        self._pending.append(result)
+        self._pending_index[frame.frame_index] = result
         for head in self.heads:
-            head.step(result, self.tracker)
-        return result
+            head.step(result, self)
+        return self._release(self.delay_frames)
+
+    def finish(self) -> list[FrameResult]:
+        """End of stream: let heads complete their delayed outputs and return every held result."""
+        for head in self.heads:
+            fin = getattr(head, "finish", None)
+            if fin is not None:
+                fin(self)
+        return self._release(0)
+
+    def _release(self, hold: int) -> list[FrameResult]:
+        out: list[FrameResult] = []
+        while len(self._pending) > hold:
+            r = self._pending.popleft()
+            self._pending_index.pop(r.frame.frame_index, None)
+            out.append(r)
+        return out
 
 
 def _anomaly_head_factory() -> Callable[[ProcessConfig, FrameProcessor], Any] | None:
@@ -301,26 +341,35 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
                 if cfg.video else None
             drawer = _Drawer(cfg, info.fps) if cfg.video else None
             try:
+                def emit(results: list[FrameResult]) -> None:
+                    nonlocal n_frames
+                    for r in results:
+                        tb = time.perf_counter()
+                        _write_frame_rows(r, frames_csv, tracks_csv, forecasts_out, captions_out)
+                        scores.append((r.frame.timestamp_s, r.anomaly_score, r.is_anomaly))
+                        if sink is not None and drawer is not None:
+                            image = drawer.draw(r, proc)
+                            tc = time.perf_counter()
+                            sink.write(image)
+                            stage_s["draw"] += tc - tb
+                            stage_s["encode"] += time.perf_counter() - tc
+                        n_frames += 1
+
                 for frame in src:
                     ta = time.perf_counter()
-                    r = proc.step(frame)
-                    tb = time.perf_counter()
-                    _write_frame_rows(r, frames_csv, tracks_csv, forecasts_out, captions_out)
-                    scores.append((frame.timestamp_s, r.anomaly_score, r.is_anomaly))
-                    if sink is not None and drawer is not None:
-                        image = drawer.draw(r, proc)
-                        tc = time.perf_counter()
-                        sink.write(image)
-                        stage_s["draw"] += tc - tb
-                        stage_s["encode"] += time.perf_counter() - tc
-                    stage_s["pipeline"] += tb - ta
-                    n_frames += 1
+                    done = proc.step(frame)
+                    stage_s["pipeline"] += time.perf_counter() - ta
+                    emit(done)
                     bar.update(1)
                     now = time.perf_counter()
                     if now - last_flush > 2.0:
                         summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2))
                         atomic_write_json(summary_path, summary)
                         last_flush = now
+                ta = time.perf_counter()
+                done = proc.finish()
+                stage_s["pipeline"] += time.perf_counter() - ta
+                emit(done)
             finally:
                 if sink is not None:
                     sink.close()
@@ -400,9 +449,8 @@ class _Drawer:
         for tid, fc in r.forecasts.items():
             self.last_forecast[int(tid)] = (fi, fc)
         items = [(int(d.track_id[i]), d.labels[i], d.xyxy[i], float(d.conf[i])) for i in range(len(d))]
-        for tr in proc.tracker.active(fi):
-            pts = tr.footpoints()[-self.history_frames:]
-            fc = self.last_forecast.get(tr.track_id)
+        for tid, pts in r.paths.items():
+            fc = self.last_forecast.get(tid)
             forecast = fc[1] if fc is not None and fi - fc[0] <= self.history_frames else None
             img = viz.draw_paths(img, pts, forecast, copy=False)
         img = viz.draw_tracks(img, items, copy=False)

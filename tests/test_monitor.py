@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from vidseq.cli import main
+from vidseq.config import load_config
+from vidseq.monitor import AlertRule, AlertSettings, MonitorConfig, run_monitor
+
+FAST = ["pipeline.backbone_weights=yolov8n.yaml", "pipeline.tracker.imgsz=128", "pipeline.trajectory.model=null"]
+
+
+def test_alert_rule_min_duration_and_cooldown() -> None:
+    rule = AlertRule(AlertSettings(min_duration_s=0.3, cooldown_s=2.0))
+    fps = 10
+    flags = [0] * 5 + [1] * 2 + [0] * 3 + [1] * 6 + [0] * 5 + [1] * 6 + [0] * 30 + [1] * 5 + [0]
+    started, ended = [], []
+    for i, f in enumerate(flags):
+        s, e = rule.update(i / fps, bool(f), float(f))
+        if s:
+            started.append(round(s["start_s"], 2))
+        if e:
+            ended.append(round(e["end_s"], 2))
+    # 2-frame blip too short; the 6-frame run alerts; the next run is inside the cooldown; the last alerts
+    assert started == [1.0, 5.7]
+    assert ended == [1.6, 6.2]
+
+
+def test_monitor_realtime_file(tmp_path: Path, make_video) -> None:
+    video = make_video(tmp_path / "cam.avi", n_frames=30, size=(96, 64), fps=15.0)
+    cfg = load_config(MonitorConfig, None, [*FAST, "realtime=true"])
+    out = tmp_path / "mon"
+    result = run_monitor(str(video), out, cfg)
+    assert result["frames"] > 0 and result["frames"] + result["dropped"] <= 30
+    assert result["latency_ms_median"] is not None and result["latency_ms_p95"] >= result["latency_ms_median"]
+    summary = json.loads((out / "monitor_summary.json").read_text())
+    assert summary["status"] == "stopped"
+    assert (out / "events.jsonl").is_file()
+
+
+def test_monitor_cli_bad_camera(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["monitor", "--source", "93", "--out", str(tmp_path)]) == 2
+    assert "cannot open camera 93" in capsys.readouterr().err
