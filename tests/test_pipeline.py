@@ -104,3 +104,30 @@ def test_sigkill_then_rerun(tmp_path: Path, make_video) -> None:
     s = json.loads(summary.read_text())
     assert s["status"] == "complete" and s["frames"] == 400
     assert len(read_csv(out / "long" / "frames.csv")) == 400
+
+
+@pytest.mark.slow
+def test_unsupervised_anomaly_flags_injected_speed_anomaly(tmp_path: Path) -> None:
+    """No trained model: normality from the first seconds, then the injected wrong-speed object is flagged."""
+    import numpy as np
+
+    from vidseq.sequences.manifest import load_dataset
+    from vidseq.sequences.synth import SynthConfig, generate_dataset
+
+    ds_dir = tmp_path / "syn"
+    generate_dataset(ds_dir, SynthConfig(clips=6, seed=1))
+    clip = next(c for c in load_dataset(ds_dir).clips if c.split == "test" and c.load_labels().any())
+    y = clip.load_labels()
+    res = process_video(clip.path, tmp_path / "o", fast_cfg(**{"anomaly.fit_s": 2.5}), progress=False)
+    rows = read_csv(res.out_dir / "frames.csv")
+    assert len(rows) == len(y)
+    s = np.array([float(r["anomaly_score"]) if r["anomaly_score"] else np.nan for r in rows])
+    scored = ~np.isnan(s)
+    assert scored.sum() >= len(y) // 2 and not scored[:20].any()  # warm-up frames carry no score
+    normal, anomalous = s[scored & (y == 0)], s[scored & (y == 1)]
+    auc = (anomalous[:, None] > normal[None, :]).mean()
+    assert auc > 0.9
+    events = json.loads((res.out_dir / "events.json").read_text())["events"]
+    assert events and any(e["start_frame"] <= np.flatnonzero(y)[-1] and e["end_frame"] >= np.flatnonzero(y)[0]
+                          for e in events)
+    assert "unsupervised" in res.summary["heads"]["anomaly"]["mode"]

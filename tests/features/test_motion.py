@@ -1,0 +1,93 @@
+"""Motion descriptors: flow speed of a moving pattern, streaming state, descriptor layout, caching, errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vidseq.errors import ConfigError, InputShapeError
+from vidseq.features.motion import (
+    CELL_STATS,
+    MotionConfig,
+    MotionExtractor,
+    cell_statistics,
+    descriptor_names,
+    extract_motion,
+    load_motion,
+    working_size,
+)
+
+
+def moving_texture(n: int = 6, speed: float = 3.0, size: tuple[int, int] = (128, 96)) -> list[np.ndarray]:
+    """BGR frames: a textured 32x32 patch moving right by ``speed`` px/frame over a static gray background."""
+    w, h = size
+    rng = np.random.default_rng(0)
+    tex = rng.integers(0, 255, (32, 32)).astype(np.uint8)
+    out = []
+    for i in range(n):
+        img = np.full((h, w), 128, np.uint8)
+        x = int(10 + i * speed)
+        img[40:72, x:x + 32] = tex
+        out.append(np.repeat(img[..., None], 3, 2))
+    return out
+
+
+@pytest.mark.parametrize("method", ["farneback", "dis"])
+def test_flow_measures_the_patch_speed(method: str) -> None:
+    ext = MotionExtractor(MotionConfig(method=method, width=0, grid=(3, 4), map_stride=4))
+    frames = moving_texture(speed=3.0)
+    first = ext.step(frames[0], 0, 0.0)
+    assert not first.valid and not first.flow.any()
+    m = ext.step(frames[1], 1, 0.1)
+    assert m.valid and m.flow.shape == (96, 128, 2) and m.magnitude_map.shape == (24, 32)
+    inside = m.flow[46:66, 20:36]  # interior of the patch at its new position
+    assert np.median(inside[..., 0]) == pytest.approx(3.0, abs=0.6)
+    assert abs(np.median(inside[..., 1])) < 0.5
+    if method == "farneback":  # DIS's variational refinement spreads flow into flat areas
+        assert np.abs(m.flow[:20]).max() < 0.5  # static background stays still
+    assert m.descriptor.shape == (ext.descriptor_dim,) and m.descriptor.dtype == np.float32
+
+
+def test_descriptor_layout_and_cell_statistics() -> None:
+    cfg = MotionConfig(grid=(2, 3))
+    assert len(descriptor_names(cfg)) == MotionExtractor(cfg).descriptor_dim == 2 * 3 * len(CELL_STATS) + 4
+    flow = np.zeros((40, 60, 2), np.float32)
+    flow[:20, :20, 0] = 2.0  # top-left cell moves right at 2 px/frame
+    stats = cell_statistics(flow, np.zeros((40, 60), np.float32), (2, 3), 0.5)
+    assert stats.shape == (2, 3, len(CELL_STATS))
+    assert stats[0, 0, 0] == pytest.approx(2.0) and stats[0, 0, 2] == pytest.approx(2.0)
+    assert stats[0, 0, 4] == pytest.approx(1.0) and stats[1, 2].sum() == 0
+
+
+def test_working_size_keeps_aspect_and_stride() -> None:
+    assert working_size(720, 480, MotionConfig(width=360, map_stride=4)) == (360, 240)
+    assert working_size(100, 50, MotionConfig(width=0, map_stride=4)) == (100, 48)
+
+
+def test_reset_and_bad_inputs() -> None:
+    ext = MotionExtractor(MotionConfig(width=0))
+    frames = moving_texture(n=2)
+    ext.step(frames[0])
+    ext.reset()
+    assert not ext.step(frames[1]).valid
+    with pytest.raises(InputShapeError, match="size changed"):
+        ext.step(np.zeros((50, 50, 3), np.uint8))
+    with pytest.raises(InputShapeError):
+        MotionExtractor().step(np.zeros((10, 10, 3), np.float32))
+    with pytest.raises(ConfigError):
+        MotionConfig(grid=(0, 3))
+
+
+def test_extract_motion_caches(tmp_path: Path, tiny_video: Path) -> None:
+    cfg = MotionConfig(width=0, grid=(2, 2))
+    seq = extract_motion(tiny_video, cfg, cache_dir=tmp_path)
+    assert len(seq) == 12 and not seq.valid[0] and seq.valid[1:].all()
+    files = list(tmp_path.glob("*.npz"))
+    assert len(files) == 1
+    again = extract_motion(tiny_video, cfg, cache_dir=tmp_path)
+    np.testing.assert_allclose(again.descriptors, seq.descriptors)
+    assert load_motion(files[0]).magnitude_maps.shape == seq.magnitude_maps.shape
+    # the moving square of the fixture moves right by 3 px/frame
+    assert seq.descriptors[1:, 2::len(CELL_STATS)][:, :4].max() > 0.1

@@ -1,0 +1,342 @@
+"""Per-frame motion descriptors from dense optical flow, computed one frame at a time.
+
+:class:`MotionExtractor` takes BGR frames in order and carries the previous (downscaled, gray) frame,
+so it serves files and live streams alike. For each frame it returns a :class:`MotionFrame`:
+
+* ``flow`` — dense optical flow from the previous frame, ``(h, w, 2)`` float32 in pixels per frame of
+  the *working* resolution (frames are resized to ``MotionConfig.width`` first);
+* ``magnitude_map`` — flow magnitude average-pooled by ``map_stride`` (``(h // s, w // s)``), small
+  enough to cache for every frame of a dataset; anomaly heads build per-location models on it;
+* ``descriptor`` — per-cell statistics on a ``grid`` of cells plus global frame-difference values
+  (:func:`descriptor_names` lists them), a fixed-length vector for sequence models.
+
+The first frame of a source has no previous frame: its flow is zero and ``valid`` is False.
+
+Example::
+
+    ext = MotionExtractor(MotionConfig(method="farneback", width=360, grid=(6, 9)))
+    for frame in iter_frames("clip.avi"):
+        m = ext.step(frame.image, frame.frame_index, frame.timestamp_s)
+        m.descriptor          # (D,) float32, D = ext.descriptor_dim
+    seq = extract_motion("clip.avi", MotionConfig(), cache_dir="cache/")   # whole file, cached
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from vidseq.errors import EmptyVideoError, InputShapeError, VidseqError
+from vidseq.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+MOTION_FORMAT_VERSION = 1
+CELL_STATS: tuple[str, ...] = ("mag_mean", "mag_p90", "vx_mean", "vy_mean", "moving_frac", "diff_mean")
+GLOBAL_STATS: tuple[str, ...] = ("g_mag_mean", "g_mag_p99", "g_moving_frac", "g_diff_mean")
+
+
+@dataclass(frozen=True)
+class MotionConfig:
+    """How motion is measured.
+
+    Attributes:
+        method: ``farneback`` (OpenCV Farneback, robust default) or ``dis`` (OpenCV DIS, faster).
+        width: working width in pixels; frames are resized to it (aspect kept) before flow. 0 keeps
+            the native size. Pixel quantities (thresholds, windows) are in working-resolution pixels.
+        grid: ``(rows, cols)`` of cells for the descriptor statistics.
+        moving_threshold: flow magnitude (px/frame) above which a pixel counts as moving.
+        map_stride: the cached magnitude map is the flow magnitude average-pooled by this factor.
+        pyr_scale, levels, winsize, iterations, poly_n, poly_sigma: Farneback parameters.
+        dis_preset: ``ultrafast``, ``fast`` or ``medium`` (DIS only).
+    """
+
+    method: Literal["farneback", "dis"] = "farneback"
+    width: int = 360
+    grid: tuple[int, int] = (6, 9)
+    moving_threshold: float = 0.4
+    map_stride: int = 4
+    pyr_scale: float = 0.5
+    levels: int = 3
+    winsize: int = 15
+    iterations: int = 3
+    poly_n: int = 5
+    poly_sigma: float = 1.2
+    dis_preset: Literal["ultrafast", "fast", "medium"] = "medium"
+
+    def __post_init__(self) -> None:
+        from vidseq.errors import ConfigError
+
+        if self.width < 0 or (0 < self.width < 16):
+            raise ConfigError(f"motion.width must be 0 (native) or >= 16, got {self.width}")
+        if len(self.grid) != 2 or min(self.grid) < 1:
+            raise ConfigError(f"motion.grid must be two positive integers, got {self.grid}")
+        if self.map_stride < 1:
+            raise ConfigError(f"motion.map_stride must be >= 1, got {self.map_stride}")
+        if self.moving_threshold < 0:
+            raise ConfigError(f"motion.moving_threshold must be >= 0, got {self.moving_threshold}")
+
+
+def descriptor_names(cfg: MotionConfig) -> list[str]:
+    """Names of the descriptor entries, in order: per-cell stats (row-major cells), then global stats."""
+    rows, cols = cfg.grid
+    return [f"r{r}c{c}_{s}" for r in range(rows) for c in range(cols) for s in CELL_STATS] + list(GLOBAL_STATS)
+
+
+def working_size(width: int, height: int, cfg: MotionConfig) -> tuple[int, int]:
+    """``(w, h)`` frames are resized to before flow (multiples of ``map_stride``)."""
+    if cfg.width and width != cfg.width:
+        w, h = cfg.width, max(1, round(height * cfg.width / width))
+    else:
+        w, h = width, height
+    s = cfg.map_stride
+    return max(s, w - w % s), max(s, h - h % s)
+
+
+@dataclass
+class MotionFrame:
+    """Motion measured at one frame (see module docstring)."""
+
+    frame_index: int
+    timestamp_s: float
+    flow: np.ndarray  # (h, w, 2) float32 px/frame at working resolution
+    gray: np.ndarray  # (h, w) uint8 working-resolution gray frame
+    magnitude_map: np.ndarray  # (h // s, w // s) float32
+    descriptor: np.ndarray  # (D,) float32
+    valid: bool  # False for the first frame (no previous frame, zero flow)
+
+
+def cell_statistics(flow: np.ndarray, diff: np.ndarray, grid: tuple[int, int], threshold: float) -> np.ndarray:
+    """Per-cell statistics of a flow field (vectorised).
+
+    Args:
+        flow: ``(h, w, 2)`` float32 flow.
+        diff: ``(h, w)`` float32 absolute frame difference in [0, 1].
+        grid: ``(rows, cols)``; cells are ``h // rows`` x ``w // cols`` pixels from the top-left corner
+            (the remainder rows/columns, fewer than ``rows``/``cols`` pixels, are left out).
+        threshold: moving-pixel magnitude threshold.
+
+    Returns:
+        ``(rows, cols, len(CELL_STATS))`` float32.
+    """
+    h, w = flow.shape[:2]
+    rows, cols = grid
+    ch, cw = h // rows, w // cols
+    if ch < 1 or cw < 1:
+        raise InputShapeError(f"motion: grid {rows}x{cols} is finer than the {w}x{h} working frame")
+
+    def cells(a: np.ndarray) -> np.ndarray:  # (h, w, ...) -> (rows, cols, ch * cw, ...)
+        a = a[: rows * ch, : cols * cw]
+        a = a.reshape(rows, ch, cols, cw, *a.shape[2:]).swapaxes(1, 2)
+        return a.reshape(rows, cols, ch * cw, *a.shape[4:])
+
+    f = cells(flow)  # (rows, cols, P, 2)
+    mag = np.sqrt(f[..., 0] ** 2 + f[..., 1] ** 2)  # (rows, cols, P)
+    out = np.empty((rows, cols, len(CELL_STATS)), np.float32)
+    out[..., 0] = mag.mean(-1)
+    k = int(round(0.9 * (mag.shape[-1] - 1)))
+    out[..., 1] = np.partition(mag, k, axis=-1)[..., k]
+    out[..., 2:4] = f.mean(-2)
+    out[..., 4] = (mag > threshold).mean(-1)
+    out[..., 5] = cells(diff).mean(-1)
+    return out
+
+
+def pool_map(values: np.ndarray, stride: int) -> np.ndarray:
+    """Average-pool a ``(h, w)`` map by ``stride`` (h, w multiples of stride) -> ``(h//s, w//s)``."""
+    if stride == 1:
+        return values.astype(np.float32, copy=False)
+    h, w = values.shape
+    return values.reshape(h // stride, stride, w // stride, stride).mean(axis=(1, 3)).astype(np.float32)
+
+
+class MotionExtractor:
+    """Streaming optical-flow motion descriptor: ``step(image)`` per frame, previous frame carried.
+
+    Args:
+        cfg: :class:`MotionConfig`.
+    """
+
+    def __init__(self, cfg: MotionConfig | None = None) -> None:
+        self.cfg = cfg or MotionConfig()
+        self._prev: np.ndarray | None = None
+        self._size: tuple[int, int] | None = None  # source (w, h)
+        self._work: tuple[int, int] | None = None  # working (w, h)
+        self._dis: Any = None
+
+    @property
+    def descriptor_dim(self) -> int:
+        rows, cols = self.cfg.grid
+        return rows * cols * len(CELL_STATS) + len(GLOBAL_STATS)
+
+    @property
+    def working_size(self) -> tuple[int, int] | None:
+        """Working ``(w, h)`` once the first frame was seen."""
+        return self._work
+
+    def reset(self) -> None:
+        """Forget the previous frame (the next frame starts a new sequence)."""
+        self._prev = None
+
+    def _gray(self, image: np.ndarray) -> np.ndarray:
+        import cv2
+
+        if image.ndim == 3 and image.shape[2] == 3 and image.dtype == np.uint8:
+            gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+        elif image.ndim == 2 and image.dtype == np.uint8:
+            gray = image
+        else:
+            raise InputShapeError(f"motion: frames must be (H, W, 3) BGR or (H, W) gray uint8, "
+                                  f"got {image.shape} {image.dtype}")
+        size = (gray.shape[1], gray.shape[0])
+        if self._size is None:
+            self._size = size
+            self._work = working_size(size[0], size[1], self.cfg)
+        elif size != self._size:
+            raise InputShapeError(f"motion: frame size changed from {self._size[0]}x{self._size[1]} "
+                                  f"to {size[0]}x{size[1]}")
+        assert self._work is not None
+        if self._work != size:
+            gray = cv2.resize(gray, self._work, interpolation=cv2.INTER_AREA)
+        return gray
+
+    def _flow(self, prev: np.ndarray, cur: np.ndarray) -> np.ndarray:
+        import cv2
+
+        c = self.cfg
+        if c.method == "dis":
+            if self._dis is None:
+                preset = {"ultrafast": cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST, "fast": cv2.DISOPTICAL_FLOW_PRESET_FAST,
+                          "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM}[c.dis_preset]
+                self._dis = cv2.DISOpticalFlow_create(preset)
+            return self._dis.calc(prev, cur, None)
+        return cv2.calcOpticalFlowFarneback(prev, cur, None, c.pyr_scale, c.levels, c.winsize, c.iterations,
+                                            c.poly_n, c.poly_sigma, 0)
+
+    def step(self, image: np.ndarray, frame_index: int = 0, timestamp_s: float = 0.0) -> MotionFrame:
+        """Measure motion between the previous frame and ``image`` (BGR or gray uint8)."""
+        gray = self._gray(image)
+        h, w = gray.shape
+        valid = self._prev is not None
+        if valid:
+            assert self._prev is not None
+            flow = self._flow(self._prev, gray).astype(np.float32, copy=False)
+            diff = np.abs(gray.astype(np.float32) - self._prev.astype(np.float32)) * (1.0 / 255.0)
+        else:
+            flow = np.zeros((h, w, 2), np.float32)
+            diff = np.zeros((h, w), np.float32)
+        self._prev = gray
+        mag = np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)
+        cells = cell_statistics(flow, diff, self.cfg.grid, self.cfg.moving_threshold)
+        kq = int(round(0.99 * (mag.size - 1)))
+        glob = np.array([mag.mean(), np.partition(mag.ravel(), kq)[kq], (mag > self.cfg.moving_threshold).mean(),
+                         diff.mean()], np.float32)
+        desc = np.concatenate([cells.reshape(-1), glob]).astype(np.float32)
+        return MotionFrame(frame_index=int(frame_index), timestamp_s=float(timestamp_s), flow=flow, gray=gray,
+                           magnitude_map=pool_map(mag, self.cfg.map_stride), descriptor=desc, valid=valid)
+
+
+# ---------------------------------------------------------------------------------------- whole sources
+
+
+@dataclass
+class MotionSequence:
+    """Motion of a whole source: descriptors and pooled magnitude maps for every frame."""
+
+    descriptors: np.ndarray  # (T, D) float32
+    magnitude_maps: np.ndarray  # (T, mh, mw) float32
+    valid: np.ndarray  # (T,) bool
+    frame_index: np.ndarray  # (T,) int64
+    timestamp_s: np.ndarray  # (T,) float64
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        t = self.descriptors.shape[0]
+        if self.descriptors.ndim != 2 or self.magnitude_maps.ndim != 3 or self.magnitude_maps.shape[0] != t:
+            raise InputShapeError(f"motion sequence: inconsistent shapes {self.descriptors.shape} / "
+                                  f"{self.magnitude_maps.shape}")
+        if self.valid.shape != (t,) or self.frame_index.shape != (t,) or self.timestamp_s.shape != (t,):
+            raise InputShapeError("motion sequence: valid/frame_index/timestamp_s must have one entry per frame")
+
+    def __len__(self) -> int:
+        return int(self.descriptors.shape[0])
+
+
+def save_motion(path: str | Path, seq: MotionSequence) -> Path:
+    """Write a motion sequence as ``.npz`` atomically (loads with ``allow_pickle=False``)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, descriptors=seq.descriptors.astype(np.float32),
+                     magnitude_maps=seq.magnitude_maps.astype(np.float16), valid=seq.valid.astype(bool),
+                     frame_index=seq.frame_index.astype(np.int64), timestamp_s=seq.timestamp_s.astype(np.float64),
+                     meta=np.array(json.dumps(seq.meta, default=str)))
+    return Path(path)
+
+
+def load_motion(path: str | Path) -> MotionSequence:
+    """Read a file written by :func:`save_motion`."""
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            return MotionSequence(descriptors=z["descriptors"], magnitude_maps=z["magnitude_maps"].astype(np.float32),
+                                  valid=z["valid"], frame_index=z["frame_index"], timestamp_s=z["timestamp_s"],
+                                  meta=json.loads(str(z["meta"])))
+    except (OSError, KeyError, ValueError) as exc:
+        raise VidseqError(f"unreadable motion file {p}: {exc}") from None
+
+
+def extract_motion(spec: str | Path, cfg: MotionConfig | None = None, *, cache_dir: str | Path | None = None,
+                   progress: bool = False, max_frames: int | None = None) -> MotionSequence:
+    """Motion of every frame of a video file or image folder (cached by content hash + config).
+
+    Raises:
+        EmptyVideoError: the source yields no frames.
+    """
+    from tqdm import tqdm
+
+    from vidseq.features.extractor import cache_key, content_hash
+    from vidseq.video.sources import open_source
+
+    cfg = cfg or MotionConfig()
+    settings = {"motion": asdict(cfg), "max_frames": max_frames, "format": MOTION_FORMAT_VERSION}
+    target: Path | None = None
+    key = None
+    if cache_dir is not None:
+        digest = content_hash(spec)
+        if digest is not None:
+            key = cache_key(digest, settings)
+            target = Path(cache_dir) / f"{Path(str(spec)).stem}-motion-{key[:16]}.npz"
+            if target.is_file():
+                try:
+                    seq = load_motion(target)
+                    if seq.meta.get("cache_key") == key:
+                        return seq
+                except VidseqError:
+                    log.warning("ignoring unreadable motion cache %s", target)
+    ext = MotionExtractor(cfg)
+    desc, maps, valid, idx, ts = [], [], [], [], []
+    t0 = time.perf_counter()
+    with open_source(spec, max_frames=max_frames) as src:
+        fps = src.info.fps
+        for frame in tqdm(src, desc=f"motion {Path(str(spec)).name}", disable=not progress, unit="f"):
+            m = ext.step(frame.image, frame.frame_index, frame.timestamp_s)
+            desc.append(m.descriptor)
+            maps.append(m.magnitude_map)
+            valid.append(m.valid)
+            idx.append(m.frame_index)
+            ts.append(m.timestamp_s)
+    if not desc:
+        raise EmptyVideoError(f"no frames in {spec}")
+    seq = MotionSequence(np.stack(desc), np.stack(maps), np.array(valid), np.array(idx, np.int64),
+                         np.array(ts, np.float64),
+                         meta={"source": str(spec), "fps": fps, "motion": asdict(cfg), "cache_key": key,
+                               "working_size": list(ext.working_size or ()), "seconds": time.perf_counter() - t0})
+    if target is not None:
+        save_motion(target, seq)
+    return seq

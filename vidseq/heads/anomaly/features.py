@@ -1,0 +1,256 @@
+"""Per-frame inputs of the anomaly streams, for a whole clip (cached) or one live frame at a time.
+
+:class:`FeatureComputer` holds the streaming state (previous frame for optical flow, background model
+for moving regions, the backbone) and turns each BGR frame into a
+:class:`vidseq.heads.anomaly.model.FrameFeatures`. :func:`extract_clip_features` runs it over a video
+file and stores the result as a :class:`ClipFeatures` ``.npz`` under ``cache_dir`` (keyed by the file's
+content hash and every setting that changes the numbers), so training and evaluation decode each video
+once. Appearance features come from :func:`vidseq.features.extractor.extract_features` (its own cache).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidseq.errors import EmptyVideoError, InputShapeError, VidseqError
+from vidseq.features.motion import MotionConfig, MotionExtractor
+from vidseq.heads.anomaly.model import AnomalyConfig, FrameFeatures
+from vidseq.io import atomic_path
+from vidseq.tracking.regions import ATTRIBUTE_NAMES, RegionConfig, RegionDetector, region_attributes
+
+log = logging.getLogger(__name__)
+
+CLIP_FEATURES_VERSION = 1
+
+
+@dataclass
+class ClipFeatures:
+    """Stream inputs for every frame of one clip (parallel arrays; regions flattened over frames).
+
+    Attributes:
+        clip_id: name (clip id or file stem).
+        fps: frame rate.
+        frame_index, timestamp_s: ``(T,)``.
+        magnitude_maps: ``(T, mh, mw)`` float32 pooled flow magnitude.
+        valid: ``(T,)`` bool, False for frames without a previous frame.
+        descriptors: ``(T, D)`` float32 motion descriptors.
+        region_attrs: ``(N, A)`` float32 raw region attributes; ``region_frame`` ``(N,)`` their positions.
+        appearance: ``(T, Da)`` float32 or None.
+        working_size: ``(w, h)`` of the motion working resolution.
+        meta: provenance.
+    """
+
+    clip_id: str
+    fps: float
+    frame_index: np.ndarray
+    timestamp_s: np.ndarray
+    magnitude_maps: np.ndarray
+    valid: np.ndarray
+    descriptors: np.ndarray
+    region_attrs: np.ndarray
+    region_frame: np.ndarray
+    working_size: tuple[int, int]
+    appearance: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        t = len(self.frame_index)
+        if self.magnitude_maps.shape[0] != t or self.descriptors.shape[0] != t or self.valid.shape != (t,):
+            raise InputShapeError(f"clip {self.clip_id}: per-frame arrays disagree on the frame count {t}")
+        if self.appearance is not None and self.appearance.shape[0] != t:
+            raise InputShapeError(f"clip {self.clip_id}: {self.appearance.shape[0]} appearance rows for {t} frames")
+        if self.region_attrs.shape[0] != self.region_frame.shape[0]:
+            raise InputShapeError(f"clip {self.clip_id}: region arrays disagree")
+
+    def __len__(self) -> int:
+        return int(len(self.frame_index))
+
+    def regions_of(self) -> list[np.ndarray]:
+        """Region attributes split per frame position."""
+        order = np.argsort(self.region_frame, kind="stable")
+        attrs, pos = self.region_attrs[order], self.region_frame[order]
+        cuts = np.searchsorted(pos, np.arange(len(self) + 1))
+        return [attrs[cuts[i]:cuts[i + 1]] for i in range(len(self))]
+
+    def frames(self, start: int = 0, stop: int | None = None) -> Iterator[FrameFeatures]:
+        """:class:`FrameFeatures` of positions ``[start, stop)``."""
+        per = self.regions_of()
+        stop = len(self) if stop is None else min(stop, len(self))
+        for i in range(start, stop):
+            yield FrameFeatures(frame_index=int(self.frame_index[i]), timestamp_s=float(self.timestamp_s[i]),
+                                magnitude_map=self.magnitude_maps[i], valid=bool(self.valid[i]),
+                                descriptor=self.descriptors[i], region_attrs=per[i],
+                                appearance=None if self.appearance is None else self.appearance[i])
+
+    def slice(self, start: int, stop: int) -> ClipFeatures:
+        """Positions ``[start, stop)`` as a new ClipFeatures (first frame keeps its validity)."""
+        keep = (self.region_frame >= start) & (self.region_frame < stop)
+        return ClipFeatures(self.clip_id, self.fps, self.frame_index[start:stop], self.timestamp_s[start:stop],
+                            self.magnitude_maps[start:stop], self.valid[start:stop], self.descriptors[start:stop],
+                            self.region_attrs[keep], self.region_frame[keep] - start, self.working_size,
+                            None if self.appearance is None else self.appearance[start:stop], dict(self.meta))
+
+
+def save_clip_features(path: str | Path, cf: ClipFeatures) -> Path:
+    arrays = {k: getattr(cf, k) for k in ("frame_index", "timestamp_s", "valid", "descriptors", "region_attrs",
+                                          "region_frame")}
+    arrays["magnitude_maps"] = cf.magnitude_maps.astype(np.float16)
+    meta = {"clip_id": cf.clip_id, "fps": cf.fps, "working_size": list(cf.working_size), **cf.meta}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, meta=np.array(json.dumps(meta, default=str)), **arrays)
+    return Path(path)
+
+
+def load_clip_features(path: str | Path) -> ClipFeatures:
+    p = Path(path)
+    try:
+        with np.load(p, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            return ClipFeatures(
+                clip_id=meta.pop("clip_id"), fps=float(meta.pop("fps")), frame_index=z["frame_index"],
+                timestamp_s=z["timestamp_s"], magnitude_maps=z["magnitude_maps"].astype(np.float32),
+                valid=z["valid"].astype(bool), descriptors=z["descriptors"], region_attrs=z["region_attrs"],
+                region_frame=z["region_frame"], working_size=tuple(meta.pop("working_size")), meta=meta)
+    except (OSError, KeyError, ValueError) as exc:
+        raise VidseqError(f"unreadable anomaly feature file {p}: {exc}") from None
+
+
+class FeatureComputer:
+    """Streaming per-frame feature computation (motion, regions, optional appearance).
+
+    Args:
+        motion: optical-flow settings.
+        regions: moving-region settings, or None to skip regions (no objects stream).
+        backbone: a :class:`vidseq.features.backbones.Backbone` for appearance, or None.
+    """
+
+    def __init__(self, motion: MotionConfig, regions: RegionConfig | None = None, backbone: Any = None) -> None:
+        self.motion = MotionExtractor(motion)
+        self.regions = RegionDetector(regions) if regions is not None else None
+        self.backbone = backbone
+
+    def step(self, image: np.ndarray, frame_index: int = 0, timestamp_s: float = 0.0,
+             appearance: np.ndarray | None = None) -> FrameFeatures:
+        """Features of the next frame. ``appearance`` may be given precomputed (batched extraction)."""
+        m = self.motion.step(image, frame_index, timestamp_s)
+        if self.regions is not None:
+            regs = self.regions.step(m.gray, m.flow, frame_index)
+            attrs = region_attributes(regs, m.flow)
+        else:
+            attrs = np.zeros((0, len(ATTRIBUTE_NAMES)), np.float32)
+        if appearance is None and self.backbone is not None:
+            appearance = self.backbone.extract([image])[0]
+        return FrameFeatures(frame_index=m.frame_index, timestamp_s=m.timestamp_s, magnitude_map=m.magnitude_map,
+                             valid=m.valid, descriptor=m.descriptor, region_attrs=attrs, appearance=appearance)
+
+
+def feature_settings(cfg: AnomalyConfig) -> dict[str, Any]:
+    """Settings that change the cached per-frame features (regions are always computed for the cache,
+    so one cache serves every stream combination)."""
+    return {"motion": asdict(cfg.motion), "regions": asdict(cfg.regions), "version": CLIP_FEATURES_VERSION}
+
+
+def make_backbone(cfg: AnomalyConfig, device: str = "cpu") -> Any:
+    """The frame stream's backbone (None when no stream needs appearance)."""
+    if not cfg.needs_appearance:
+        return None
+    from vidseq.features.backbones import create_backbone
+
+    f = cfg.frame
+    return create_backbone(f.backbone, weights=f.weights, pretrained=True, device=device, imgsz=f.imgsz,
+                           feature_dim=f.feature_dim)
+
+
+def extract_clip_features(path: str | Path, cfg: AnomalyConfig, *, clip_id: str | None = None,
+                          cache_dir: str | Path | None = None, backbone: Any = None,
+                          max_frames: int | None = None, progress: bool = False) -> ClipFeatures:
+    """Compute (or load from ``cache_dir``) the stream inputs of a video file or image folder.
+
+    Raises:
+        EmptyVideoError: the source has no frames.
+    """
+    from tqdm import tqdm
+
+    from vidseq.features.extractor import cache_key, content_hash, extract_features
+    from vidseq.video.sources import open_source
+
+    name = clip_id or Path(str(path)).stem
+    settings = {**feature_settings(cfg), "max_frames": max_frames}
+    target = None
+    key = None
+    cf: ClipFeatures | None = None
+    if cache_dir is not None:
+        digest = content_hash(path)
+        if digest is not None:
+            key = cache_key(digest, settings)
+            target = Path(cache_dir) / f"{name}-anomaly-{key[:16]}.npz"
+            if target.is_file():
+                try:
+                    cf = load_clip_features(target)
+                    if cf.meta.get("cache_key") != key:
+                        cf = None
+                except VidseqError:
+                    log.warning("ignoring unreadable cache file %s", target)
+    if cf is None:
+        comp = FeatureComputer(cfg.motion, cfg.regions if (cfg.needs_regions or target is not None) else None)
+        maps, valid, desc, idx, ts, attrs, rframe = [], [], [], [], [], [], []
+        t0 = time.perf_counter()
+        with open_source(path, max_frames=max_frames) as src:
+            fps = src.info.fps
+            for i, frame in enumerate(tqdm(src, desc=f"anomaly features {name}", disable=not progress, unit="f")):
+                f = comp.step(frame.image, frame.frame_index, frame.timestamp_s)
+                maps.append(f.magnitude_map)
+                valid.append(f.valid)
+                desc.append(f.descriptor)
+                idx.append(f.frame_index)
+                ts.append(f.timestamp_s)
+                attrs.append(f.region_attrs)
+                rframe.append(np.full(len(f.region_attrs), i, np.int64))
+        if not maps:
+            raise EmptyVideoError(f"no frames in {path}")
+        cf = ClipFeatures(name, float(fps), np.array(idx, np.int64), np.array(ts, np.float64), np.stack(maps),
+                          np.array(valid, bool), np.stack(desc).astype(np.float32),
+                          np.concatenate(attrs).astype(np.float32).reshape(-1, len(ATTRIBUTE_NAMES)),
+                          np.concatenate(rframe), tuple(comp.motion.working_size or (0, 0)),
+                          meta={"source": str(path), "cache_key": key, "seconds": time.perf_counter() - t0})
+        if target is not None:
+            save_clip_features(target, cf)
+    if backbone is not None:
+        seq = extract_features(path, backbone, cache_dir=cache_dir, progress=progress, max_frames=max_frames)
+        if len(seq) != len(cf):
+            raise InputShapeError(f"{name}: {len(seq)} appearance frames vs {len(cf)} motion frames")
+        cf.appearance = seq.features.astype(np.float32)
+    return cf
+
+
+def features_from_frames(frames: Any, cfg: AnomalyConfig, *, fps: float, clip_id: str = "frames",
+                         backbone: Any = None) -> ClipFeatures:
+    """:class:`ClipFeatures` of in-memory BGR frames (``(T, H, W, 3)`` uint8 array or a list of frames)."""
+    comp = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, backbone)
+    maps, valid, desc, attrs, rframe, app = [], [], [], [], [], []
+    for i, image in enumerate(frames):
+        f = comp.step(np.asarray(image), i, i / fps)
+        maps.append(f.magnitude_map)
+        valid.append(f.valid)
+        desc.append(f.descriptor)
+        attrs.append(f.region_attrs)
+        rframe.append(np.full(len(f.region_attrs), i, np.int64))
+        if f.appearance is not None:
+            app.append(f.appearance)
+    if not maps:
+        raise EmptyVideoError(f"{clip_id}: no frames")
+    t = len(maps)
+    return ClipFeatures(clip_id, float(fps), np.arange(t, dtype=np.int64), np.arange(t) / float(fps), np.stack(maps),
+                        np.array(valid, bool), np.stack(desc).astype(np.float32),
+                        np.concatenate(attrs).astype(np.float32).reshape(-1, len(ATTRIBUTE_NAMES)),
+                        np.concatenate(rframe), tuple(comp.motion.working_size or (0, 0)),
+                        np.stack(app).astype(np.float32) if app else None)
