@@ -14,8 +14,9 @@ from torch import nn
 from vidseq.errors import CheckpointError
 
 MODELS: dict[str, str] = {
-    # "trajectory_lstm": "vidseq.heads.trajectory:build_model",
-    # "anomaly_lstm": "vidseq.heads.anomaly:build_model",
+    "trajectory_lstm": "vidseq.heads.trajectory.model:build_model",
+    "anomaly_fusion": "vidseq.heads.anomaly.model:build_model",
+    "anomaly_frame_lstm": "vidseq.heads.anomaly.model:build_frame_predictor",
     "caption_s2vt": "vidseq.heads.caption.model:build_model",
 }
 
