@@ -48,7 +48,7 @@ class TrajectorySettings:
     model: str | None = "auto"  # checkpoint; "auto" = weights/trajectory_lstm_ethucy.pt if present; None = constant velocity
     step_s: float = 0.4  # the forecaster's time step (ETH/UCY: 0.4 s)
     k: int = 1  # forecasts per track (best first)
-    min_points: int = 3  # history points (steps) before a track gets a forecast
+    min_points: int = 2  # history points (steps) before a track gets a forecast
 
 
 @dataclass(frozen=True)

@@ -77,3 +77,29 @@ def test_real_detector_tracks_the_cyclist() -> None:
     tracks = [t for t in tr.all_tracks() if len(t.frame_index) >= 10]
     assert tracks, "no track lasted 10 frames"
     assert all(t.label == "object" for t in tracks)  # Normal/Fall names are not shown as truth
+
+
+@pytest.mark.slow
+def test_moving_regions_track_synthetic_objects(tmp_path: Path) -> None:
+    """Class-agnostic moving regions + ultralytics ByteTrack follow the synthetic objects' true boxes."""
+    from vidseq.sequences.manifest import load_dataset
+    from vidseq.sequences.synth import SynthConfig, generate_dataset
+
+    generate_dataset(tmp_path / "syn", SynthConfig(clips=4, seed=1))
+    clip = next(c for c in load_dataset(tmp_path / "syn").clips if c.split == "train")
+    bb = create_backbone("yolo", weights="yolov8n.yaml", device="cpu", imgsz=64)
+    tr = ObjectTracker(bb, TrackerConfig(detector="regions"))
+    for frame in iter_frames(clip.path):
+        dets, feat = tr.update(frame)
+        assert feat.shape == (512,)
+    gt = clip.load_tracks()
+    gt_centres = {}
+    for f, tid, (x, y, w, h) in zip(gt.frame, gt.track_id, gt.xywh):
+        gt_centres.setdefault(int(f), []).append((x + w / 2, y + h / 2))
+    long_tracks = [t for t in tr.all_tracks() if len(t.frame_index) >= 30]
+    assert long_tracks
+    for t in long_tracks:
+        c = t.centers()
+        err = [min(np.hypot(cx - gx, cy - gy) for gx, gy in gt_centres.get(fi, [(1e9, 1e9)]))
+               for fi, (cx, cy) in zip(t.frame_index, c)]
+        assert np.median(err) < 6.0  # pixels, on a 160x120 frame

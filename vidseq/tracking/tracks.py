@@ -138,6 +138,7 @@ class Track:
 class TrackerConfig:
     """Detector + tracker settings (part of the process/monitor configs)."""
 
+    detector: Literal["yolo", "regions"] = "yolo"  # regions: class-agnostic moving regions (static cameras)
     tracker: Literal["bytetrack", "botsort"] = "bytetrack"
     conf: float = 0.25  # detections below are dropped before reporting (trackers still see >= 0.1)
     iou: float = 0.7
@@ -164,14 +165,19 @@ class ObjectTracker:
                      sorted(set(names.values()))[:6])
         self.tracks: dict[int, Track] = {}
         self.finished: list[Track] = []
-        self._next_untracked = -1
+        self._regions: _RegionTracking | None = None
+        if cfg.detector == "regions":
+            self.class_agnostic = True
 
     def describe(self) -> dict[str, object]:
-        return {"tracker": self.cfg.tracker, "class_agnostic": self.class_agnostic,
+        return {"detector": "yolo" if self.cfg.detector == "yolo" else "moving regions (background subtraction)",
+                "tracker": self.cfg.tracker, "class_agnostic": self.class_agnostic,
                 "detector_classes": self.names, "conf": self.cfg.conf, "imgsz": self.cfg.imgsz}
 
     def update(self, frame: Frame) -> tuple[Detections, np.ndarray]:
         """Detect + track on one frame. Returns the frame's detections and its ``(D,)`` feature."""
+        if self.cfg.detector == "regions":
+            return self._update_regions(frame)
         bb = self.backbone
         bb._fmap = None
         results = bb.yolo.track(frame.image, persist=True, tracker=f"{self.cfg.tracker}.yaml", conf=0.1,
@@ -194,6 +200,22 @@ class ObjectTracker:
             labels = tuple("object" if self.class_agnostic else self.names.get(int(c), str(int(c))) for c in cls)
             feats = self._box_features(fmap, xyxy, frame.image.shape[:2]) if len(xyxy) else None
             dets = Detections(frame.frame_index, frame.timestamp_s, xyxy, conf, cls, ids, labels, feats)
+        self._update_tracks(dets)
+        return dets, frame_feature
+
+    def _update_regions(self, frame: Frame) -> tuple[Detections, np.ndarray]:
+        """Moving regions + ultralytics' tracker; the frame feature from the backbone's pass."""
+        if self._regions is None:
+            self._regions = _RegionTracking(self.cfg, fps=25.0)
+        bb = self.backbone
+        with torch.inference_mode():
+            frame_feature = bb.forward_features(bb.preprocess([frame.image]))[0].float().cpu().numpy()
+            fmap = bb._fmap if isinstance(bb, YoloBackbone) else None
+        xyxy, ids = self._regions.update(frame.image)
+        n = len(xyxy)
+        feats = self._box_features(fmap, xyxy, frame.image.shape[:2]) if n and fmap is not None else None
+        dets = Detections(frame.frame_index, frame.timestamp_s, xyxy.astype(np.float32), np.ones(n, np.float32),
+                          np.zeros(n, np.int64), ids.astype(np.int64), ("object",) * n, feats)
         self._update_tracks(dets)
         return dets, frame_feature
 
@@ -251,3 +273,58 @@ class ObjectTracker:
             tr.reset()
         self.tracks.clear()
         self.finished.clear()
+
+
+class _BoxArray:
+    """The numpy detections interface ultralytics' trackers read (conf, cls, xywh, xyxy, boolean indexing)."""
+
+    def __init__(self, xyxy: np.ndarray, conf: np.ndarray, cls: np.ndarray) -> None:
+        self.xyxy = xyxy
+        self.conf = conf
+        self.cls = cls
+
+    @property
+    def xywh(self) -> np.ndarray:
+        b = self.xyxy
+        return np.stack([(b[:, 0] + b[:, 2]) / 2, (b[:, 1] + b[:, 3]) / 2, b[:, 2] - b[:, 0], b[:, 3] - b[:, 1]], 1)
+
+    def __len__(self) -> int:
+        return len(self.conf)
+
+    def __getitem__(self, idx: np.ndarray) -> _BoxArray:
+        return _BoxArray(self.xyxy[idx], self.conf[idx], self.cls[idx])
+
+
+class _RegionTracking:
+    """Background-subtraction regions (on a frame scaled to <= 480 px wide) tracked by ultralytics' ByteTrack."""
+
+    def __init__(self, cfg: TrackerConfig, fps: float, max_width: int = 480) -> None:
+        from ultralytics.trackers.byte_tracker import BYTETracker
+        from ultralytics.trackers.bot_sort import BOTSORT
+        from ultralytics.utils import YAML, IterableSimpleNamespace
+        from ultralytics.utils.checks import check_yaml
+
+        from vidseq.tracking.regions import RegionConfig, RegionDetector
+
+        args = IterableSimpleNamespace(**YAML.load(check_yaml(f"{cfg.tracker}.yaml")))
+        if cfg.tracker == "botsort":
+            args.with_reid = False
+            args.gmc_method = "none"
+        self.tracker = (BOTSORT if cfg.tracker == "botsort" else BYTETracker)(args)
+        self.detector = RegionDetector(RegionConfig(min_area=30))
+        self.max_width = max_width
+
+    def update(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        import cv2
+
+        h, w = image.shape[:2]
+        scale = min(1.0, self.max_width / w)
+        small = cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA) \
+            if scale < 1 else image
+        regions = self.detector.step(cv2.cvtColor(small, cv2.COLOR_BGR2GRAY))
+        xyxy = regions.xyxy / scale
+        n = len(xyxy)
+        out = self.tracker.update(_BoxArray(xyxy, np.full(n, 0.9, np.float32), np.zeros(n, np.float32)), image)
+        if len(out) == 0:
+            return np.zeros((0, 4), np.float32), np.zeros(0, np.int64)
+        return out[:, :4].astype(np.float32), out[:, 4].astype(np.int64)

@@ -104,7 +104,7 @@ class AnomalyHead:
             tuple(self.computer.motion.working_size or (0, 0)),
         )
         self.model, self.cal, info = fit_unsupervised(cf, self.cfg, None)
-        self.mode = f"unsupervised (normality learnt from the first {len(fr) / self.fps:.1f} s, {info.get('mode')})"
+        self.mode = f"unsupervised (normality learnt from the first {len(fr) / self.fps:.1f} s of this video)"
         log.info("anomaly: fitted normality on %d frames; threshold %.3f", len(fr), self.cal.threshold)
         self.scorer = self.model.scorer(self.fps)
         self._warmup = []
