@@ -343,7 +343,15 @@ class YoloBackbone(Backbone):
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         self._fmap = None
-        self.net(x)
+        layers = self.net.model
+        n = self.hook_layer_index + 1
+        if all(getattr(m, "f", -1) == -1 for m in layers[:n]):
+            # Features only: the backbone is a plain chain up to the hooked stage, so the neck and
+            # detection head (a large part of the compute) are skipped. The hook still fires.
+            for m in layers[:n]:
+                x = m(x)
+        else:
+            self.net(x)
         return self.last_pooled()
 
     def last_pooled(self) -> torch.Tensor:
