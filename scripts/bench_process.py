@@ -25,7 +25,9 @@ from pathlib import Path
 
 CHILD = r"""
 import json, resource, sys, time
-mode, video, out, imgsz, frames = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+mode, video, out, imgsz, frames = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), float(sys.argv[5])
+if mode != "monitor":
+    frames = int(frames)
 if mode == "vidseq":
     from vidseq.config import load_config
     from vidseq.pipeline import ProcessConfig, process_video
@@ -92,6 +94,7 @@ def main() -> None:
     ap.add_argument("--rss-frames", type=int, nargs=2, default=[1000, 3000])
     ap.add_argument("--rss-imgsz", type=int, default=160, help="small input so the long RSS runs finish")
     ap.add_argument("--monitor-s", type=float, default=30.0)
+    ap.add_argument("--parts", nargs="+", default=["fps", "rss", "monitor"], choices=["fps", "rss", "monitor"])
     args = ap.parse_args()
     video = args.video
     if video is None:
@@ -101,23 +104,28 @@ def main() -> None:
     print(f"video {video.name}; {os.cpu_count()} CPUs; imgsz {args.imgsz}")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        ul = child("ultralytics", str(video), str(t / "u"), str(args.imgsz), str(args.frames))
-        vs = child("vidseq", str(video), str(t / "v"), str(args.imgsz), str(args.frames))
-        ul_fps, vs_fps = ul["frames"] / ul["seconds"], vs["frames"] / vs["seconds"]
-        print(f"ultralytics track: {ul_fps:.2f} fps ({ul['frames']} frames)")
-        print(f"vidseq process:    {vs_fps:.2f} fps ({vs['frames']} frames)  ratio {vs_fps / ul_fps:.2f}")
-        print(f"vidseq stages (s): {vs['stages']}")
+        ul_fps = vs_fps = float("nan")
+        vs: dict = {}
+        if "fps" in args.parts:
+            ul = child("ultralytics", str(video), str(t / "u"), str(args.imgsz), str(args.frames))
+            vs = child("vidseq", str(video), str(t / "v"), str(args.imgsz), str(args.frames))
+            ul_fps, vs_fps = ul["frames"] / ul["seconds"], vs["frames"] / vs["seconds"]
+            print(f"ultralytics track: {ul_fps:.2f} fps ({ul['frames']} frames)")
+            print(f"vidseq process:    {vs_fps:.2f} fps ({vs['frames']} frames)  ratio {vs_fps / ul_fps:.2f}")
+            print(f"vidseq stages (s): {vs['stages']}")
         rss = {}
-        for n in args.rss_frames:
+        for n in (args.rss_frames if "rss" in args.parts else []):
             v = looped(video, n, t)
             r = child("vidseq", str(v), str(t / f"r{n}"), str(args.rss_imgsz), str(n), "video=true")
             rss[n] = r["max_rss_mb"]
             print(f"peak RSS after {n} frames (imgsz {args.rss_imgsz}): {r['max_rss_mb']:.0f} MB "
                   f"({r['frames'] / r['seconds']:.1f} fps)")
-        mon = child("monitor", str(looped(video, 10_000, t)), str(t / "m"), str(args.imgsz), str(args.monitor_s))
-        print(f"monitor ({args.monitor_s:.0f} s realtime): {mon}")
+        mon: dict = {}
+        if "monitor" in args.parts:
+            mon = child("monitor", str(looped(video, 2_000, t)), str(t / "m"), str(args.imgsz), str(args.monitor_s))
+            print(f"monitor ({args.monitor_s:.0f} s realtime): {mon}")
     print(json.dumps({"ultralytics_fps": round(ul_fps, 2), "vidseq_fps": round(vs_fps, 2),
-                      "ratio": round(vs_fps / ul_fps, 3), "stages_s": vs["stages"],
+                      "ratio": round(vs_fps / ul_fps, 3), "stages_s": vs.get("stages"),
                       "rss_mb": {str(k): round(v) for k, v in rss.items()},
                       "monitor_latency_ms": [mon.get("latency_ms_median"), mon.get("latency_ms_p95")],
                       "monitor_dropped": mon.get("dropped")}))

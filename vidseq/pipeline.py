@@ -40,6 +40,7 @@ class AnomalySettings:
     enabled: bool = True
     model: str | None = None  # checkpoint; None = unsupervised: learn normality from the first fit_s seconds
     fit_s: float = 5.0  # unsupervised warm-up (seconds of video treated as normal)
+    smooth_s: float | None = None  # override the model's score smoothing (s); 0 = none, lowest latency
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ offline scores are the same numbers.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -28,7 +29,8 @@ class AnomalyHead:
 
     name = "anomaly"
 
-    def __init__(self, model_path: str | None, fit_s: float, fps: float, device: str = "cpu") -> None:
+    def __init__(self, model_path: str | None, fit_s: float, fps: float, device: str = "cpu",
+                 smooth_s: float | None = None) -> None:
         self.fps = float(fps)
         self.fit_s = float(fit_s)
         self.model: AnomalyModel | None = None
@@ -38,10 +40,12 @@ class AnomalyHead:
             from vidseq.heads.anomaly.task import load_anomaly_model
 
             self.model, self.cal, _ = load_anomaly_model(model_path)
+            if smooth_s is not None:
+                self.model.cfg = replace(self.model.cfg, smooth_sigma_s=float(smooth_s))
             cfg = self.model.cfg
             self.mode = "model"
         else:
-            cfg = AnomalyConfig()
+            cfg = AnomalyConfig() if smooth_s is None else AnomalyConfig(smooth_sigma_s=float(smooth_s))
             self.mode = f"unsupervised (normality learnt from the first {self.fit_s:g} s)"
             log.warning("no anomaly model given: learning normality from the first %.1f s of the video", self.fit_s)
         self.cfg = cfg
@@ -135,4 +139,5 @@ def make_anomaly_head(cfg: Any, proc: Any) -> AnomalyHead | None:
     """Factory used by :class:`vidseq.pipeline.FrameProcessor` (``cfg`` is a ProcessConfig)."""
     if not cfg.anomaly.enabled:
         return None
-    return AnomalyHead(cfg.anomaly.model, cfg.anomaly.fit_s, proc.fps, device=str(proc.backbone.device))
+    return AnomalyHead(cfg.anomaly.model, cfg.anomaly.fit_s, proc.fps, device=str(proc.backbone.device),
+                       smooth_s=cfg.anomaly.smooth_s)

@@ -328,13 +328,16 @@ def _split_val(records: list[ClipRecord], fraction: float, seed: int) -> tuple[l
     return [r for i, r in enumerate(records) if i not in val], [r for i, r in enumerate(records) if i in val]
 
 
-def _eval_split(dataset: Any, wanted: str) -> str:
+def _eval_split(dataset: Any, wanted: str, *, required: bool = True) -> str | None:
+    """``wanted`` if it has captioned clips, else ``test``, else ``val`` (None or DatasetError if none)."""
     present = {c.split for c in dataset.clips if c.captions and c.path is not None}
     for s in (wanted, "test", "val"):
         if s in present:
             if s != wanted:
                 log.warning("no captioned '%s' clips: evaluating on '%s'", wanted, s)
             return s
+    if not required:
+        return None
     raise DatasetError(f"{dataset.root}: no captioned clips in split '{wanted}', 'test' or 'val' to evaluate")
 
 
@@ -361,12 +364,15 @@ def train(data: Path, out: Path, *, config: Path | None = None, overrides: Seque
                              max_size=cfg.vocab.max_size)
     log.info("caption vocabulary: %d tokens from %d training captions", len(vocab),
              sum(len(r.captions) for r in train_recs))
+    split = _eval_split(dataset, cfg.eval_split, required=not val_recs)
     task = CaptionTrainTask(cfg, train_recs, val_recs, vocab, encoder.info(),
                             (encoder.feature_dim, encoder.aux_dim))
     result = fit(task, cfg.train, out, resume=resume, config_dict=to_dict(cfg), progress=cfg.progress)
 
-    split = _eval_split(dataset, cfg.eval_split)
-    eval_recs = val_recs if split == "val" else load_records(dataset, [split], encoder, cache, progress=cfg.progress)
+    if split is None or split == "val":  # val clips (from the dataset or held out of train)
+        split, eval_recs = "val", val_recs
+    else:
+        eval_recs = load_records(dataset, [split], encoder, cache, progress=cfg.progress)
     metrics = _evaluate_records(result.best_path, eval_recs, cfg, out, split)
     metrics.update({"best_epoch": result.best_epoch, "epochs_run": len(result.history),
                     "monitor": result.monitor, "best_monitor": result.best_metric})
@@ -435,6 +441,7 @@ def evaluate(model: Path, data: Path, *, overrides: Sequence[str] = ()) -> dict[
     cfg = config_from_checkpoint(ckpt, overrides)
     dataset = load_dataset(data)
     split = _eval_split(dataset, cfg.eval_split)
+    assert split is not None
     encoder = ClipEncoder(cfg.features)
     cache = Path(cfg.cache_dir) if cfg.cache_dir else model.parent / "cache"
     records = load_records(dataset, [split], encoder, cache, progress=cfg.progress)
