@@ -15,7 +15,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -321,6 +321,54 @@ class FolderSource(VideoSource):
             yield Frame(image, index, index / fps)
 
 
+class _LatestFrame:
+    """One-slot mailbox between a reader thread and the consumer: the newest frame wins.
+
+    A frame replaced before the consumer took it is counted in ``stats.dropped``. ``done`` ends the
+    stream (set by the reader when it finishes, or by ``close()``); an exception passed to :meth:`end`
+    is re-raised in the consumer.
+    """
+
+    def __init__(self, stats: SourceStats) -> None:
+        self.stats = stats
+        self.done = threading.Event()
+        self._cond = threading.Condition()
+        self._latest: tuple[np.ndarray, int, float] | None = None
+        self._key = -1  # increments with every published frame
+        self._taken = -1  # key of the frame the consumer took last
+        self._error: BaseException | None = None
+
+    def publish(self, image: np.ndarray, index: int, timestamp_s: float) -> None:
+        with self._cond:
+            self.stats.read += 1
+            if self._latest is not None and self._taken != self._key:
+                self.stats.dropped += 1
+            self._latest = (image, index, timestamp_s)
+            self._key += 1
+            self._cond.notify_all()
+
+    def end(self, error: BaseException | None = None) -> None:
+        with self._cond:
+            if error is not None:
+                self._error = error
+            self.done.set()
+            self._cond.notify_all()
+
+    def frames(self, closed: Callable[[], bool]) -> Iterator[Frame]:
+        while True:
+            with self._cond:
+                while self._taken == self._key and not self.done.is_set():
+                    self._cond.wait(0.5)
+                if closed() or self._taken == self._key:  # closed, or ended with nothing new
+                    break
+                assert self._latest is not None
+                image, index, ts = self._latest
+                self._taken = self._key
+            yield Frame(image, index, ts)
+        if self._error is not None:
+            raise self._error
+
+
 class LiveSource(VideoSource):
     """A webcam or network stream read by a background thread that keeps only the newest frame.
 
@@ -348,12 +396,9 @@ class LiveSource(VideoSource):
         self.reconnect_backoff_s = reconnect_backoff_s
         self.max_backoff_s = max_backoff_s
         self.max_reconnect_s = max_reconnect_s
-        self._cond = threading.Condition()
-        self._latest: tuple[np.ndarray, int, float] | None = None
-        self._taken_seq = -1
-        self._seq = -1
-        self._error: Exception | None = None
-        self._stop = threading.Event()
+        self._slot = _LatestFrame(self.stats)
+        self._stop = self._slot.done
+        self._seq = -1  # frames read from the device; the frame index (drops show as index gaps)
         self._t0 = time.monotonic()
         cap = self._open()
         if cap is None:
@@ -392,15 +437,11 @@ class LiveSource(VideoSource):
         return cap
 
     def _publish(self, image: np.ndarray) -> None:
-        with self._cond:
-            self._seq += 1
-            self.stats.read += 1
-            if self._latest is not None and self._taken_seq < self._seq - 1:
-                self.stats.dropped += 1
-            self._latest = (image, self._seq, time.monotonic() - self._t0)
-            self._cond.notify_all()
+        self._seq += 1
+        self._slot.publish(image, self._seq, time.monotonic() - self._t0)
 
     def _reader(self, cap) -> None:  # noqa: ANN001
+        error: Exception | None = None
         backoff = self.reconnect_backoff_s
         lost_at: float | None = None
         try:
@@ -430,36 +471,20 @@ class LiveSource(VideoSource):
                     self.stats.reconnects += 1
                     log.info("%s: reconnected", self.spec)
         except Exception as exc:  # handed to the consumer thread
-            self._error = exc
+            error = exc
         finally:
             if cap is not None:
                 cap.release()
-            with self._cond:
-                self._stop.set()
-                self._cond.notify_all()
+            self._slot.end(error)
 
     def capture_time(self, frame: Frame) -> float | None:
         return self._t0 + frame.timestamp_s
 
     def _frames(self) -> Iterator[Frame]:
-        index = 0
         try:
-            while True:
-                with self._cond:
-                    while self._taken_seq == self._seq and not self._stop.is_set():
-                        self._cond.wait(0.5)
-                    if self._closed or self._taken_seq == self._seq:  # closed, or stopped and nothing new
-                        break
-                    assert self._latest is not None
-                    image, seq, ts = self._latest
-                    self._taken_seq = seq
-                # Frame index counts frames read from the device, so drops show as index gaps.
-                index = seq
-                yield Frame(image, index, ts)
+            yield from self._slot.frames(lambda: self._closed)
         finally:
             self.close()
-        if self._error is not None:
-            raise self._error
 
     def close(self) -> None:
         super().close()
@@ -483,11 +508,8 @@ class RealtimeFileSource(VideoSource):
         self.info = VideoInfo(self._file.info.source, "stream", self._file.info.fps, self._file.info.width,
                               self._file.info.height, None)
         self.speed = speed
-        self._cond = threading.Condition()
-        self._latest: tuple[np.ndarray, int, float] | None = None
-        self._taken = -1
-        self._done = threading.Event()
-        self._error: Exception | None = None
+        self._slot = _LatestFrame(self.stats)
+        self._done = self._slot.done
         self._play_t0 = time.monotonic()
         self._thread = threading.Thread(target=self._player, name="vidseq-realtime", daemon=True)
         self._thread.start()
@@ -496,6 +518,7 @@ class RealtimeFileSource(VideoSource):
         return self._play_t0 + frame.timestamp_s / self.speed
 
     def _player(self) -> None:
+        error: Exception | None = None
         t0 = self._play_t0
         try:
             for frame in self._file._frames():
@@ -505,34 +528,17 @@ class RealtimeFileSource(VideoSource):
                     break
                 if self._done.is_set():
                     break
-                with self._cond:
-                    self.stats.read += 1
-                    if self._latest is not None and self._taken < self._latest[1]:
-                        self.stats.dropped += 1
-                    self._latest = (frame.image, frame.frame_index, frame.timestamp_s)
-                    self._cond.notify_all()
-        except Exception as exc:
-            self._error = exc
+                self._slot.publish(frame.image, frame.frame_index, frame.timestamp_s)
+        except Exception as exc:  # handed to the consumer thread
+            error = exc
         finally:
-            with self._cond:
-                self._done.set()
-                self._cond.notify_all()
+            self._slot.end(error)
 
     def _frames(self) -> Iterator[Frame]:
         try:
-            while True:
-                with self._cond:
-                    while (self._latest is None or self._latest[1] == self._taken) and not self._done.is_set():
-                        self._cond.wait(0.5)
-                    if self._closed or self._latest is None or self._latest[1] == self._taken:
-                        break
-                    image, index, ts = self._latest
-                    self._taken = index
-                yield Frame(image, index, ts)
+            yield from self._slot.frames(lambda: self._closed)
         finally:
             self.close()
-        if self._error is not None:
-            raise self._error
 
     def close(self) -> None:
         super().close()
