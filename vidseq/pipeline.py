@@ -313,7 +313,6 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
                 old = {}
             if old.get("status") == "complete" and old.get("settings_hash") == key:
                 log.info("%s: already processed with the same settings (use --force to redo)", out)
-                src.close()
                 return ProcessSummary(out, int(old.get("frames", 0)), "skipped", old)
         if out.exists():
             shutil.rmtree(out)

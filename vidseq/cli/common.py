@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from vidseq.config import default_config_path, load_config, parse_override
@@ -65,3 +66,34 @@ def unique_stems(sources: list[str]) -> dict[str, str]:
     for st in stems.values():
         counts[st] = counts.get(st, 0) + 1
     return {s: (f"{Path(s).parent.name}_{st}" if counts[st] > 1 else st) for s, st in stems.items()}
+
+
+def check_single_source(sources: list[str]) -> None:
+    """With one source, fail on a bad one before loading a model or writing anything."""
+    if len(sources) == 1:
+        from vidseq.video.sources import open_source
+
+        with open_source(sources[0]):
+            pass
+
+
+def for_each_source(command: str, sources: list[str], run_one: Callable[[str], None]) -> int:
+    """Run ``run_one`` per source. One source: its error propagates (the CLI prints one line);
+    several: each failure is reported and the rest still run; exit 2 if any failed."""
+    import sys
+
+    from vidseq.errors import VidseqError
+
+    failed = 0
+    for spec in sources:
+        try:
+            run_one(spec)
+        except VidseqError as exc:
+            if len(sources) == 1:
+                raise
+            print(f"vidseq {command}: error: {exc}", file=sys.stderr)
+            failed += 1
+    if failed:
+        print(f"vidseq {command}: {failed} of {len(sources)} sources failed", file=sys.stderr)
+        return 2
+    return 0

@@ -7,7 +7,14 @@ import logging
 import sys
 from pathlib import Path
 
-from vidseq.cli.common import add_config_args, expand_sources, resolve_config, unique_stems
+from vidseq.cli.common import (
+    add_config_args,
+    check_single_source,
+    expand_sources,
+    for_each_source,
+    resolve_config,
+    unique_stems,
+)
 
 log = logging.getLogger(__name__)
 
@@ -38,41 +45,28 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from vidseq.config import save_config
-    from vidseq.errors import VidseqError
     from vidseq.features.extractor import ExtractConfig, backbone_from_config, extract_features
-    from vidseq.video.sources import open_source
 
     flags = {k: getattr(args, k) for k in ("backbone", "weights", "pretrained", "feature_dim", "imgsz",
                                             "batch_size", "stride", "start_s", "end_s", "max_frames", "device")}
     cfg = resolve_config(ExtractConfig, "extract", args, flags)
     sources = expand_sources(args.sources)
     stems = unique_stems(sources)
-    if len(sources) == 1:  # fail on a bad source before loading a model or writing anything
-        with open_source(sources[0]):
-            pass
+    check_single_source(sources)
     backbone = backbone_from_config(cfg)
     args.out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, args.out / "extract_config.yaml")
     w = backbone.weights
     print(f"backbone {backbone.name} ({backbone.feature_dim}-d) weights: "
           f"{w.path if w.pretrained else 'random init'} [{w.source}]", file=sys.stderr)
-    failed = 0
-    for spec in sources:
+
+    def run_one(spec: str) -> None:
         target = args.out / f"{stems[spec]}.npz"
-        try:
-            seq = extract_features(spec, backbone, batch_size=cfg.batch_size, stride=cfg.stride,
-                                   start_s=cfg.start_s, end_s=cfg.end_s, max_frames=cfg.max_frames,
-                                   prefetch=cfg.prefetch, out_path=target,
-                                   progress=not args.no_progress and sys.stderr.isatty())
-        except VidseqError as exc:
-            if len(sources) == 1:
-                raise
-            print(f"vidseq extract: error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
+        seq = extract_features(spec, backbone, batch_size=cfg.batch_size, stride=cfg.stride,
+                               start_s=cfg.start_s, end_s=cfg.end_s, max_frames=cfg.max_frames,
+                               prefetch=cfg.prefetch, out_path=target,
+                               progress=not args.no_progress and sys.stderr.isatty())
         status = "cache hit" if seq.meta.get("cache_hit") else f"{seq.meta.get('fps_achieved')} frames/s"
         print(f"{target}\t{len(seq)} frames x {seq.feature_dim}\t{status}")
-    if failed:
-        print(f"vidseq extract: {failed} of {len(sources)} sources failed", file=sys.stderr)
-        return 2
-    return 0
+
+    return for_each_source("extract", sources, run_one)

@@ -6,7 +6,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from vidseq.cli.common import add_config_args, expand_sources, resolve_config, unique_stems
+from vidseq.cli.common import (
+    add_config_args,
+    check_single_source,
+    expand_sources,
+    for_each_source,
+    resolve_config,
+    unique_stems,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,9 +41,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from vidseq.config import save_config
-    from vidseq.errors import VidseqError
     from vidseq.pipeline import ProcessConfig, process_video
-    from vidseq.video.sources import open_source
 
     flags = {"backbone_weights": args.weights, "anomaly.model": args.anomaly_model,
              "trajectory.model": args.trajectory_model, "caption.model": args.caption_model,
@@ -44,22 +49,13 @@ def run(args: argparse.Namespace) -> int:
     cfg = resolve_config(ProcessConfig, "process", args, flags)
     sources = expand_sources(args.sources)
     stems = unique_stems(sources)
-    if len(sources) == 1:
-        with open_source(sources[0]):
-            pass
+    check_single_source(sources)
     args.out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, args.out / "process_config.yaml")
-    failed = 0
-    for spec in sources:
-        try:
-            res = process_video(spec, args.out / stems[spec], cfg, force=args.force,
-                                progress=not args.no_progress and sys.stderr.isatty())
-        except VidseqError as exc:
-            if len(sources) == 1:
-                raise
-            print(f"vidseq process: error: {exc}", file=sys.stderr)
-            failed += 1
-            continue
+
+    def run_one(spec: str) -> None:
+        res = process_video(spec, args.out / stems[spec], cfg, force=args.force,
+                            progress=not args.no_progress and sys.stderr.isatty())
         s = res.summary
         if res.status == "skipped":
             print(f"{res.out_dir}\talready complete (same content and settings; --force to redo)")
@@ -70,7 +66,4 @@ def run(args: argparse.Namespace) -> int:
         for note in s.get("notes", []):
             print(f"  note: {note}", file=sys.stderr)
 
-    if failed:
-        print(f"vidseq process: {failed} of {len(sources)} videos failed", file=sys.stderr)
-        return 2
-    return 0
+    return for_each_source("process", sources, run_one)
