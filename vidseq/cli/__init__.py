@@ -22,6 +22,7 @@ from vidseq.errors import VidseqError
 COMMANDS: dict[str, str] = {
     "extract": "extract",
     "data": "data",
+    "tune": "tune",
     "train": "train",
     "eval": "evaluate",
     "score": "score",

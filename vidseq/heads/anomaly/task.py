@@ -49,6 +49,7 @@ from vidseq.heads.anomaly.model import (
     FramePredictor,
     smooth_scores,
 )
+from vidseq.heads.anomaly.select import SelectionConfig
 from vidseq.train.engine import TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -71,6 +72,7 @@ class AnomalyTaskConfig:
         variants: also report per-stream, unsmoothed and unsupervised AUCs in :func:`evaluate`.
         device: torch device for the backbone and LSTM.
         progress: progress bars.
+        select: the label-free search of ``vidseq tune anomaly`` (:mod:`vidseq.heads.anomaly.select`).
     """
 
     model: AnomalyConfig = field(default_factory=AnomalyConfig)
@@ -83,6 +85,7 @@ class AnomalyTaskConfig:
     variants: bool = True
     device: str = "cpu"
     progress: bool = True
+    select: SelectionConfig = field(default_factory=SelectionConfig)
 
     def __post_init__(self) -> None:
         if self.val_clips < 0 or self.workers < 1:
@@ -417,3 +420,10 @@ def _stored_config(stored: dict[str, Any], overrides: Sequence[str]) -> AnomalyT
             node = child
         node[parts[-1]] = value
     return from_dict(AnomalyTaskConfig, data)
+
+
+def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """``vidseq tune anomaly``: label-free choice of streams and settings (:func:`.select.tune`)."""
+    from vidseq.heads.anomaly.select import tune as _tune
+
+    return _tune(data, out, config=config, overrides=overrides)

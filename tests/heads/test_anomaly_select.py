@@ -1,0 +1,151 @@
+"""Label-free model selection: pseudo-anomaly injection (pseudo.py) and the cross-fitted search (select.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from heads.test_anomaly import H, W, make_scene
+
+from vidseq.errors import ConfigError, InputShapeError
+from vidseq.heads.anomaly.model import gaussian_kernel, smooth_scores
+from vidseq.heads.anomaly.pseudo import PseudoConfig, find_donors, inject
+from vidseq.heads.anomaly.select import Candidate, SelectionConfig, _smooth, candidates, choose
+
+
+def _frames(seed: int, n: int = 80) -> list[np.ndarray]:
+    return list(make_scene(seed, n_frames=n)[0])
+
+
+def test_donors_are_the_moving_objects_of_a_clip() -> None:
+    donors = find_donors(_frames(3), every=2)
+    assert donors, "the three walkers must be found"
+    for d in donors:
+        assert d.crop.shape[:2] == d.alpha.shape and d.crop.dtype == np.uint8
+        assert 12 <= d.height <= 32  # walkers are 16 px tall (two may touch)
+        assert 0 < d.bottom_y <= H and d.alpha.max() > 0.9
+
+
+def test_skip_segments_replay_the_source_with_a_stride() -> None:
+    src = _frames(4, 120)
+    cfg = PseudoConfig(segments=1, skip_strides=(3,), min_len_s=1.0, max_len_s=1.0)
+    out, y, events = inject(src, fps=10.0, donors=[], kinds=["skip"], cfg=cfg, seed=1)
+    (ev,) = events
+    assert ev.kind == "skip" and ev.stop - ev.start == 11  # 10 strided frames + the frame whose flow spans 3
+    assert len(out) == len(src) - 2 * 10
+    assert y.sum() == 11 and y[ev.start:ev.stop].all()
+    src_start = ev.start  # nothing was dropped before the segment
+    for j in range(10):
+        assert out[ev.start + j] is src[src_start + 3 * j]
+    assert out[-1] is src[-1]
+
+
+def test_object_segments_change_only_their_frames_and_are_deterministic() -> None:
+    src = _frames(5, 120)
+    donors = find_donors(_frames(6), every=2)
+    kinds = ["fast_object", "large_object"]
+    out, y, events = inject(src, fps=10.0, donors=donors, kinds=kinds, seed=7)
+    out2, y2, _ = inject(src, fps=10.0, donors=donors, kinds=kinds, seed=7)
+    assert [e.kind for e in events] == kinds and len(out) == len(src)
+    assert np.array_equal(y, y2) and all(np.array_equal(a, b) for a, b in zip(out, out2, strict=True))
+    inside = np.zeros(len(src), bool)
+    for e in events:
+        inside[e.start:e.stop] = True
+    changed = np.array([not np.array_equal(a, b) for a, b in zip(out, src, strict=True)])
+    assert not changed[~inside].any()
+    assert changed[y == 1].all() and y.sum() >= 10
+    assert not y[~inside].any()
+
+
+def test_bad_pseudo_inputs_raise() -> None:
+    with pytest.raises(InputShapeError, match="no frames"):
+        inject([], fps=10.0, donors=[], kinds=["skip"])
+    with pytest.raises(InputShapeError, match="differ in size"):
+        inject([np.zeros((8, 8, 3), np.uint8), np.zeros((9, 8, 3), np.uint8)], fps=10.0, donors=[], kinds=["skip"])
+    with pytest.raises(ConfigError, match="unknown"):
+        PseudoConfig(kinds=("teleport",))
+    with pytest.raises(ConfigError, match="folds"):
+        SelectionConfig(folds=1)
+    # too short for any segment: nothing injected, nothing labelled
+    out, y, ev = inject(_frames(1, 20), fps=10.0, donors=[], kinds=["skip"])
+    assert len(out) == 20 and y.sum() == 0 and ev == []
+
+
+def test_vectorised_smoothing_equals_the_streaming_smoother() -> None:
+    x = np.random.default_rng(0).normal(size=57)
+    for sigma in (0.0, 1.0, 3.0):
+        k = gaussian_kernel(sigma, 3.0)
+        assert np.allclose(_smooth(x, k), smooth_scores(x, k), atol=1e-12)
+
+
+def test_grid_and_choice() -> None:
+    sel = SelectionConfig(streams=(("speed",), ("objects",), ("speed", "objects")), secondary_weights=(1.0, 0.5),
+                          fusions=("mean",), smooth_sigma_s=(0.0, 0.3), speed_windows=(5, 9),
+                          speed_frame_quantiles=(0.99,))
+    grid = candidates(sel)
+    # speed: 2 sigma x 2 windows; objects: 2 sigma; pair: 2 weights x 2 sigma x 2 windows
+    assert len(grid) == 4 + 2 + 8 and len(set(grid)) == len(grid)
+    c = Candidate(("speed", "objects"), (1.0, 0.5), "max", 0.3, 5, 0.99)
+    from vidseq.heads.anomaly.model import AnomalyConfig
+
+    cfg = c.apply(AnomalyConfig())
+    assert cfg.streams == ("speed", "objects") and cfg.weights == (1.0, 0.5) and cfg.fusion == "max"
+    assert cfg.speed.window == 5 and cfg.speed.frame_quantile == 0.99 and cfg.smooth_sigma_s == 0.3
+    rows = [{"index": 0, "streams": ["speed", "objects"], "criterion": 0.9505},
+            {"index": 1, "streams": ["speed"], "criterion": 0.950},
+            {"index": 2, "streams": ["objects"], "criterion": 0.90}]
+    assert choose(rows)["index"] == 1  # within 0.001: fewer streams win
+    rows[0]["criterion"] = 0.96
+    assert choose(rows)["index"] == 0
+
+
+@pytest.mark.slow
+def test_tune_reads_no_test_clip_and_its_config_trains(tmp_path: Path) -> None:
+    """`vidseq tune anomaly` on generated normal clips; the test clip is garbage, so reading it would fail."""
+    import cv2
+
+    from vidseq.cli import main
+    from vidseq.config import load_config
+    from vidseq.heads.anomaly.task import AnomalyTaskConfig
+    from vidseq.sequences.manifest import Clip, Dataset, LabelRanges, save_dataset
+
+    root = tmp_path / "ds"
+    (root / "videos").mkdir(parents=True)
+    clips = []
+    for i, split in enumerate(["train"] * 3 + ["val"]):
+        frames, _ = make_scene(30 + i, n_frames=90)
+        path = root / "videos" / f"n{i}.avi"
+        wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (W, H))
+        for f in frames:
+            wr.write(f)
+        wr.release()
+        clips.append(Clip(id=f"n{i}", split=split, path=path, fps=10.0, frames=len(frames),
+                          labels=LabelRanges.from_array(np.zeros(len(frames), int))))
+    bad = root / "videos" / "test.avi"
+    bad.write_bytes(b"not a video")
+    clips.append(Clip(id="t0", split="test", path=bad, fps=10.0, frames=30,
+                      labels=LabelRanges.from_array(np.ones(30, int))))
+    save_dataset(Dataset(root=root, name="tiny", clips=clips))
+    out = tmp_path / "tune"
+    sets = ["model.motion.width=160", "progress=false", f"cache_dir={tmp_path / 'cache'}", "val_clips=0",
+            "select.streams=[[speed],[objects],[speed,objects]]", "select.speed_windows=[5,9]",
+            "select.speed_frame_quantiles=[0.998]", "select.smooth_sigma_s=[0,0.3]", "select.secondary_weights=[1]",
+            "select.fusions=[mean]", "select.pseudo.min_len_s=1.0", "select.pseudo.max_len_s=2.0"]
+    assert main(["-q", "tune", "anomaly", "--data", str(root), "--out", str(out), "--set", *sets]) == 0
+    sel = json.loads((out / "selection.json").read_text())
+    assert sel["candidates"] == len(sel["rows"]) == 4 + 2 + 4
+    assert sel["pseudo_frames"] > 0 and sum(sel["pseudo_anomalous_by_kind"].values()) > 0
+    held = sorted(c for f in sel["folds"] for c in f["held_out"])
+    assert held == ["n0", "n1", "n2", "n3"]  # every normal clip held out once, the test clip never
+    best = sel["chosen"]
+    assert best["criterion"] == max(r["criterion"] for r in sel["rows"]) or len(best["streams"]) == 1
+    assert best["auc_micro"] > 0.7  # the synthetic pseudo-anomalies are easy for the motion streams
+    tuned = load_config(AnomalyTaskConfig, out / "anomaly.yaml")
+    assert list(tuned.model.streams) == best["streams"] and tuned.model.speed.window == best["speed_window"]
+    assert (out / "selection.csv").read_text().count("\n") == len(sel["rows"]) + 1
+    run = tmp_path / "run"
+    assert main(["-q", "train", "anomaly", "--data", str(root), "--out", str(run), "--config",
+                 str(out / "anomaly.yaml"), "--set", "val_clips=1"]) == 0
+    assert (run / "best.pt").is_file()

@@ -1,0 +1,447 @@
+"""Label-free model selection: ``vidseq tune anomaly`` picks streams, fusion, smoothing and speed settings.
+
+Test labels must not choose the model, so candidates are compared on *pseudo-anomalies*
+(:mod:`.pseudo`) injected into held-out normal training clips, by K-fold cross-fitting:
+
+1. the normal clips (``train`` + ``val`` splits) are dealt into ``folds`` folds (clip ``i`` -> fold
+   ``i % folds``);
+2. for each fold, every fitted part (scale map, kNN bank, frame LSTM, stream statistics) is fitted on the
+   other folds, and the fold's own clips are scored twice: clean (for the stream statistics, as the
+   validation clips are in ``train``) and with injected pseudo-anomalies (labelled);
+3. every candidate in the grid (stream subset x secondary weight x fusion x smoothing x speed window x
+   speed frame quantile) is scored from the same raw stream scores: micro AUC over all pseudo clips with
+   the training-statistics normalisation (``auc_micro``) and with per-clip min-max (``auc_micro_minmax``);
+4. the candidate with the highest mean of the two wins (ties within 0.001 go to fewer streams, then to
+   the smaller grid index).
+
+Nothing here reads a clip of any split other than ``train``/``val``, nor any label file: the only labels
+are the ones :func:`vidseq.heads.anomaly.pseudo.inject` wrote.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidseq.errors import ConfigError, DatasetError
+from vidseq.heads.anomaly.features import ClipFeatures, features_from_frames, load_clip_features, save_clip_features
+from vidseq.heads.anomaly.model import STREAMS, AnomalyConfig, gaussian_kernel
+from vidseq.heads.anomaly.pseudo import KINDS, PseudoConfig, find_donors, inject
+
+log = logging.getLogger(__name__)
+
+PSEUDO_VERSION = 1
+
+
+@dataclass(frozen=True)
+class SelectionConfig:
+    """The search (``select:`` section of ``configs/anomaly.yaml``).
+
+    Attributes:
+        folds: cross-fitting folds over the normal clips (>= 2).
+        pseudo: pseudo-anomaly injection settings.
+        streams: stream subsets tried.
+        secondary_weights: fusion weight of every stream after the first (the first weighs 1).
+        fusions: fusion rules tried for multi-stream candidates.
+        smooth_sigma_s: temporal smoothing values tried (seconds).
+        speed_windows: ``speed.window`` values tried.
+        speed_frame_quantiles: ``speed.frame_quantile`` values tried.
+        frame_epochs: epochs of the frame-stream LSTM in each fold (the final training uses ``train.epochs``).
+        donor_clips: clips per fold that donate cut-out objects.
+    """
+
+    folds: int = 2
+    pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    streams: tuple[tuple[str, ...], ...] = (("speed",), ("objects",), ("frame",), ("speed", "objects"),
+                                            ("speed", "frame"), ("speed", "objects", "frame"))
+    secondary_weights: tuple[float, ...] = (1.0, 0.5, 0.25)
+    fusions: tuple[str, ...] = ("mean", "max")
+    smooth_sigma_s: tuple[float, ...] = (0.0, 0.3, 0.6)
+    speed_windows: tuple[int, ...] = (5, 9, 13)
+    speed_frame_quantiles: tuple[float, ...] = (0.99, 0.998, 1.0)
+    frame_epochs: int = 8
+    donor_clips: int = 4
+
+    def __post_init__(self) -> None:
+        if self.folds < 2:
+            raise ConfigError(f"select.folds must be >= 2, got {self.folds}")
+        for s in self.streams:
+            if not s or any(x not in STREAMS for x in s) or len(set(s)) != len(s):
+                raise ConfigError(f"select.streams: {list(s)} must be distinct names from {', '.join(STREAMS)}")
+        if not self.streams or not self.smooth_sigma_s or not self.speed_windows or not self.speed_frame_quantiles:
+            raise ConfigError("select: streams, smooth_sigma_s, speed_windows and speed_frame_quantiles need values")
+        if any(f not in ("mean", "max") for f in self.fusions) or not self.fusions:
+            raise ConfigError(f"select.fusions: use mean and/or max, got {list(self.fusions)}")
+        if any(w <= 0 for w in self.secondary_weights) or not self.secondary_weights:
+            raise ConfigError("select.secondary_weights must be > 0")
+        if self.frame_epochs < 1 or self.donor_clips < 1:
+            raise ConfigError("select.frame_epochs and select.donor_clips must be >= 1")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One point of the grid."""
+
+    streams: tuple[str, ...]
+    weights: tuple[float, ...]
+    fusion: str
+    smooth_sigma_s: float
+    speed_window: int
+    speed_frame_quantile: float
+
+    def label(self) -> str:
+        w = "/".join(f"{x:g}" for x in self.weights)
+        sp = f" win {self.speed_window} q {self.speed_frame_quantile:g}" if "speed" in self.streams else ""
+        fu = f" {self.fusion} {w}" if len(self.streams) > 1 else ""
+        return f"{'+'.join(self.streams)}{fu} sigma {self.smooth_sigma_s:g}s{sp}"
+
+    def apply(self, cfg: AnomalyConfig) -> AnomalyConfig:
+        """``cfg`` with this candidate's settings."""
+        weights = () if len(set(self.weights)) <= 1 else self.weights
+        return replace(cfg, streams=self.streams, weights=weights, fusion=self.fusion,  # type: ignore[arg-type]
+                       smooth_sigma_s=self.smooth_sigma_s,
+                       speed=replace(cfg.speed, window=self.speed_window, frame_quantile=self.speed_frame_quantile))
+
+
+def candidates(sel: SelectionConfig) -> list[Candidate]:
+    """The grid, in a fixed order (single streams first)."""
+    out: list[Candidate] = []
+    for streams in sorted(sel.streams, key=len):
+        multi = len(streams) > 1
+        weights = [(1.0,) + (w,) * (len(streams) - 1) for w in sel.secondary_weights] if multi else [(1.0,)]
+        fusions = sel.fusions if multi else ("mean",)
+        has_speed = "speed" in streams
+        wins = sel.speed_windows if has_speed else sel.speed_windows[:1]
+        qs = sel.speed_frame_quantiles if has_speed else sel.speed_frame_quantiles[:1]
+        for w, fu, sig, win, q in itertools.product(weights, fusions, sel.smooth_sigma_s, wins, qs):
+            out.append(Candidate(tuple(streams), w, fu, float(sig), int(win), float(q)))
+    return out
+
+
+# --------------------------------------------------------------------------------------- raw scores
+
+
+@dataclass
+class FoldScores:
+    """Raw stream scores of one fold's pseudo clips, plus the stream statistics from its clean clips."""
+
+    labels: list[np.ndarray]
+    kinds: list[np.ndarray]  # per frame: "" for normal, else the injected kind
+    fps: list[float]
+    raw: dict[str, list[np.ndarray]]  # stream (or "speed@win,q") -> per clip raw scores
+    stats: dict[str, tuple[float, float]]  # same keys -> (mean, std) on the clean held-out clips
+
+
+def _speed_key(win: int, q: float) -> str:
+    return f"speed@{win},{q:g}"
+
+
+def _read_frames(path: Path) -> tuple[list[np.ndarray], float]:
+    from vidseq.video.sources import open_source
+
+    with open_source(path) as src:
+        fps = src.info.fps
+        frames = [f.image for f in src]
+    return frames, float(fps)
+
+
+def pseudo_clip_features(ref: Any, frames: list[np.ndarray], fps: float, cfg: AnomalyConfig, sel: SelectionConfig,
+                         kinds: Sequence[str], seed: int, donors: Sequence[Any], donor_ids: Sequence[str],
+                         backbone: Any, cache_dir: str | None) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
+    """Inject pseudo-anomalies into one clip and compute its stream inputs (cached).
+
+    Returns ``(features, labels (T,), kind per frame (T,) str)``.
+    """
+    from vidseq.features.extractor import cache_key, content_hash
+    from vidseq.heads.anomaly.features import feature_settings
+
+    target = None
+    if cache_dir is not None:
+        from dataclasses import asdict
+
+        settings = {"features": feature_settings(cfg), "pseudo": asdict(sel.pseudo), "kinds": list(kinds),
+                    "seed": seed, "donors": list(donor_ids), "version": PSEUDO_VERSION,
+                    "appearance": None if backbone is None else backbone.info()}
+        key = cache_key(content_hash(ref.path) or ref.clip_id, settings)[:16]
+        target = Path(cache_dir) / f"{ref.clip_id}-pseudo-{key}.npz"
+        extra = target.with_suffix(".labels.npz")
+        if target.is_file() and extra.is_file():
+            cf = load_clip_features(target)
+            with np.load(extra, allow_pickle=False) as z:
+                labels, kind = z["labels"], z["kind"].astype(str)
+                if "appearance" in z.files:
+                    cf.appearance = z["appearance"]
+            return cf, labels, kind
+    out, labels, events = inject(frames, fps=fps, donors=donors, kinds=kinds, cfg=sel.pseudo, seed=seed)
+    kind = np.full(len(out), "", dtype=object)
+    for e in events:
+        kind[e.start:e.stop] = e.kind
+    kind = np.where(labels == 1, kind, "").astype(str)
+    cf = features_from_frames(out, cfg, fps=fps, clip_id=f"{ref.clip_id}-pseudo", backbone=backbone)
+    if target is not None:
+        from vidseq.io import atomic_path
+
+        save_clip_features(target, cf)
+        arrays: dict[str, np.ndarray] = {"labels": labels, "kind": kind}
+        if cf.appearance is not None:
+            arrays["appearance"] = cf.appearance
+        with atomic_path(target.with_suffix(".labels.npz")) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return cf, labels, kind
+
+
+def _raw(model: Any, clips: Sequence[ClipFeatures], streams: Sequence[str]) -> dict[str, list[np.ndarray]]:
+    from vidseq.heads.anomaly.fit import score_clip
+
+    scored = [score_clip(model, cf, normalise=False) for cf in clips]
+    return {s: [c.arrays[f"raw_{s}"] for c in scored] for s in streams}
+
+
+def _stats(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
+    v = np.concatenate(list(arrays)) if arrays else np.zeros(0)
+    v = v[np.isfinite(v)]
+    mean = float(v.mean()) if len(v) else 0.0
+    std = float(v.std()) if len(v) > 1 and v.std() > 1e-12 else 1.0
+    return mean, std
+
+
+def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeatures], held: Sequence[ClipFeatures],
+                pseudo: Sequence[ClipFeatures], *, frame_predictor: Any = None) -> dict[str, Any]:
+    """Raw scores of every stream (and every speed setting) on ``pseudo``, statistics from ``held``."""
+    from vidseq.heads.anomaly.fit import fit_anomaly_model
+
+    streams = sorted({s for c in sel.streams for s in c}, key=STREAMS.index)
+    raw: dict[str, list[np.ndarray]] = {}
+    stats: dict[str, tuple[float, float]] = {}
+    others = [s for s in streams if s != "speed"]
+    if others:
+        full = replace(cfg, streams=tuple(others), weights=())
+        model, _, _ = fit_anomaly_model(full, fit, held, frame_predictor=frame_predictor)
+        held_raw, p_raw = _raw(model, held, others), _raw(model, pseudo, others)
+        for s in others:
+            raw[s], stats[s] = p_raw[s], _stats(held_raw[s])
+    if "speed" in streams:
+        for win, q in itertools.product(sel.speed_windows, sel.speed_frame_quantiles):
+            scfg = replace(cfg, streams=("speed",), weights=(), speed=replace(cfg.speed, window=win, frame_quantile=q))
+            model, _, _ = fit_anomaly_model(scfg, fit, held)
+            key = _speed_key(win, q)
+            raw[key], stats[key] = _raw(model, pseudo, ["speed"])["speed"], _stats(_raw(model, held, ["speed"])["speed"])
+    return {"raw": raw, "stats": stats}
+
+
+# -------------------------------------------------------------------------------------------- scoring
+
+
+def _smooth(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Vectorised twin of :func:`vidseq.heads.anomaly.model.smooth_scores` (nearest padding)."""
+    if len(kernel) == 1 or len(x) == 0:
+        return x.astype(np.float64)
+    r = len(kernel) // 2
+    return np.convolve(np.pad(x.astype(np.float64), r, mode="edge"), kernel[::-1], mode="valid")
+
+
+def candidate_scores(c: Candidate, folds: Sequence[FoldScores], truncate: float) -> list[np.ndarray]:
+    """Final per-clip scores of candidate ``c`` over every fold's pseudo clips."""
+    out = []
+    for fs in folds:
+        keys = [(_speed_key(c.speed_window, c.speed_frame_quantile) if s == "speed" else s) for s in c.streams]
+        for i in range(len(fs.labels)):
+            zs = []
+            for k, w in zip(keys, c.weights, strict=True):
+                mean, std = fs.stats[k]
+                z = (fs.raw[k][i] - mean) / std
+                zs.append(np.where(np.isfinite(z), z, 0.0) * w)
+            z = np.stack(zs)
+            fused = z.max(0) if c.fusion == "max" else z.sum(0) / sum(c.weights)
+            out.append(_smooth(fused, gaussian_kernel(c.smooth_sigma_s * fs.fps[i], truncate)))
+    return out
+
+
+def evaluate_candidates(cands: Sequence[Candidate], folds: Sequence[FoldScores], truncate: float,
+                        ) -> list[dict[str, Any]]:
+    """AUCs of every candidate on the pooled pseudo clips (+ per-kind AUCs)."""
+    from vidseq.heads.anomaly.task import micro_aucs
+
+    labels = [y for fs in folds for y in fs.labels]
+    kinds = np.concatenate([k for fs in folds for k in fs.kinds])
+    y = np.concatenate(labels)
+    rows = []
+    for i, c in enumerate(cands):
+        scores = candidate_scores(c, folds, truncate)
+        auc, auc_mm = micro_aucs(labels, scores)
+        row: dict[str, Any] = {"index": i, "label": c.label(), "streams": list(c.streams), "weights": list(c.weights),
+                               "fusion": c.fusion, "smooth_sigma_s": c.smooth_sigma_s, "speed_window": c.speed_window,
+                               "speed_frame_quantile": c.speed_frame_quantile, "auc_micro": auc,
+                               "auc_micro_minmax": auc_mm, "criterion": (auc + auc_mm) / 2}
+        s = np.concatenate(scores)
+        for kind in KINDS:
+            m = (kinds == kind) | (y == 0)
+            if (kinds == kind).any():
+                row[f"auc_micro_{kind}"] = float(micro_aucs([y[m]], [s[m]])[0])
+        rows.append(row)
+    return rows
+
+
+def choose(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """Highest criterion; ties (within 0.001) to fewer streams, then the earlier grid point."""
+    best = max(r["criterion"] for r in rows)
+    near = [r for r in rows if r["criterion"] >= best - 1e-3]
+    return min(near, key=lambda r: (len(r["streams"]), r["index"]))
+
+
+# ------------------------------------------------------------------------------------------- the run
+
+
+def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Run the label-free selection; writes ``out/anomaly.yaml`` (train with it), ``selection.json``/``.csv``."""
+    import csv
+
+    from vidseq.config import save_config, to_dict
+    from vidseq.heads.anomaly.features import make_backbone
+    from vidseq.heads.anomaly.task import _load_task_config, _split_train_val, extract_all, train_frame_predictor
+    from vidseq.io import atomic_open, atomic_write_json
+
+    tc = _load_task_config(config, overrides)
+    sel = tc.select
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    cache = tc.cache_dir or str(out / "cache")
+    t0 = time.perf_counter()
+    train_refs, val_refs = _split_train_val(Path(data), tc.val_clips)
+    refs = train_refs + val_refs  # every normal clip; labels of other splits are never opened
+    if len(refs) < sel.folds:
+        raise DatasetError(f"{data}: {len(refs)} normal clips for {sel.folds} folds")
+    wanted = sorted({s for c in sel.streams for s in c}, key=STREAMS.index)
+    base = replace(tc.model, streams=tuple(wanted), weights=())
+    feats = extract_all(refs, base, cache, tc.workers, tc.device, tc.progress)
+    backbone = make_backbone(base, tc.device)
+    folds: list[FoldScores] = []
+    fold_info = []
+    counter = 0
+    from tqdm import tqdm
+
+    for k in range(sel.folds):
+        held_idx = [i for i in range(len(refs)) if i % sel.folds == k]
+        fit_idx = [i for i in range(len(refs)) if i % sel.folds != k]
+        fit_f, held_f = [feats[i] for i in fit_idx], [feats[i] for i in held_idx]
+        donor_ids = [refs[i].clip_id for i in fit_idx[: sel.donor_clips]]
+        donors = []
+        for i in fit_idx[: sel.donor_clips]:
+            donors.extend(find_donors(_read_frames(refs[i].path)[0], max_donors=10))
+        pseudo, labels, kinds, fps = [], [], [], []
+        for i in tqdm(held_idx, desc=f"fold {k + 1}/{sel.folds} pseudo clips", disable=not tc.progress):
+            frames, f = _read_frames(refs[i].path)
+            ks = [sel.pseudo.kinds[(counter + j) % len(sel.pseudo.kinds)] for j in range(sel.pseudo.segments)]
+            counter += sel.pseudo.segments
+            cf, y, kd = pseudo_clip_features(refs[i], frames, f, base, sel, ks, sel.pseudo.seed * 1000 + i,
+                                             donors, donor_ids, backbone, cache)
+            pseudo.append(cf)
+            labels.append(y)
+            kinds.append(kd)
+            fps.append(f)
+        predictor = None
+        if base.uses("frame"):
+            predictor = train_frame_predictor(base, replace(tc.train, epochs=sel.frame_epochs, device=tc.device),
+                                              fit_f, held_f, out / f"fold{k + 1}" / "frame_lstm", resume=False,
+                                              progress=tc.progress, config_dict=to_dict(tc))
+        fs = fold_scores(base, sel, fit_f, held_f, pseudo, frame_predictor=predictor)
+        folds.append(FoldScores(labels, kinds, fps, fs["raw"], fs["stats"]))
+        fold_info.append({"fit": [refs[i].clip_id for i in fit_idx], "held_out": [refs[i].clip_id for i in held_idx],
+                          "donor_clips": donor_ids, "donors": len(donors),
+                          "pseudo_frames": int(sum(len(y) for y in labels)),
+                          "pseudo_anomalous": int(sum(int(y.sum()) for y in labels))})
+    cands = candidates(sel)
+    rows = evaluate_candidates(cands, folds, tc.model.smooth_truncate)
+    best = choose(rows)
+    chosen = cands[best["index"]]
+    tuned = replace(tc, model=chosen.apply(tc.model))
+    save_config(tuned, out / "anomaly.yaml")
+    all_kinds = np.concatenate([k for fs in folds for k in fs.kinds])
+    summary = {
+        "protocol": "K-fold cross-fitting on normal train/val clips with injected pseudo-anomalies "
+                    "(vidseq.heads.anomaly.select); no test clip or label is read",
+        "folds": fold_info, "pseudo_frames": int(len(all_kinds)),
+        "pseudo_anomalous_by_kind": {k: int((all_kinds == k).sum()) for k in KINDS},
+        "candidates": len(rows), "chosen": best, "config": str(out / "anomaly.yaml"),
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    atomic_write_json(out / "selection.json", {**summary, "rows": rows})
+    keys = list(rows[0].keys())
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    with atomic_open(out / "selection.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=keys)
+        w.writeheader()
+        for r in sorted(rows, key=lambda r: -r["criterion"]):
+            w.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()})
+    return {"chosen": best["label"], "pseudo_auc_micro": best["auc_micro"],
+            "pseudo_auc_micro_minmax": best["auc_micro_minmax"], "candidates": len(rows),
+            "pseudo_frames": summary["pseudo_frames"], "seconds": summary["seconds"],
+            "config": str(out / "anomaly.yaml")}
+
+
+
+def grid_report(data: Path, tune_dir: Path, *, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Reporting only, AFTER selection: every grid candidate's AUC on a labelled split (e.g. test).
+
+    Fits every part on the training clips (validation clips for the statistics), as ``vidseq train
+    anomaly`` does, scores ``split`` with each candidate and pairs the result with the candidate's
+    pseudo-anomaly AUC from ``tune_dir/selection.json``: this shows how well the label-free criterion
+    ranks designs. It never feeds back into :func:`tune`.
+    """
+    from scipy.stats import spearmanr
+
+    from vidseq.config import to_dict
+    from vidseq.heads.anomaly.task import (
+        _clips,
+        _load_task_config,
+        _split_train_val,
+        extract_all,
+        train_frame_predictor,
+    )
+    from vidseq.sequences.manifest import load_dataset
+
+    tc = _load_task_config(Path(tune_dir) / "anomaly.yaml", overrides)
+    sel = tc.select
+    chosen = json.loads((Path(tune_dir) / "selection.json").read_text())
+    wanted = sorted({s for c in sel.streams for s in c}, key=STREAMS.index)
+    base = replace(tc.model, streams=tuple(wanted), weights=())
+    cache = tc.cache_dir or str(Path(tune_dir) / "cache")
+    train_refs, val_refs = _split_train_val(Path(data), tc.val_clips)
+    test_refs = _clips(Path(data), [split])
+    ds = load_dataset(data)
+    labels = [ds.clip(r.clip_id).load_labels().astype(np.int64) for r in test_refs]
+    feats = extract_all(train_refs + val_refs + test_refs, base, cache, tc.workers, tc.device, tc.progress)
+    n_tr, n_va = len(train_refs), len(val_refs)
+    train_f, val_f, test_f = feats[:n_tr], feats[n_tr:n_tr + n_va], feats[n_tr + n_va:]
+    predictor = None
+    if base.uses("frame"):
+        predictor = train_frame_predictor(base, replace(tc.train, device=tc.device), train_f, val_f,
+                                          Path(tune_dir) / f"grid_{split}" / "frame_lstm", resume=False,
+                                          progress=tc.progress, config_dict=to_dict(tc))
+    fs = fold_scores(base, sel, train_f, val_f or train_f, test_f, frame_predictor=predictor)
+    folds = [FoldScores(labels, [np.full(len(y), "", dtype=str) for y in labels], [cf.fps for cf in test_f],
+                        fs["raw"], fs["stats"])]
+    rows = evaluate_candidates(candidates(sel), folds, tc.model.smooth_truncate)
+    pseudo = {r["label"]: r for r in chosen["rows"]}
+    for r in rows:
+        p = pseudo.get(r["label"], {})
+        r["pseudo_auc_micro"], r["pseudo_auc_micro_minmax"] = p.get("auc_micro"), p.get("auc_micro_minmax")
+        r["pseudo_criterion"] = p.get("criterion")
+        for k in [k for k in r if k.startswith("auc_micro_") and k.split("auc_micro_")[1] in KINDS]:
+            del r[k]
+    paired = [(r["pseudo_criterion"], r["criterion"]) for r in rows if r["pseudo_criterion"] is not None]
+    rho = float(spearmanr(*zip(*paired)).statistic) if len(paired) > 2 else float("nan")
+    best_test = max(rows, key=lambda r: r["criterion"])
+    mine = next((r for r in rows if r["label"] == chosen["chosen"]["label"]), None)
+    return {"split": split, "rows": rows, "spearman_pseudo_vs_split": rho, "chosen": mine,
+            "best_on_split": best_test, "chosen_rank_on_split": 1 + sorted(
+                (r["criterion"] for r in rows), reverse=True).index(mine["criterion"]) if mine else None}
