@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from vidseq.errors import CheckpointError, ConfigError, InputShapeError
+from vidseq.errors import CheckpointError, ConfigError, DatasetError, InputShapeError
 from vidseq.features.motion import MotionConfig
 from vidseq.heads.anomaly.calibrate import CalibrationConfig, calibrate, find_events, hysteresis
 from vidseq.heads.anomaly.features import features_from_frames
@@ -220,6 +220,28 @@ def test_frame_stream_feature_dim_mismatch_and_nan() -> None:
         model.scorer(10.0).push(replace(good[0], descriptor=np.zeros(3, np.float32)))
 
 
+def test_cross_fit_calibration_uses_every_normal_clip_out_of_fold(fitted) -> None:
+    from vidseq.heads.anomaly.fit import cross_fit_calibrate
+
+    _, _, _, train = fitted
+    val = [features_from_frames(make_scene(100 + s)[0], CFG, fps=10.0, clip_id=f"val{s}") for s in range(2)]
+    normal = list(train) + val
+    model, _, _ = fit_anomaly_model(CFG, normal, val)
+    cal, info = cross_fit_calibrate(model, normal, 3)
+    assert info["calibration"] == "cross-fit, 3 folds" and cal.num_normal_frames == sum(len(c) for c in normal)
+    assert set(info["stream_mean"]) == {"speed", "objects"} and np.isfinite(cal.threshold)
+    assert model.stream_std.numel() == 2 and float(model.stream_std.min()) > 0
+    y, cf = _test_clip(7, "speed")
+    s = score_clip(model, cf).arrays["score"]
+    assert _auc(y, s) > 0.8 and cal.flags(s)[y == 1].mean() > cal.flags(s)[y == 0].mean()
+    with pytest.raises(DatasetError, match="cross-fit"):
+        cross_fit_calibrate(model, normal[:2], 3)
+    from vidseq.heads.anomaly.task import AnomalyTaskConfig
+
+    with pytest.raises(ConfigError, match="cross_fit_folds"):
+        AnomalyTaskConfig(cross_fit_folds=1)
+
+
 def test_unsupervised_mode_flags_the_rare_fast_object() -> None:
     frames = np.concatenate([make_scene(11, n_frames=60)[0], make_scene(12, n_frames=30, anomaly="speed", start=0)[0]])
     y = np.r_[np.zeros(60), make_scene(12, n_frames=30, anomaly="speed", start=0)[1]]
@@ -276,6 +298,12 @@ def test_task_train_and_evaluate_on_a_tiny_dataset(tmp_path: Path) -> None:
 
     m = json.loads(js.read_text())
     assert m["auc_micro"] > 0.8 and 0 <= m["auc_micro_minmax"] <= 1
+    assert json.loads((out / "metrics.json").read_text())["calibration"] == "validation clips"
+    out_cf = tmp_path / "run_cf"
+    assert main(["-q", "train", "anomaly", "--data", str(root), "--out", str(out_cf), "--set", *sets,
+                 "cross_fit_folds=2"]) == 0
+    trained = json.loads((out_cf / "metrics.json").read_text())
+    assert trained["calibration"] == "cross-fit, 2 folds" and trained["val_frames"] == trained["train_frames"] == 120
     assert {"auc_micro_unsup_self", "precision", "recall", "threshold"} <= set(m)
     # the frame-stream LSTM goes through the shared engine (motion descriptors only: no backbone download)
     out2 = tmp_path / "run_lstm"

@@ -8,6 +8,8 @@ everything else is estimated here in closed form from normal data only:
 3. normalisation: raw stream scores on the *validation* clips -> per-stream mean/std (the kNN bank
    does not contain validation objects, so their distances are not self-matches);
 4. calibration: fused, smoothed validation scores -> threshold pair (:mod:`.calibrate`).
+
+:func:`cross_fit_calibrate` replaces 3-4 by out-of-fold scores of every normal clip (K-fold refits).
 """
 
 from __future__ import annotations
@@ -137,8 +139,20 @@ def fit_anomaly_model(cfg: AnomalyConfig, train: Sequence[ClipFeatures], val: Se
     if model.frame is not None and frame_predictor is not None:
         model.frame.load_state_dict(frame_predictor.state_dict())
     model.eval()
-    # 3. stream statistics on validation clips
+    # 3-4. stream statistics and threshold from the validation clips
     raw_scores = [score_clip(model, cf, normalise=False) for cf in val]
+    cal, stats = standardise_and_calibrate(model, raw_scores)
+    info = {"val_clips": [cf.clip_id for cf in val], "val_frames": int(sum(len(cf) for cf in val)),
+            "train_clips": [cf.clip_id for cf in train], "train_frames": int(sum(len(cf) for cf in train)),
+            "bank_size": int(bank_rows) if cfg.uses("objects") else 0, **stats}
+    return model, cal, info
+
+
+def standardise_and_calibrate(model: AnomalyModel, raw_scores: Sequence[ClipScores],
+                              ) -> tuple[Calibration, dict[str, Any]]:
+    """Set the model's per-stream mean/std from raw scores of normal clips, then calibrate the threshold
+    on the same clips' final (fused, smoothed) scores."""
+    cfg = model.cfg
     means, stds = [], []
     for s in cfg.streams:
         v = np.concatenate([r.arrays[f"raw_{s}"] for r in raw_scores])
@@ -147,20 +161,40 @@ def fit_anomaly_model(cfg: AnomalyConfig, train: Sequence[ClipFeatures], val: Se
         stds.append(float(v.std()) if len(v) > 1 and v.std() > 1e-12 else 1.0)
     model.stream_mean = torch.tensor(means, dtype=torch.float64)
     model.stream_std = torch.tensor(stds, dtype=torch.float64)
-    # 4. calibration on the final (fused + smoothed) validation scores
     final = []
     for r in raw_scores:
         fused = np.array([model.fuse({s: r.arrays[f"raw_{s}"][t] for s in cfg.streams})[0]
                           for t in range(len(r.arrays["score"]))])
         final.append(smooth_scores(fused, model.kernel(r.fps)))
-    cal = calibrate(np.concatenate(final), cfg.calibration)
-    info = {"val_clips": [cf.clip_id for cf in val], "val_frames": int(sum(len(cf) for cf in val)),
-            "train_clips": [cf.clip_id for cf in train], "train_frames": int(sum(len(cf) for cf in train)),
-            "stream_mean": dict(zip(cfg.streams, means, strict=True)),
-            "stream_std": dict(zip(cfg.streams, stds, strict=True)),
-            "bank_size": int(bank_rows) if cfg.uses("objects") else 0,
-            "val_score_mean": float(np.concatenate(final).mean()), "val_score_std": float(np.concatenate(final).std())}
-    return model, cal, info
+    allf = np.concatenate(final)
+    cal = calibrate(allf, cfg.calibration)
+    return cal, {"stream_mean": dict(zip(cfg.streams, means, strict=True)),
+                 "stream_std": dict(zip(cfg.streams, stds, strict=True)),
+                 "val_score_mean": float(allf.mean()), "val_score_std": float(allf.std())}
+
+
+def cross_fit_calibrate(model: AnomalyModel, clips: Sequence[ClipFeatures], folds: int, *,
+                        frame_predictor: FramePredictor | None = None) -> tuple[Calibration, dict[str, Any]]:
+    """Statistics and threshold of ``model`` from out-of-fold scores of every normal clip.
+
+    Clip ``i`` is scored by a model whose scale map and kNN bank were fitted without the clips of its
+    fold (``i % folds``), as new footage of the camera would be; the pooled scores standardise the
+    streams and set the threshold (many more normal frames than a small validation split, and none
+    scored by a model that has seen them). The frame-stream LSTM is not refitted per fold (``frame_predictor``
+    is shared), so its out-of-fold scores are optimistic where it is used.
+    """
+    if folds < 2 or len(clips) < folds:
+        raise DatasetError(f"anomaly: cross-fit calibration needs >= {max(folds, 2)} normal clips, got {len(clips)}")
+    raw: list[ClipScores] = []
+    for k in range(folds):
+        held = [c for i, c in enumerate(clips) if i % folds == k]
+        fit = [c for i, c in enumerate(clips) if i % folds != k]
+        m, _, _ = fit_anomaly_model(model.cfg, fit, held, frame_predictor=frame_predictor)
+        raw.extend(score_clip(m, cf, normalise=False) for cf in held)
+    cal, stats = standardise_and_calibrate(model, raw)
+    stats.update({"calibration": f"cross-fit, {folds} folds", "val_clips": [c.clip_id for c in clips],
+                  "val_frames": int(sum(len(c) for c in clips))})
+    return cal, stats
 
 
 def probe_objects(model: AnomalyModel, cfg: AnomalyConfig, cf: ClipFeatures) -> np.ndarray:

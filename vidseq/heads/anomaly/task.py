@@ -40,7 +40,14 @@ from vidseq.config import from_dict, load_config, to_dict
 from vidseq.errors import CheckpointError, ConfigError, DatasetError
 from vidseq.heads.anomaly.calibrate import Calibration
 from vidseq.heads.anomaly.features import ClipFeatures, extract_clip_features, make_backbone
-from vidseq.heads.anomaly.fit import ClipScores, fit_anomaly_model, fit_unsupervised, frame_vectors, score_clip
+from vidseq.heads.anomaly.fit import (
+    ClipScores,
+    cross_fit_calibrate,
+    fit_anomaly_model,
+    fit_unsupervised,
+    frame_vectors,
+    score_clip,
+)
 from vidseq.heads.anomaly.model import (
     FRAME_MODEL_NAME,
     MODEL_NAME,
@@ -65,6 +72,10 @@ class AnomalyTaskConfig:
         model: the anomaly model (:class:`AnomalyConfig`).
         train: engine settings for the frame-stream LSTM.
         val_clips: when the dataset has no ``val`` split, hold out this many of the last training clips.
+        cross_fit_folds: >= 2: fit the model on every normal clip (train + val) and take the stream
+            statistics and the threshold from out-of-fold scores of all of them
+            (:func:`~vidseq.heads.anomaly.fit.cross_fit_calibrate`); the validation clips then only
+            early-stop the frame LSTM. 0: statistics and threshold from the validation clips.
         cache_dir: per-clip feature cache (``None``: ``<out>/cache`` when training; evaluation reuses
             the training run's cache folder when it still exists).
         workers: processes extracting clip features in parallel.
@@ -79,6 +90,7 @@ class AnomalyTaskConfig:
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15, batch_size=32, lr=1e-3,
                                                                    patience=4, device="cpu"))
     val_clips: int = 2
+    cross_fit_folds: int = 0
     cache_dir: str | None = None
     workers: int = 1
     split: str = "test"
@@ -90,6 +102,8 @@ class AnomalyTaskConfig:
     def __post_init__(self) -> None:
         if self.val_clips < 0 or self.workers < 1:
             raise ConfigError("val_clips must be >= 0 and workers >= 1")
+        if self.cross_fit_folds == 1 or self.cross_fit_folds < 0:
+            raise ConfigError(f"cross_fit_folds must be 0 (off) or >= 2, got {self.cross_fit_folds}")
 
 
 # ------------------------------------------------------------------------------------------ data loading
@@ -272,7 +286,13 @@ def train(data: Path, out: Path, *, config: Path | None = None, overrides: Seque
         predictor = train_frame_predictor(cfg, replace(tc.train, device=tc.device), train_f, val_f,
                                           out / "frame_lstm", resume=resume, progress=tc.progress,
                                           config_dict=to_dict(tc))
-    model, cal, info = fit_anomaly_model(cfg, train_f, val_f, frame_predictor=predictor)
+    if tc.cross_fit_folds >= 2:
+        normal = list(train_f) + list(val_f)
+        model, _, info = fit_anomaly_model(cfg, normal, val_f, frame_predictor=predictor)
+        cal, stats = cross_fit_calibrate(model, normal, tc.cross_fit_folds, frame_predictor=predictor)
+        info.update(stats, train_clips=[cf.clip_id for cf in normal], train_frames=int(sum(len(c) for c in normal)))
+    else:
+        model, cal, info = fit_anomaly_model(cfg, train_f, val_f, frame_predictor=predictor)
     t_fit = time.perf_counter() - t0 - t_feat
     backbone_info = None
     if cfg.needs_appearance:
@@ -284,6 +304,7 @@ def train(data: Path, out: Path, *, config: Path | None = None, overrides: Seque
                     config=to_dict(tc), metadata=metadata,
                     extra={"calibration": cal.to_dict(), "fit": info, "mode": "trained"})
     metrics = {"threshold": cal.threshold, "low_threshold": cal.low_threshold, "val_frames": info["val_frames"],
+               "calibration": info.get("calibration", "validation clips"),
                "train_frames": info["train_frames"], "feature_seconds": round(t_feat, 2),
                "fit_seconds": round(t_fit, 2), "checkpoint": str(out / "best.pt")}
     atomic_write_json(out / "metrics.json", metrics)
