@@ -77,6 +77,17 @@ def make_scene(seed: int, n_frames: int = 50, anomaly: str | None = None, start:
 CFG = AnomalyConfig(streams=("speed", "objects"), motion=MotionConfig(width=W))
 
 
+def write_clip(path: Path, frames: np.ndarray, fps: float = 10.0) -> Path:
+    """Frames -> an MJPG .avi (what the dataset tests feed the CLI)."""
+    import cv2
+
+    wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, (W, H))
+    for f in frames:
+        wr.write(f)
+    wr.release()
+    return path
+
+
 @pytest.fixture(scope="module")
 def fitted():
     train = [features_from_frames(make_scene(s)[0], CFG, fps=10.0, clip_id=f"train{s}") for s in range(5)]
@@ -268,8 +279,6 @@ def test_registry_and_config_file_load() -> None:
 @pytest.mark.slow
 def test_task_train_and_evaluate_on_a_tiny_dataset(tmp_path: Path) -> None:
     """`vidseq train anomaly` + `vidseq eval anomaly` end to end on generated videos."""
-    import cv2
-
     from vidseq.cli import main
     from vidseq.sequences.manifest import Clip, Dataset, LabelRanges, save_dataset
 
@@ -279,11 +288,7 @@ def test_task_train_and_evaluate_on_a_tiny_dataset(tmp_path: Path) -> None:
     plan = [("train", s, None) for s in range(3)] + [("val", 10, None), ("test", 20, "speed"), ("test", 21, None)]
     for i, (split, seed, anomaly) in enumerate(plan):
         frames, y = make_scene(seed, n_frames=30, anomaly=anomaly, start=8)
-        path = root / "videos" / f"c{i}.avi"
-        wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (W, H))
-        for f in frames:
-            wr.write(f)
-        wr.release()
+        path = write_clip(root / "videos" / f"c{i}.avi", frames)
         clips.append(Clip(id=f"c{i}", split=split, path=path, fps=10.0, frames=len(frames),
                           labels=LabelRanges.from_array(y)))
     save_dataset(Dataset(root=root, name="tiny", clips=clips))

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from heads.test_anomaly import H, W, make_scene
+from heads.test_anomaly import H, make_scene, write_clip
 
 from vidseq.errors import ConfigError, InputShapeError
 from vidseq.heads.anomaly.model import gaussian_kernel, smooth_scores
@@ -104,8 +104,6 @@ def test_grid_and_choice() -> None:
 @pytest.mark.slow
 def test_tune_reads_no_test_clip_and_its_config_trains(tmp_path: Path) -> None:
     """`vidseq tune anomaly` on generated normal clips; the test clip is garbage, so reading it would fail."""
-    import cv2
-
     from vidseq.cli import main
     from vidseq.config import load_config
     from vidseq.heads.anomaly.task import AnomalyTaskConfig
@@ -116,11 +114,7 @@ def test_tune_reads_no_test_clip_and_its_config_trains(tmp_path: Path) -> None:
     clips = []
     for i, split in enumerate(["train"] * 3 + ["val"]):
         frames, _ = make_scene(30 + i, n_frames=90)
-        path = root / "videos" / f"n{i}.avi"
-        wr = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (W, H))
-        for f in frames:
-            wr.write(f)
-        wr.release()
+        path = write_clip(root / "videos" / f"n{i}.avi", frames)
         clips.append(Clip(id=f"n{i}", split=split, path=path, fps=10.0, frames=len(frames),
                           labels=LabelRanges.from_array(np.zeros(len(frames), int))))
     bad = root / "videos" / "test.avi"

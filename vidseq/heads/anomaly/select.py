@@ -306,14 +306,11 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
 
     from vidseq.config import save_config, to_dict
     from vidseq.heads.anomaly.features import make_backbone
-    from vidseq.heads.anomaly.task import _load_task_config, _split_train_val, extract_all, train_frame_predictor
+    from vidseq.heads.anomaly.task import _split_train_val, extract_all, prepare_run, train_frame_predictor
     from vidseq.io import atomic_open, atomic_write_json
 
-    tc = _load_task_config(config, overrides)
+    tc, out, cache = prepare_run(config, overrides, out)
     sel = tc.select
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = tc.cache_dir or str(out / "cache")
     t0 = time.perf_counter()
     train_refs, val_refs = _split_train_val(Path(data), tc.val_clips)
     refs = train_refs + val_refs  # every normal clip; labels of other splits are never opened

@@ -265,17 +265,22 @@ def _load_task_config(config: Path | None, overrides: Sequence[str]) -> AnomalyT
     return load_config(AnomalyTaskConfig, config, list(overrides))
 
 
+def prepare_run(config: Path | None, overrides: Sequence[str], out: Path) -> tuple[AnomalyTaskConfig, Path, str]:
+    """Task config, the created output folder and the feature cache folder of a train/tune run."""
+    tc = _load_task_config(config, overrides)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return tc, out, tc.cache_dir or str(out / "cache")
+
+
 def train(data: Path, out: Path, *, config: Path | None = None, overrides: Sequence[str] = (),
           resume: bool = False) -> dict[str, Any]:
     """Fit the anomaly model on the normal clips of ``data``; writes ``out/best.pt`` (+ ``metrics.json``)."""
     from vidseq.io import atomic_write_json
     from vidseq.train.checkpoint import save_checkpoint
 
-    tc = _load_task_config(config, overrides)
+    tc, out, cache = prepare_run(config, overrides, out)
     cfg = tc.model
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    cache = tc.cache_dir or str(out / "cache")
     t0 = time.perf_counter()
     train_refs, val_refs = _split_train_val(Path(data), tc.val_clips)
     feats = extract_all(train_refs + val_refs, cfg, cache, tc.workers, tc.device, tc.progress)
