@@ -143,3 +143,24 @@ def test_tune_reads_no_test_clip_and_its_config_trains(tmp_path: Path) -> None:
     assert main(["-q", "train", "anomaly", "--data", str(root), "--out", str(run), "--config",
                  str(out / "anomaly.yaml"), "--set", "val_clips=1"]) == 0
     assert (run / "best.pt").is_file()
+
+
+def test_tune_refuses_clips_too_short_for_any_pseudo_anomaly(tmp_path: Path) -> None:
+    from vidseq.errors import DatasetError
+    from vidseq.heads.anomaly.select import tune
+    from vidseq.sequences.manifest import Clip, Dataset, LabelRanges, save_dataset
+
+    root = tmp_path / "ds"
+    (root / "videos").mkdir(parents=True)
+    clips = []
+    for i in range(2):
+        frames, _ = make_scene(40 + i, n_frames=20)
+        path = write_clip(root / "videos" / f"s{i}.avi", frames)
+        clips.append(Clip(id=f"s{i}", split="train", path=path, fps=10.0, frames=20,
+                          labels=LabelRanges.from_array(np.zeros(20, int))))
+    save_dataset(Dataset(root=root, name="short", clips=clips))
+    sets = ["model.motion.width=160", "progress=false", "val_clips=0", "select.streams=[[speed]]",
+            "select.speed_windows=[9]", "select.speed_frame_quantiles=[0.998]", "select.smooth_sigma_s=[0]"]
+    with pytest.raises(DatasetError, match="no pseudo-anomaly fits"):
+        tune(root, tmp_path / "tune", overrides=sets)
+    assert not (tmp_path / "tune" / "anomaly.yaml").exists()

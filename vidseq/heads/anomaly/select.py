@@ -349,13 +349,20 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
             predictor = train_frame_predictor(base, replace(tc.train, epochs=sel.frame_epochs, device=tc.device),
                                               fit_f, held_f, out / f"fold{k + 1}" / "frame_lstm", resume=False,
                                               progress=tc.progress, config_dict=to_dict(tc))
+        log.info("fold %d/%d: fitting on %d clips, scoring %d held-out clips", k + 1, sel.folds, len(fit_f), len(held_f))
         fs = fold_scores(base, sel, fit_f, held_f, pseudo, frame_predictor=predictor)
         folds.append(FoldScores(labels, kinds, fps, fs["raw"], fs["stats"]))
         fold_info.append({"fit": [refs[i].clip_id for i in fit_idx], "held_out": [refs[i].clip_id for i in held_idx],
                           "donor_clips": donor_ids, "donors": len(donors),
                           "pseudo_frames": int(sum(len(y) for y in labels)),
                           "pseudo_anomalous": int(sum(int(y.sum()) for y in labels))})
+    n_anom = sum(int(y.sum()) for fs in folds for y in fs.labels)
+    if n_anom == 0:
+        raise DatasetError(f"{data}: no pseudo-anomaly fits into the normal clips (clips shorter than "
+                           f"{2 * sel.pseudo.min_len_s + 2:g} s?); lower select.pseudo.min_len_s or use longer clips")
     cands = candidates(sel)
+    log.info("scoring %d candidates on %d pseudo frames (%d anomalous)", len(cands),
+             sum(len(y) for fs in folds for y in fs.labels), n_anom)
     rows = evaluate_candidates(cands, folds, tc.model.smooth_truncate)
     best = choose(rows)
     chosen = cands[best["index"]]
