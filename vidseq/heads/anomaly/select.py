@@ -367,7 +367,6 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
     best = choose(rows)
     chosen = cands[best["index"]]
     tuned = replace(tc, model=chosen.apply(tc.model))
-    save_config(tuned, out / "anomaly.yaml")
     all_kinds = np.concatenate([k for fs in folds for k in fs.kinds])
     summary = {
         "protocol": "K-fold cross-fitting on normal train/val clips with injected pseudo-anomalies "
@@ -386,6 +385,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
         w.writeheader()
         for r in sorted(rows, key=lambda r: -r["criterion"]):
             w.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()})
+    save_config(tuned, out / "anomaly.yaml")  # last: its presence means the run completed
     return {"chosen": best["label"], "pseudo_auc_micro": best["auc_micro"],
             "pseudo_auc_micro_minmax": best["auc_micro_minmax"], "candidates": len(rows),
             "pseudo_frames": summary["pseudo_frames"], "seconds": summary["seconds"],
