@@ -155,6 +155,22 @@ def test_streaming_equals_offline_and_checkpoint_roundtrip(fitted, tmp_path: Pat
     assert [r.is_anomaly for r in rows] == list(cal.flags(offline))
 
 
+def test_offline_speed_scores_equal_the_streaming_speed_stream(fitted) -> None:
+    from vidseq.heads.anomaly.model import speed_scores_offline
+
+    model, _, _, _ = fitted
+    _, cf = _test_clip(11, "speed")
+    cf.valid = cf.valid.copy()
+    cf.valid[[0, 1, 20]] = False  # leading fill and a dropped frame in the middle
+    for temporal, window, q in [(3, 9, 0.998), (1, 1, 1.0), (5, 13, 0.99)]:
+        m = replace(model.speed.cfg, temporal=temporal, window=window, frame_quantile=q)
+        model.speed.cfg = m
+        streaming = score_clip(model, cf, normalise=False).arrays["raw_speed"]
+        offline = speed_scores_offline(cf.magnitude_maps, cf.valid, model.speed.scale_map.numpy(), m)
+        assert np.allclose(streaming, offline, atol=1e-9)
+    model.speed.cfg = CFG.speed
+
+
 def test_centered_window_matches_direct_computation() -> None:
     x = np.random.default_rng(0).normal(size=23)
     k = gaussian_kernel(1.5, 3.0)

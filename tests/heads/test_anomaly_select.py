@@ -83,16 +83,19 @@ def test_vectorised_smoothing_equals_the_streaming_smoother() -> None:
 def test_grid_and_choice() -> None:
     sel = SelectionConfig(streams=(("speed",), ("objects",), ("speed", "objects")), secondary_weights=(1.0, 0.5),
                           fusions=("mean",), smooth_sigma_s=(0.0, 0.3), speed_windows=(5, 9),
-                          speed_frame_quantiles=(0.99,))
+                          speed_frame_quantiles=(0.99,), speed_temporals=(3,), speed_cells=(2, 3))
     grid = candidates(sel)
-    # speed: 2 sigma x 2 windows; objects: 2 sigma; pair: 2 weights x 2 sigma x 2 windows
-    assert len(grid) == 4 + 2 + 8 and len(set(grid)) == len(grid)
-    c = Candidate(("speed", "objects"), (1.0, 0.5), "max", 0.3, 5, 0.99)
+    # speed: 2 sigma x 2 cells x 2 windows; objects: 2 sigma x 2 cells; pair: 2 weights x 2 sigma x 2 cells x 2 windows
+    assert len(grid) == 8 + 4 + 16 and len(set(grid)) == len(grid)
+    assert {c.speed_cell for c in grid if c.streams == ("objects",)} == {2, 3}
+    c = Candidate(("speed", "objects"), (1.0, 0.5), "max", 0.3, 5, 0.99, 5, 2)
+    assert c.keys() == ["speed@2,5,5,0.99", "objects@2"]
     from vidseq.heads.anomaly.model import AnomalyConfig
 
     cfg = c.apply(AnomalyConfig())
     assert cfg.streams == ("speed", "objects") and cfg.weights == (1.0, 0.5) and cfg.fusion == "max"
     assert cfg.speed.window == 5 and cfg.speed.frame_quantile == 0.99 and cfg.smooth_sigma_s == 0.3
+    assert cfg.speed.temporal == 5 and cfg.speed.cell == 2
     rows = [{"index": 0, "streams": ["speed", "objects"], "criterion": 0.9505},
             {"index": 1, "streams": ["speed"], "criterion": 0.950},
             {"index": 2, "streams": ["objects"], "criterion": 0.90}]
@@ -126,6 +129,7 @@ def test_tune_reads_no_test_clip_and_its_config_trains(tmp_path: Path) -> None:
     sets = ["model.motion.width=160", "progress=false", f"cache_dir={tmp_path / 'cache'}", "val_clips=0",
             "select.streams=[[speed],[objects],[speed,objects]]", "select.speed_windows=[5,9]",
             "select.speed_frame_quantiles=[0.998]", "select.smooth_sigma_s=[0,0.3]", "select.secondary_weights=[1]",
+            "select.speed_temporals=[3]", "select.speed_cells=[3]",
             "select.fusions=[mean]", "select.pseudo.min_len_s=1.0", "select.pseudo.max_len_s=2.0"]
     assert main(["-q", "tune", "anomaly", "--data", str(root), "--out", str(out), "--set", *sets]) == 0
     sel = json.loads((out / "selection.json").read_text())

@@ -417,6 +417,34 @@ class SpeedStream(nn.Module):
         return float(np.quantile(m, self.cfg.frame_quantile))
 
 
+def speed_scores_offline(maps: np.ndarray, valid: np.ndarray, scale_map: np.ndarray, cfg: SpeedStreamConfig,
+                         ) -> np.ndarray:
+    """Raw speed-stream scores of a whole clip at once: the vectorised twin of the streaming path
+    (:class:`_LeadingFill` + :class:`CenteredWindow` + :meth:`SpeedStream.window_score`), for searches that
+    rescore many settings (:mod:`vidseq.heads.anomaly.select`). ``maps`` (T, h, w), ``valid`` (T,)."""
+    from scipy.ndimage import uniform_filter
+
+    t = len(maps)
+    if t == 0:
+        return np.zeros(0)
+    norm = (np.asarray(maps, np.float32) / scale_map).astype(np.float32)
+    valid = np.asarray(valid, bool)
+    if not valid.any():
+        filled = np.zeros_like(norm)
+    else:
+        last = np.maximum.accumulate(np.where(valid, np.arange(t), -1))
+        filled = norm[np.where(last < 0, int(np.flatnonzero(valid)[0]), last)]
+    r = cfg.temporal // 2
+    idx = np.clip(np.arange(t)[:, None] + np.arange(-r, r + 1)[None, :], 0, t - 1)
+    m = filled[idx[:, 0]].astype(np.float64)
+    for j in range(1, 2 * r + 1):
+        m = m + filled[idx[:, j]]
+    m = m / (2 * r + 1)
+    if cfg.window > 1:
+        m = uniform_filter(m, size=(1, cfg.window, cfg.window), mode="reflect")
+    return np.quantile(m.reshape(t, -1), cfg.frame_quantile, axis=1)
+
+
 class _LeadingFill:
     """Hold leading invalid (no-flow) maps until the first valid one, which then stands in for them."""
 

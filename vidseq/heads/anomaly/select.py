@@ -54,6 +54,8 @@ class SelectionConfig:
         smooth_sigma_s: temporal smoothing values tried (seconds).
         speed_windows: ``speed.window`` values tried.
         speed_frame_quantiles: ``speed.frame_quantile`` values tried.
+        speed_temporals: ``speed.temporal`` values tried (frames averaged, odd).
+        speed_cells: ``speed.cell`` values tried (scale-map cell; also normalises object attributes).
         frame_epochs: epochs of the frame-stream LSTM in each fold (the final training uses ``train.epochs``).
         donor_clips: clips per fold that donate cut-out objects.
     """
@@ -67,6 +69,8 @@ class SelectionConfig:
     smooth_sigma_s: tuple[float, ...] = (0.0, 0.3, 0.6)
     speed_windows: tuple[int, ...] = (5, 9, 13)
     speed_frame_quantiles: tuple[float, ...] = (0.99, 0.998, 1.0)
+    speed_temporals: tuple[int, ...] = (1, 3, 5)
+    speed_cells: tuple[int, ...] = (2, 3, 4)
     frame_epochs: int = 8
     donor_clips: int = 4
 
@@ -76,8 +80,11 @@ class SelectionConfig:
         for s in self.streams:
             if not s or any(x not in STREAMS for x in s) or len(set(s)) != len(s):
                 raise ConfigError(f"select.streams: {list(s)} must be distinct names from {', '.join(STREAMS)}")
-        if not self.streams or not self.smooth_sigma_s or not self.speed_windows or not self.speed_frame_quantiles:
-            raise ConfigError("select: streams, smooth_sigma_s, speed_windows and speed_frame_quantiles need values")
+        if not (self.streams and self.smooth_sigma_s and self.speed_windows and self.speed_frame_quantiles
+                and self.speed_temporals and self.speed_cells):
+            raise ConfigError("select: streams, smooth_sigma_s and every speed_* list need values")
+        if any(t < 1 or t % 2 == 0 for t in self.speed_temporals) or any(c < 1 for c in self.speed_cells):
+            raise ConfigError("select.speed_temporals must be odd and >= 1, select.speed_cells >= 1")
         if any(f not in ("mean", "max") for f in self.fusions) or not self.fusions:
             raise ConfigError(f"select.fusions: use mean and/or max, got {list(self.fusions)}")
         if any(w <= 0 for w in self.secondary_weights) or not self.secondary_weights:
@@ -96,10 +103,17 @@ class Candidate:
     smooth_sigma_s: float
     speed_window: int
     speed_frame_quantile: float
+    speed_temporal: int = 3
+    speed_cell: int = 3
 
     def label(self) -> str:
         w = "/".join(f"{x:g}" for x in self.weights)
-        sp = f" win {self.speed_window} q {self.speed_frame_quantile:g}" if "speed" in self.streams else ""
+        sp = ""
+        if "speed" in self.streams:
+            sp = (f" win {self.speed_window} q {self.speed_frame_quantile:g} t {self.speed_temporal}"
+                  f" cell {self.speed_cell}")
+        elif "objects" in self.streams:
+            sp = f" cell {self.speed_cell}"
         fu = f" {self.fusion} {w}" if len(self.streams) > 1 else ""
         return f"{'+'.join(self.streams)}{fu} sigma {self.smooth_sigma_s:g}s{sp}"
 
@@ -108,7 +122,13 @@ class Candidate:
         weights = () if len(set(self.weights)) <= 1 else self.weights
         return replace(cfg, streams=self.streams, weights=weights, fusion=self.fusion,  # type: ignore[arg-type]
                        smooth_sigma_s=self.smooth_sigma_s,
-                       speed=replace(cfg.speed, window=self.speed_window, frame_quantile=self.speed_frame_quantile))
+                       speed=replace(cfg.speed, window=self.speed_window, frame_quantile=self.speed_frame_quantile,
+                                     temporal=self.speed_temporal, cell=self.speed_cell))
+
+    def keys(self) -> list[str]:
+        """Raw-score keys of this candidate's streams (see :func:`fold_scores`)."""
+        return [_speed_key(self.speed_cell, self.speed_temporal, self.speed_window, self.speed_frame_quantile)
+                if s == "speed" else (f"objects@{self.speed_cell}" if s == "objects" else s) for s in self.streams]
 
 
 def candidates(sel: SelectionConfig) -> list[Candidate]:
@@ -121,8 +141,11 @@ def candidates(sel: SelectionConfig) -> list[Candidate]:
         has_speed = "speed" in streams
         wins = sel.speed_windows if has_speed else sel.speed_windows[:1]
         qs = sel.speed_frame_quantiles if has_speed else sel.speed_frame_quantiles[:1]
-        for w, fu, sig, win, q in itertools.product(weights, fusions, sel.smooth_sigma_s, wins, qs):
-            out.append(Candidate(tuple(streams), w, fu, float(sig), int(win), float(q)))
+        temps = sel.speed_temporals if has_speed else sel.speed_temporals[:1]
+        cells = sel.speed_cells if (has_speed or "objects" in streams) else sel.speed_cells[:1]
+        for w, fu, sig, cell, tmp, win, q in itertools.product(weights, fusions, sel.smooth_sigma_s, cells, temps,
+                                                                 wins, qs):
+            out.append(Candidate(tuple(streams), w, fu, float(sig), int(win), float(q), int(tmp), int(cell)))
     return out
 
 
@@ -136,12 +159,12 @@ class FoldScores:
     labels: list[np.ndarray]
     kinds: list[np.ndarray]  # per frame: "" for normal, else the injected kind
     fps: list[float]
-    raw: dict[str, list[np.ndarray]]  # stream (or "speed@win,q") -> per clip raw scores
+    raw: dict[str, list[np.ndarray]]  # Candidate.keys() -> per clip raw scores
     stats: dict[str, tuple[float, float]]  # same keys -> (mean, std) on the clean held-out clips
 
 
-def _speed_key(win: int, q: float) -> str:
-    return f"speed@{win},{q:g}"
+def _speed_key(cell: int, temporal: int, win: int, q: float) -> str:
+    return f"speed@{cell},{temporal},{win},{q:g}"
 
 
 def _read_frames(path: Path) -> tuple[list[np.ndarray], float]:
@@ -215,25 +238,38 @@ def _stats(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
 
 def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeatures], held: Sequence[ClipFeatures],
                 pseudo: Sequence[ClipFeatures], *, frame_predictor: Any = None) -> dict[str, Any]:
-    """Raw scores of every stream (and every speed setting) on ``pseudo``, statistics from ``held``."""
+    """Raw scores of every stream and setting on ``pseudo``; their statistics from the clean ``held`` clips.
+
+    Per scale-map cell: the objects stream (its attributes are normalised by the scale map) and every
+    speed setting (vectorised, :func:`~vidseq.heads.anomaly.model.speed_scores_offline`); the frame stream once.
+    """
     from vidseq.heads.anomaly.fit import fit_anomaly_model
+    from vidseq.heads.anomaly.model import SpeedMapFitter, speed_scores_offline
 
     streams = sorted({s for c in sel.streams for s in c}, key=STREAMS.index)
     raw: dict[str, list[np.ndarray]] = {}
     stats: dict[str, tuple[float, float]] = {}
-    others = [s for s in streams if s != "speed"]
-    if others:
-        full = replace(cfg, streams=tuple(others), weights=())
-        model, _, _ = fit_anomaly_model(full, fit, held, frame_predictor=frame_predictor)
-        held_raw, p_raw = _raw(model, held, others), _raw(model, pseudo, others)
-        for s in others:
-            raw[s], stats[s] = p_raw[s], _stats(held_raw[s])
-    if "speed" in streams:
-        for win, q in itertools.product(sel.speed_windows, sel.speed_frame_quantiles):
-            scfg = replace(cfg, streams=("speed",), weights=(), speed=replace(cfg.speed, window=win, frame_quantile=q))
-            model, _, _ = fit_anomaly_model(scfg, fit, held)
-            key = _speed_key(win, q)
-            raw[key], stats[key] = _raw(model, pseudo, ["speed"])["speed"], _stats(_raw(model, held, ["speed"])["speed"])
+    for n, cell in enumerate(sel.speed_cells):
+        ccfg = replace(cfg, speed=replace(cfg.speed, cell=cell))
+        others = [s for s in streams if s == "objects" or (s == "frame" and n == 0)]
+        if others:
+            model, _, _ = fit_anomaly_model(replace(ccfg, streams=tuple(others), weights=()), fit, held,
+                                            frame_predictor=frame_predictor)
+            held_raw, p_raw = _raw(model, held, others), _raw(model, pseudo, others)
+            for s in others:
+                key = f"objects@{cell}" if s == "objects" else s
+                raw[key], stats[key] = p_raw[s], _stats(held_raw[s])
+        if "speed" not in streams:
+            continue
+        fitter = SpeedMapFitter(ccfg.speed, cfg.motion.moving_threshold)
+        for cf in fit:
+            fitter.update(cf.magnitude_maps, cf.valid)
+        scale = fitter.scale_map()
+        for tmp, win, q in itertools.product(sel.speed_temporals, sel.speed_windows, sel.speed_frame_quantiles):
+            scfg = replace(ccfg.speed, temporal=tmp, window=win, frame_quantile=q)
+            key = _speed_key(cell, tmp, win, q)
+            raw[key] = [speed_scores_offline(cf.magnitude_maps, cf.valid, scale, scfg) for cf in pseudo]
+            stats[key] = _stats([speed_scores_offline(cf.magnitude_maps, cf.valid, scale, scfg) for cf in held])
     return {"raw": raw, "stats": stats}
 
 
@@ -252,7 +288,7 @@ def candidate_scores(c: Candidate, folds: Sequence[FoldScores], truncate: float)
     """Final per-clip scores of candidate ``c`` over every fold's pseudo clips."""
     out = []
     for fs in folds:
-        keys = [(_speed_key(c.speed_window, c.speed_frame_quantile) if s == "speed" else s) for s in c.streams]
+        keys = c.keys()
         for i in range(len(fs.labels)):
             zs = []
             for k, w in zip(keys, c.weights, strict=True):
@@ -279,7 +315,8 @@ def evaluate_candidates(cands: Sequence[Candidate], folds: Sequence[FoldScores],
         auc, auc_mm = micro_aucs(labels, scores)
         row: dict[str, Any] = {"index": i, "label": c.label(), "streams": list(c.streams), "weights": list(c.weights),
                                "fusion": c.fusion, "smooth_sigma_s": c.smooth_sigma_s, "speed_window": c.speed_window,
-                               "speed_frame_quantile": c.speed_frame_quantile, "auc_micro": auc,
+                               "speed_frame_quantile": c.speed_frame_quantile, "speed_temporal": c.speed_temporal,
+                               "speed_cell": c.speed_cell, "auc_micro": auc,
                                "auc_micro_minmax": auc_mm, "criterion": (auc + auc_mm) / 2}
         s = np.concatenate(scores)
         for kind in KINDS:
