@@ -493,7 +493,9 @@ class LiveSource(VideoSource):
             stop.set()
             thread = getattr(self, "_thread", None)
             if thread is not None and thread is not threading.current_thread():
-                thread.join(timeout=5)
+                # a read blocked on a stalled stream returns only at the read timeout; the daemon reader
+                # then releases the capture by itself, so closing never waits longer than this
+                thread.join(timeout=1.0)
 
 
 class RealtimeFileSource(VideoSource):
