@@ -58,6 +58,8 @@ class SelectionConfig:
         speed_cells: ``speed.cell`` values tried (scale-map cell; also normalises object attributes).
         frame_epochs: epochs of the frame-stream LSTM in each fold (the final training uses ``train.epochs``).
         donor_clips: clips per fold that donate cut-out objects.
+        pseudo_clip_s: at most this many seconds of each clip are decoded for donors and pseudo-anomalies
+            (they are held in memory as decoded frames; the clean statistics still use whole clips).
     """
 
     folds: int = 2
@@ -73,6 +75,7 @@ class SelectionConfig:
     speed_cells: tuple[int, ...] = (2, 3, 4)
     frame_epochs: int = 8
     donor_clips: int = 4
+    pseudo_clip_s: float = 60.0
 
     def __post_init__(self) -> None:
         if self.folds < 2:
@@ -91,6 +94,8 @@ class SelectionConfig:
             raise ConfigError("select.secondary_weights must be > 0")
         if self.frame_epochs < 1 or self.donor_clips < 1:
             raise ConfigError("select.frame_epochs and select.donor_clips must be >= 1")
+        if not self.pseudo_clip_s > 0:
+            raise ConfigError(f"select.pseudo_clip_s must be > 0, got {self.pseudo_clip_s}")
 
 
 @dataclass(frozen=True)
@@ -167,13 +172,22 @@ def _speed_key(cell: int, temporal: int, win: int, q: float) -> str:
     return f"speed@{cell},{temporal},{win},{q:g}"
 
 
-def _read_frames(path: Path) -> tuple[list[np.ndarray], float]:
+def _read_frames(path: Path, max_seconds: float) -> tuple[list[np.ndarray], float]:
+    """Decoded frames of the first ``max_seconds`` of a clip, and its fps."""
+    import math
+
     from vidseq.video.sources import open_source
 
     with open_source(path) as src:
-        fps = src.info.fps
-        frames = [f.image for f in src]
-    return frames, float(fps)
+        fps = float(src.info.fps)
+        limit = max(1, math.ceil(max_seconds * fps))
+        frames = []
+        for f in src:
+            frames.append(f.image)
+            if len(frames) >= limit:
+                log.info("%s: pseudo-anomalies use its first %.0f s (select.pseudo_clip_s)", path, max_seconds)
+                break
+    return frames, fps
 
 
 def pseudo_clip_features(ref: Any, frames: list[np.ndarray], fps: float, cfg: AnomalyConfig, sel: SelectionConfig,
@@ -191,6 +205,7 @@ def pseudo_clip_features(ref: Any, frames: list[np.ndarray], fps: float, cfg: An
         from dataclasses import asdict
 
         settings = {"features": feature_settings(cfg), "pseudo": asdict(sel.pseudo), "kinds": list(kinds),
+                    "frames": len(frames),
                     "seed": seed, "donors": list(donor_ids), "version": PSEUDO_VERSION,
                     "appearance": None if backbone is None else backbone.info()}
         key = cache_key(content_hash(ref.path) or ref.clip_id, settings)[:16]
@@ -301,8 +316,8 @@ def candidate_scores(c: Candidate, folds: Sequence[FoldScores], truncate: float)
     return out
 
 
-def evaluate_candidates(cands: Sequence[Candidate], folds: Sequence[FoldScores], truncate: float,
-                        ) -> list[dict[str, Any]]:
+def evaluate_candidates(cands: Sequence[Candidate], folds: Sequence[FoldScores], truncate: float, *,
+                        progress: bool = False) -> list[dict[str, Any]]:
     """AUCs of every candidate on the pooled pseudo clips (+ per-kind AUCs)."""
     from vidseq.heads.anomaly.task import micro_aucs
 
@@ -310,7 +325,9 @@ def evaluate_candidates(cands: Sequence[Candidate], folds: Sequence[FoldScores],
     kinds = np.concatenate([k for fs in folds for k in fs.kinds])
     y = np.concatenate(labels)
     rows = []
-    for i, c in enumerate(cands):
+    from tqdm import tqdm
+
+    for i, c in enumerate(tqdm(cands, desc="candidates", disable=not progress)):
         scores = candidate_scores(c, folds, truncate)
         auc, auc_mm = micro_aucs(labels, scores)
         row: dict[str, Any] = {"index": i, "label": c.label(), "streams": list(c.streams), "weights": list(c.weights),
@@ -369,10 +386,10 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
         donor_ids = [refs[i].clip_id for i in fit_idx[: sel.donor_clips]]
         donors = []
         for i in fit_idx[: sel.donor_clips]:
-            donors.extend(find_donors(_read_frames(refs[i].path)[0], max_donors=10))
+            donors.extend(find_donors(_read_frames(refs[i].path, sel.pseudo_clip_s)[0], max_donors=10))
         pseudo, labels, kinds, fps = [], [], [], []
         for i in tqdm(held_idx, desc=f"fold {k + 1}/{sel.folds} pseudo clips", disable=not tc.progress):
-            frames, f = _read_frames(refs[i].path)
+            frames, f = _read_frames(refs[i].path, sel.pseudo_clip_s)
             ks = [sel.pseudo.kinds[(counter + j) % len(sel.pseudo.kinds)] for j in range(sel.pseudo.segments)]
             counter += sel.pseudo.segments
             cf, y, kd = pseudo_clip_features(refs[i], frames, f, base, sel, ks, sel.pseudo.seed * 1000 + i,
@@ -400,7 +417,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
     cands = candidates(sel)
     log.info("scoring %d candidates on %d pseudo frames (%d anomalous)", len(cands),
              sum(len(y) for fs in folds for y in fs.labels), n_anom)
-    rows = evaluate_candidates(cands, folds, tc.model.smooth_truncate)
+    rows = evaluate_candidates(cands, folds, tc.model.smooth_truncate, progress=tc.progress)
     best = choose(rows)
     chosen = cands[best["index"]]
     tuned = replace(tc, model=chosen.apply(tc.model))
@@ -471,7 +488,7 @@ def grid_report(data: Path, tune_dir: Path, *, split: str = "test", overrides: S
     fs = fold_scores(base, sel, train_f, val_f or train_f, test_f, frame_predictor=predictor)
     folds = [FoldScores(labels, [np.full(len(y), "", dtype=str) for y in labels], [cf.fps for cf in test_f],
                         fs["raw"], fs["stats"])]
-    rows = evaluate_candidates(candidates(sel), folds, tc.model.smooth_truncate)
+    rows = evaluate_candidates(candidates(sel), folds, tc.model.smooth_truncate, progress=tc.progress)
     pseudo = {r["label"]: r for r in chosen["rows"]}
     for r in rows:
         p = pseudo.get(r["label"], {})
