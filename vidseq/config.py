@@ -214,7 +214,15 @@ def load_config(
     Raises:
         ConfigError: unknown key (with suggestion), wrong type, invalid YAML, missing file.
     """
-    data = read_yaml(path) if path is not None else {}
+    return with_overrides(cls, read_yaml(path) if path is not None else {}, overrides)
+
+
+def with_overrides(cls: type[T], data: dict[str, Any], overrides: typing.Iterable[str] | dict[str, Any] = ()) -> T:
+    """Build ``cls`` from a nested mapping (e.g. a checkpoint's stored config) plus overrides
+    (``["a.b=1", ...]`` or ``{"a.b": 1}``); ``data`` itself is not modified."""
+    import copy
+
+    data = copy.deepcopy(data)
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
     for key, value in items:
         _set_path(data, key, value)

@@ -36,7 +36,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from vidseq.config import from_dict, load_config, to_dict
+from vidseq.config import from_dict, load_config, to_dict, with_overrides
 from vidseq.errors import CheckpointError, ConfigError, DatasetError
 from vidseq.heads.anomaly.calibrate import Calibration
 from vidseq.heads.anomaly.features import ClipFeatures, extract_clip_features, make_backbone
@@ -360,7 +360,7 @@ def evaluate(model: Path, data: Path, *, overrides: Sequence[str] = ()) -> dict[
     ``model.weights`` to re-score without refitting (the fitted parts are unchanged).
     """
     anomaly, cal, ckpt = load_anomaly_model(model)
-    tc = _stored_config(dict(ckpt.get("config") or {}), overrides)
+    tc = with_overrides(AnomalyTaskConfig, dict(ckpt.get("config") or {}), overrides)
     cfg = anomaly.cfg
     rescored = replace(cfg, smooth_sigma_s=tc.model.smooth_sigma_s, fusion=tc.model.fusion,
                        weights=tc.model.weights)
@@ -425,27 +425,6 @@ def _variants(model: AnomalyModel, scored: list[ClipScores], feats: list[ClipFea
         unsup.append(score_clip(m, cf).arrays["score"])
     out["auc_micro_unsup_self"], out["auc_micro_minmax_unsup_self"] = micro_aucs(labels, unsup)
     return out
-
-
-def _stored_config(stored: dict[str, Any], overrides: Sequence[str]) -> AnomalyTaskConfig:
-    """The training run's task config with ``key.sub=value`` overrides applied."""
-    import copy
-
-    from vidseq.config import parse_override
-
-    data = copy.deepcopy(stored)
-    for text in overrides:
-        key, value = parse_override(text)
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            child = node.get(p)
-            if not isinstance(child, dict):
-                child = {}
-                node[p] = child
-            node = child
-        node[parts[-1]] = value
-    return from_dict(AnomalyTaskConfig, data)
 
 
 def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequence[str] = ()) -> dict[str, Any]:

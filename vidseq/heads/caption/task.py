@@ -14,7 +14,6 @@ Outputs in the run folder: the engine's files (``best.pt``, ``last.pt``, ``metri
 
 from __future__ import annotations
 
-import copy
 import json
 import logging
 import random
@@ -29,7 +28,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torch.utils.data import Dataset as TorchDataset
 
-from vidseq.config import from_dict, load_config, parse_override, to_dict
+from vidseq.config import load_config, parse_override, to_dict, with_overrides
 from vidseq.errors import CaptionError, CheckpointError, ConfigError, DatasetError
 from vidseq.heads.caption.decode import DecodeConfig, generate
 from vidseq.heads.caption.inputs import CaptionFeatureConfig, ClipEncoder
@@ -394,22 +393,13 @@ def _evaluate_records(ckpt_path: Path, records: list[ClipRecord], cfg: CaptionTa
 def config_from_checkpoint(ckpt: dict[str, Any], overrides: Sequence[str] = ()) -> CaptionTaskConfig:
     """The run's resolved config with evaluation overrides; changing ``features`` is refused (except
     ``device``/``batch_size``) because the model was trained on those inputs."""
-    base = copy.deepcopy(dict(ckpt.get("config") or {}))
-    data = copy.deepcopy(base)
-    for text in overrides:
-        key, value = parse_override(text)
+    items = [parse_override(text) for text in overrides]
+    for key, _ in items:
         if key.startswith("features.") and key.split(".", 1)[1] not in ("device", "batch_size"):
             raise ConfigError(f"override '{key}' would change the model's inputs; only features.device and "
                               f"features.batch_size can change at evaluation")
-        node = data
-        parts = key.split(".")
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override '{text}': '{p}' is not a section")
-        node[parts[-1]] = value
     try:
-        return from_dict(CaptionTaskConfig, data)
+        return with_overrides(CaptionTaskConfig, dict(ckpt.get("config") or {}), dict(items))
     except ConfigError:
         raise
     except (TypeError, ValueError) as exc:

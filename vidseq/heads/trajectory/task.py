@@ -26,7 +26,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from vidseq.config import default_config_path, from_dict, load_config, to_dict
+from vidseq.config import default_config_path, from_dict, load_config, to_dict, with_overrides
 from vidseq.errors import CheckpointError, ConfigError, DatasetError
 from vidseq.heads.trajectory.model import (
     MODEL_NAME,
@@ -329,7 +329,7 @@ def evaluate(model: Path, data: Path, *, overrides: list[str] | tuple[str, ...] 
     for o in overrides:
         if not o.split("=", 1)[0].strip().startswith(("data.", "threads")):
             raise ConfigError(f"eval trajectory: only data.* and threads can be overridden, got '{o}'")
-    cfg = load_config(TrajectoryTaskConfig, None, {**_flatten(to_dict(base)), **dict(_parse(o) for o in overrides)})
+    cfg = with_overrides(TrajectoryTaskConfig, to_dict(base), overrides)
     if cfg.threads > 0:
         torch.set_num_threads(cfg.threads)
     trained_on = (ckpt.get("metadata") or {}).get("scene")
@@ -343,21 +343,6 @@ def evaluate(model: Path, data: Path, *, overrides: list[str] | tuple[str, ...] 
     return metrics
 
 
-def _parse(text: str) -> tuple[str, Any]:
-    from vidseq.config import parse_override
-
-    return parse_override(text)
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
 
 
 __all__ = [
