@@ -14,8 +14,6 @@ from vidseq.features.motion import (
     MotionExtractor,
     cell_statistics,
     descriptor_names,
-    extract_motion,
-    load_motion,
     working_size,
 )
 
@@ -80,14 +78,17 @@ def test_reset_and_bad_inputs() -> None:
         MotionConfig(grid=(0, 3))
 
 
-def test_extract_motion_caches(tmp_path: Path, tiny_video: Path) -> None:
-    cfg = MotionConfig(width=0, grid=(2, 2))
-    seq = extract_motion(tiny_video, cfg, cache_dir=tmp_path)
+def test_whole_clip_motion_is_cached(tmp_path: Path, tiny_video: Path) -> None:
+    from vidseq.heads.anomaly.features import extract_clip_features, load_clip_features
+    from vidseq.heads.anomaly.model import AnomalyConfig
+
+    cfg = AnomalyConfig(motion=MotionConfig(width=0, grid=(2, 2)))
+    seq = extract_clip_features(tiny_video, cfg, cache_dir=tmp_path)
     assert len(seq) == 12 and not seq.valid[0] and seq.valid[1:].all()
     files = list(tmp_path.glob("*.npz"))
     assert len(files) == 1
-    again = extract_motion(tiny_video, cfg, cache_dir=tmp_path)
+    again = extract_clip_features(tiny_video, cfg, cache_dir=tmp_path)
     np.testing.assert_allclose(again.descriptors, seq.descriptors)
-    assert load_motion(files[0]).magnitude_maps.shape == seq.magnitude_maps.shape
+    assert load_clip_features(files[0]).magnitude_maps.shape == seq.magnitude_maps.shape
     # the moving square of the fixture moves right by 3 px/frame
     assert seq.descriptors[1:, 2::len(CELL_STATS)][:, :4].max() > 0.1

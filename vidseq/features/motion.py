@@ -18,26 +18,22 @@ Example::
     for frame in iter_frames("clip.avi"):
         m = ext.step(frame.image, frame.frame_index, frame.timestamp_s)
         m.descriptor          # (D,) float32, D = ext.descriptor_dim
-    seq = extract_motion("clip.avi", MotionConfig(), cache_dir="cache/")   # whole file, cached
+
+Whole clips (cached) go through :func:`vidseq.heads.anomaly.features.extract_clip_features`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
 
-from vidseq.errors import EmptyVideoError, InputShapeError, VidseqError
-from vidseq.io import atomic_path
+from vidseq.errors import InputShapeError
 
 log = logging.getLogger(__name__)
 
-MOTION_FORMAT_VERSION = 1
 CELL_STATS: tuple[str, ...] = ("mag_mean", "mag_p90", "vx_mean", "vy_mean", "moving_frac", "diff_mean")
 GLOBAL_STATS: tuple[str, ...] = ("g_mag_mean", "g_mag_p99", "g_moving_frac", "g_diff_mean")
 
@@ -240,103 +236,3 @@ class MotionExtractor:
         desc = np.concatenate([cells.reshape(-1), glob]).astype(np.float32)
         return MotionFrame(frame_index=int(frame_index), timestamp_s=float(timestamp_s), flow=flow, gray=gray,
                            magnitude_map=pool_map(mag, self.cfg.map_stride), descriptor=desc, valid=valid)
-
-
-# ---------------------------------------------------------------------------------------- whole sources
-
-
-@dataclass
-class MotionSequence:
-    """Motion of a whole source: descriptors and pooled magnitude maps for every frame."""
-
-    descriptors: np.ndarray  # (T, D) float32
-    magnitude_maps: np.ndarray  # (T, mh, mw) float32
-    valid: np.ndarray  # (T,) bool
-    frame_index: np.ndarray  # (T,) int64
-    timestamp_s: np.ndarray  # (T,) float64
-    meta: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        t = self.descriptors.shape[0]
-        if self.descriptors.ndim != 2 or self.magnitude_maps.ndim != 3 or self.magnitude_maps.shape[0] != t:
-            raise InputShapeError(f"motion sequence: inconsistent shapes {self.descriptors.shape} / "
-                                  f"{self.magnitude_maps.shape}")
-        if self.valid.shape != (t,) or self.frame_index.shape != (t,) or self.timestamp_s.shape != (t,):
-            raise InputShapeError("motion sequence: valid/frame_index/timestamp_s must have one entry per frame")
-
-    def __len__(self) -> int:
-        return int(self.descriptors.shape[0])
-
-
-def save_motion(path: str | Path, seq: MotionSequence) -> Path:
-    """Write a motion sequence as ``.npz`` atomically (loads with ``allow_pickle=False``)."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, descriptors=seq.descriptors.astype(np.float32),
-                     magnitude_maps=seq.magnitude_maps.astype(np.float16), valid=seq.valid.astype(bool),
-                     frame_index=seq.frame_index.astype(np.int64), timestamp_s=seq.timestamp_s.astype(np.float64),
-                     meta=np.array(json.dumps(seq.meta, default=str)))
-    return Path(path)
-
-
-def load_motion(path: str | Path) -> MotionSequence:
-    """Read a file written by :func:`save_motion`."""
-    p = Path(path)
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return MotionSequence(descriptors=z["descriptors"], magnitude_maps=z["magnitude_maps"].astype(np.float32),
-                                  valid=z["valid"], frame_index=z["frame_index"], timestamp_s=z["timestamp_s"],
-                                  meta=json.loads(str(z["meta"])))
-    except (OSError, KeyError, ValueError) as exc:
-        raise VidseqError(f"unreadable motion file {p}: {exc}") from None
-
-
-def extract_motion(spec: str | Path, cfg: MotionConfig | None = None, *, cache_dir: str | Path | None = None,
-                   progress: bool = False, max_frames: int | None = None) -> MotionSequence:
-    """Motion of every frame of a video file or image folder (cached by content hash + config).
-
-    Raises:
-        EmptyVideoError: the source yields no frames.
-    """
-    from tqdm import tqdm
-
-    from vidseq.features.extractor import cache_key, content_hash
-    from vidseq.video.sources import open_source
-
-    cfg = cfg or MotionConfig()
-    settings = {"motion": asdict(cfg), "max_frames": max_frames, "format": MOTION_FORMAT_VERSION}
-    target: Path | None = None
-    key = None
-    if cache_dir is not None:
-        digest = content_hash(spec)
-        if digest is not None:
-            key = cache_key(digest, settings)
-            target = Path(cache_dir) / f"{Path(str(spec)).stem}-motion-{key[:16]}.npz"
-            if target.is_file():
-                try:
-                    seq = load_motion(target)
-                    if seq.meta.get("cache_key") == key:
-                        return seq
-                except VidseqError:
-                    log.warning("ignoring unreadable motion cache %s", target)
-    ext = MotionExtractor(cfg)
-    desc, maps, valid, idx, ts = [], [], [], [], []
-    t0 = time.perf_counter()
-    with open_source(spec, max_frames=max_frames) as src:
-        fps = src.info.fps
-        for frame in tqdm(src, desc=f"motion {Path(str(spec)).name}", disable=not progress, unit="f"):
-            m = ext.step(frame.image, frame.frame_index, frame.timestamp_s)
-            desc.append(m.descriptor)
-            maps.append(m.magnitude_map)
-            valid.append(m.valid)
-            idx.append(m.frame_index)
-            ts.append(m.timestamp_s)
-    if not desc:
-        raise EmptyVideoError(f"no frames in {spec}")
-    seq = MotionSequence(np.stack(desc), np.stack(maps), np.array(valid), np.array(idx, np.int64),
-                         np.array(ts, np.float64),
-                         meta={"source": str(spec), "fps": fps, "motion": asdict(cfg), "cache_key": key,
-                               "working_size": list(ext.working_size or ()), "seconds": time.perf_counter() - t0})
-    if target is not None:
-        save_motion(target, seq)
-    return seq
