@@ -18,7 +18,7 @@ import json
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -58,7 +58,8 @@ class VocabConfig:
 
 @dataclass(frozen=True)
 class ModelSection:
-    """Architecture (YAML section ``model``); sizes that come from the data are filled in by the task."""
+    """Architecture (YAML section ``model``): every :class:`CaptionConfig` field except the sizes that come
+    from the data (``feature_dim``, ``vocab_size``, ``aux_dim``) and ``max_len`` (from ``decode``)."""
 
     hidden_dim: int = 256
     num_layers: int = 2
@@ -279,15 +280,9 @@ class CaptionTrainTask:
         feature_dim, aux_dim = input_dim_split
         if feature_dim == 0:  # object features only: they are the "frame features"
             feature_dim, aux_dim = aux_dim, 0
-        m = cfg.model
-        self.caption_config = CaptionConfig(
-            feature_dim=feature_dim, vocab_size=len(vocab), aux_dim=aux_dim, hidden_dim=m.hidden_dim,
-            num_layers=m.num_layers, decoder_hidden_dim=m.decoder_hidden_dim, decoder_layers=m.decoder_layers,
-            embed_dim=m.embed_dim, attn_dim=m.attn_dim, dropout=m.dropout, input_dropout=m.input_dropout,
-            feature_dropout=m.feature_dropout,
-            tie_embeddings=m.tie_embeddings, scheduled_sampling=m.scheduled_sampling,
-            label_smoothing=m.label_smoothing, max_len=cfg.decode.max_len,
-        )
+        # the user's architecture section plus the sizes that come from the data
+        self.caption_config = CaptionConfig(feature_dim=feature_dim, vocab_size=len(vocab), aux_dim=aux_dim,
+                                            max_len=cfg.decode.max_len, **asdict(cfg.model))
         self.metadata = {"inputs": encoder_info, "vocab_size": len(vocab),
                          "train_clips": len(train_records), "val_clips": len(val_records),
                          "train_pairs": len(self.train_dataset)}
