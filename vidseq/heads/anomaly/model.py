@@ -417,16 +417,16 @@ class SpeedStream(nn.Module):
         return float(np.quantile(m, self.cfg.frame_quantile))
 
 
-def speed_scores_offline(maps: np.ndarray, valid: np.ndarray, scale_map: np.ndarray, cfg: SpeedStreamConfig,
-                         ) -> np.ndarray:
-    """Raw speed-stream scores of a whole clip at once: the vectorised twin of the streaming path
-    (:class:`_LeadingFill` + :class:`CenteredWindow` + :meth:`SpeedStream.window_score`), for searches that
-    rescore many settings (:mod:`vidseq.heads.anomaly.select`). ``maps`` (T, h, w), ``valid`` (T,)."""
+def local_speed_maps(maps: np.ndarray, valid: np.ndarray, scale_map: np.ndarray, temporal: int, window: int,
+                     ) -> np.ndarray:
+    """``(T, h * w)`` local normalised speed of a whole clip: the vectorised twin of the streaming path
+    (:class:`_LeadingFill` + :class:`CenteredWindow` + :meth:`SpeedStream.window_score` before its quantile),
+    for searches that rescore many settings (:mod:`vidseq.heads.anomaly.select`)."""
     from scipy.ndimage import uniform_filter
 
     t = len(maps)
     if t == 0:
-        return np.zeros(0)
+        return np.zeros((0, int(np.prod(scale_map.shape))))
     norm = (np.asarray(maps, np.float32) / scale_map).astype(np.float32)
     valid = np.asarray(valid, bool)
     if not valid.any():
@@ -434,15 +434,22 @@ def speed_scores_offline(maps: np.ndarray, valid: np.ndarray, scale_map: np.ndar
     else:
         last = np.maximum.accumulate(np.where(valid, np.arange(t), -1))
         filled = norm[np.where(last < 0, int(np.flatnonzero(valid)[0]), last)]
-    r = cfg.temporal // 2
+    r = temporal // 2
     idx = np.clip(np.arange(t)[:, None] + np.arange(-r, r + 1)[None, :], 0, t - 1)
     m = filled[idx[:, 0]].astype(np.float64)
     for j in range(1, 2 * r + 1):
         m = m + filled[idx[:, j]]
     m = m / (2 * r + 1)
-    if cfg.window > 1:
-        m = uniform_filter(m, size=(1, cfg.window, cfg.window), mode="reflect")
-    return np.quantile(m.reshape(t, -1), cfg.frame_quantile, axis=1)
+    if window > 1:
+        m = uniform_filter(m, size=(1, window, window), mode="reflect")
+    return m.reshape(t, -1)
+
+
+def speed_scores_offline(maps: np.ndarray, valid: np.ndarray, scale_map: np.ndarray, cfg: SpeedStreamConfig,
+                         ) -> np.ndarray:
+    """Raw speed-stream scores ``(T,)`` of a whole clip at once (equal to the streaming scorer's)."""
+    m = local_speed_maps(maps, valid, scale_map, cfg.temporal, cfg.window)
+    return np.quantile(m, cfg.frame_quantile, axis=1) if len(m) else np.zeros(0)
 
 
 class _LeadingFill:

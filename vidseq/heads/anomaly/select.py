@@ -20,11 +20,12 @@ are the ones :func:`vidseq.heads.anomaly.pseudo.inject` wrote.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,11 @@ def candidates(sel: SelectionConfig) -> list[Candidate]:
 # --------------------------------------------------------------------------------------- raw scores
 
 
+def search_config(model: AnomalyConfig, sel: SelectionConfig) -> AnomalyConfig:
+    """``model`` with every stream the grid uses (what features are extracted and fitted for)."""
+    return replace(model, streams=tuple(sorted({s for c in sel.streams for s in c}, key=STREAMS.index)), weights=())
+
+
 @dataclass
 class FoldScores:
     """Raw stream scores of one fold's pseudo clips, plus the stream statistics from its clean clips."""
@@ -166,6 +172,13 @@ class FoldScores:
     fps: list[float]
     raw: dict[str, list[np.ndarray]]  # Candidate.keys() -> per clip raw scores
     stats: dict[str, tuple[float, float]]  # same keys -> (mean, std) on the clean held-out clips
+    z: dict[str, list[np.ndarray]] = field(init=False)  # standardised raw scores (NaN -> 0), as fusion uses
+
+    def __post_init__(self) -> None:
+        self.z = {}
+        for k, arrays in self.raw.items():
+            mean, std = self.stats[k]
+            self.z[k] = [np.where(np.isfinite(a), (a - mean) / std, 0.0) for a in arrays]
 
 
 def _speed_key(cell: int, temporal: int, win: int, q: float) -> str:
@@ -190,11 +203,12 @@ def _read_frames(path: Path, max_seconds: float) -> tuple[list[np.ndarray], floa
     return frames, fps
 
 
-def pseudo_clip_features(ref: Any, frames: list[np.ndarray], fps: float, cfg: AnomalyConfig, sel: SelectionConfig,
-                         kinds: Sequence[str], seed: int, donors: Sequence[Any], donor_ids: Sequence[str],
-                         backbone: Any, cache_dir: str | None) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
+def pseudo_clip_features(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kinds: Sequence[str], seed: int,
+                         donors: Callable[[], Sequence[Any]], donor_ids: Sequence[str], backbone: Any,
+                         cache_dir: str | None) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
     """Inject pseudo-anomalies into one clip and compute its stream inputs (cached).
 
+    ``donors`` is called (and the clip decoded) only when the cache has no entry.
     Returns ``(features, labels (T,), kind per frame (T,) str)``.
     """
     from vidseq.features.extractor import cache_key, content_hash
@@ -205,7 +219,7 @@ def pseudo_clip_features(ref: Any, frames: list[np.ndarray], fps: float, cfg: An
         from dataclasses import asdict
 
         settings = {"features": feature_settings(cfg), "pseudo": asdict(sel.pseudo), "kinds": list(kinds),
-                    "frames": len(frames),
+                    "clip_s": sel.pseudo_clip_s,
                     "seed": seed, "donors": list(donor_ids), "version": PSEUDO_VERSION,
                     "appearance": None if backbone is None else backbone.info()}
         key = cache_key(content_hash(ref.path) or ref.clip_id, settings)[:16]
@@ -218,7 +232,9 @@ def pseudo_clip_features(ref: Any, frames: list[np.ndarray], fps: float, cfg: An
                 if "appearance" in z.files:
                     cf.appearance = z["appearance"]
             return cf, labels, kind
-    out, labels, events = inject(frames, fps=fps, donors=donors, kinds=kinds, cfg=sel.pseudo, seed=seed)
+    frames, fps = _read_frames(ref.path, sel.pseudo_clip_s)
+    out, labels, events = inject(frames, fps=fps, donors=donors(), kinds=kinds, cfg=sel.pseudo, seed=seed)
+    del frames
     kind = np.full(len(out), "", dtype=object)
     for e in events:
         kind[e.start:e.stop] = e.kind
@@ -256,12 +272,12 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
     """Raw scores of every stream and setting on ``pseudo``; their statistics from the clean ``held`` clips.
 
     Per scale-map cell: the objects stream (its attributes are normalised by the scale map) and every
-    speed setting (vectorised, :func:`~vidseq.heads.anomaly.model.speed_scores_offline`); the frame stream once.
+    speed setting (vectorised, :func:`~vidseq.heads.anomaly.model.local_speed_maps`); the frame stream once.
     """
     from vidseq.heads.anomaly.fit import fit_anomaly_model
-    from vidseq.heads.anomaly.model import SpeedMapFitter, speed_scores_offline
+    from vidseq.heads.anomaly.model import SpeedMapFitter, local_speed_maps
 
-    streams = sorted({s for c in sel.streams for s in c}, key=STREAMS.index)
+    streams = search_config(cfg, sel).streams
     raw: dict[str, list[np.ndarray]] = {}
     stats: dict[str, tuple[float, float]] = {}
     for n, cell in enumerate(sel.speed_cells):
@@ -280,11 +296,16 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
         for cf in fit:
             fitter.update(cf.magnitude_maps, cf.valid)
         scale = fitter.scale_map()
-        for tmp, win, q in itertools.product(sel.speed_temporals, sel.speed_windows, sel.speed_frame_quantiles):
-            scfg = replace(ccfg.speed, temporal=tmp, window=win, frame_quantile=q)
-            key = _speed_key(cell, tmp, win, q)
-            raw[key] = [speed_scores_offline(cf.magnitude_maps, cf.valid, scale, scfg) for cf in pseudo]
-            stats[key] = _stats([speed_scores_offline(cf.magnitude_maps, cf.valid, scale, scfg) for cf in held])
+        qs = list(sel.speed_frame_quantiles)
+        for tmp, win in itertools.product(sel.speed_temporals, sel.speed_windows):
+            # one local-speed map per clip and setting, every frame quantile from it: (Q, T) per clip
+            p_q = [np.quantile(local_speed_maps(cf.magnitude_maps, cf.valid, scale, tmp, win), qs, axis=1)
+                   for cf in pseudo]
+            h_q = [np.quantile(local_speed_maps(cf.magnitude_maps, cf.valid, scale, tmp, win), qs, axis=1)
+                   for cf in held]
+            for j, q in enumerate(qs):
+                key = _speed_key(cell, tmp, win, q)
+                raw[key], stats[key] = [x[j] for x in p_q], _stats([x[j] for x in h_q])
     return {"raw": raw, "stats": stats}
 
 
@@ -305,12 +326,7 @@ def candidate_scores(c: Candidate, folds: Sequence[FoldScores], truncate: float)
     for fs in folds:
         keys = c.keys()
         for i in range(len(fs.labels)):
-            zs = []
-            for k, w in zip(keys, c.weights, strict=True):
-                mean, std = fs.stats[k]
-                z = (fs.raw[k][i] - mean) / std
-                zs.append(np.where(np.isfinite(z), z, 0.0) * w)
-            z = np.stack(zs)
+            z = np.stack([fs.z[k][i] * w for k, w in zip(keys, c.weights, strict=True)])
             fused = z.max(0) if c.fusion == "max" else z.sum(0) / sum(c.weights)
             out.append(_smooth(fused, gaussian_kernel(c.smooth_sigma_s * fs.fps[i], truncate)))
     return out
@@ -370,8 +386,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
     refs = train_refs + val_refs  # every normal clip; labels of other splits are never opened
     if len(refs) < sel.folds:
         raise DatasetError(f"{data}: {len(refs)} normal clips for {sel.folds} folds")
-    wanted = sorted({s for c in sel.streams for s in c}, key=STREAMS.index)
-    base = replace(tc.model, streams=tuple(wanted), weights=())
+    base = search_config(tc.model, sel)
     feats = extract_all(refs, base, cache, tc.workers, tc.device, tc.progress)
     backbone = make_backbone(base, tc.device)
     folds: list[FoldScores] = []
@@ -383,21 +398,23 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
         held_idx = [i for i in range(len(refs)) if i % sel.folds == k]
         fit_idx = [i for i in range(len(refs)) if i % sel.folds != k]
         fit_f, held_f = [feats[i] for i in fit_idx], [feats[i] for i in held_idx]
-        donor_ids = [refs[i].clip_id for i in fit_idx[: sel.donor_clips]]
-        donors = []
-        for i in fit_idx[: sel.donor_clips]:
-            donors.extend(find_donors(_read_frames(refs[i].path, sel.pseudo_clip_s)[0], max_donors=10))
+        donor_refs = [refs[i] for i in fit_idx[: sel.donor_clips]]
+
+        @functools.cache
+        def donors(donor_refs: tuple[Any, ...] = tuple(donor_refs)) -> list[Any]:
+            return [d for r in donor_refs for d in find_donors(_read_frames(r.path, sel.pseudo_clip_s)[0],
+                                                               max_donors=10)]
+
         pseudo, labels, kinds, fps = [], [], [], []
         for i in tqdm(held_idx, desc=f"fold {k + 1}/{sel.folds} pseudo clips", disable=not tc.progress):
-            frames, f = _read_frames(refs[i].path, sel.pseudo_clip_s)
             ks = [sel.pseudo.kinds[(counter + j) % len(sel.pseudo.kinds)] for j in range(sel.pseudo.segments)]
             counter += sel.pseudo.segments
-            cf, y, kd = pseudo_clip_features(refs[i], frames, f, base, sel, ks, sel.pseudo.seed * 1000 + i,
-                                             donors, donor_ids, backbone, cache)
+            cf, y, kd = pseudo_clip_features(refs[i], base, sel, ks, sel.pseudo.seed * 1000 + i, donors,
+                                             [r.clip_id for r in donor_refs], backbone, cache)
             pseudo.append(cf)
             labels.append(y)
             kinds.append(kd)
-            fps.append(f)
+            fps.append(cf.fps)
         predictor = None
         if base.uses("frame"):
             predictor = train_frame_predictor(base, replace(tc.train, epochs=sel.frame_epochs, device=tc.device),
@@ -407,7 +424,8 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
         fs = fold_scores(base, sel, fit_f, held_f, pseudo, frame_predictor=predictor)
         folds.append(FoldScores(labels, kinds, fps, fs["raw"], fs["stats"]))
         fold_info.append({"fit": [refs[i].clip_id for i in fit_idx], "held_out": [refs[i].clip_id for i in held_idx],
-                          "donor_clips": donor_ids, "donors": len(donors),
+                          "donor_clips": [r.clip_id for r in donor_refs],
+                          "donors": len(donors()) if donors.cache_info().currsize else "cached",
                           "pseudo_frames": int(sum(len(y) for y in labels)),
                           "pseudo_anomalous": int(sum(int(y.sum()) for y in labels))})
     n_anom = sum(int(y.sum()) for fs in folds for y in fs.labels)
@@ -470,8 +488,7 @@ def grid_report(data: Path, tune_dir: Path, *, split: str = "test", overrides: S
     tc = _load_task_config(Path(tune_dir) / "anomaly.yaml", overrides)
     sel = tc.select
     chosen = json.loads((Path(tune_dir) / "selection.json").read_text())
-    wanted = sorted({s for c in sel.streams for s in c}, key=STREAMS.index)
-    base = replace(tc.model, streams=tuple(wanted), weights=())
+    base = search_config(tc.model, sel)
     cache = tc.cache_dir or str(Path(tune_dir) / "cache")
     train_refs, val_refs = _split_train_val(Path(data), tc.val_clips)
     test_refs = _clips(Path(data), [split])
