@@ -101,10 +101,27 @@ def fit_anomaly_model(cfg: AnomalyConfig, train: Sequence[ClipFeatures], val: Se
     """
     if not train:
         raise DatasetError("anomaly: no training clips")
-    map_shape, frame_size = _check_sizes(list(train) + list(val))
+    _check_sizes(list(train) + list(val))
     if not val:
         log.warning("anomaly: no validation clips; normalising and calibrating on the training clips")
         val = train
+    model = fit_parts(cfg, train, frame_predictor=frame_predictor)
+    # 3-4. stream statistics and threshold from the validation clips
+    raw_scores = [score_clip(model, cf, normalise=False) for cf in val]
+    cal, stats = standardise_and_calibrate(model, raw_scores)
+    info = {"val_clips": [cf.clip_id for cf in val], "val_frames": int(sum(len(cf) for cf in val)),
+            "train_clips": [cf.clip_id for cf in train], "train_frames": int(sum(len(cf) for cf in train)),
+            "bank_size": int(model.objects.bank.shape[0]) if model.objects is not None else 0, **stats}
+    return model, cal, info
+
+
+def fit_parts(cfg: AnomalyConfig, train: Sequence[ClipFeatures], *, frame_predictor: FramePredictor | None = None,
+              ) -> AnomalyModel:
+    """Steps 1-2 on normal ``train`` clips (scale map, kNN bank) plus the frame LSTM's weights; the stream
+    statistics stay at mean 0 / std 1 until :func:`standardise_and_calibrate`."""
+    if not train:
+        raise DatasetError("anomaly: no training clips")
+    map_shape, frame_size = _check_sizes(train)
     bank_rows = 1
     vectors = None
     # 1. scale map
@@ -139,13 +156,7 @@ def fit_anomaly_model(cfg: AnomalyConfig, train: Sequence[ClipFeatures], val: Se
     if model.frame is not None and frame_predictor is not None:
         model.frame.load_state_dict(frame_predictor.state_dict())
     model.eval()
-    # 3-4. stream statistics and threshold from the validation clips
-    raw_scores = [score_clip(model, cf, normalise=False) for cf in val]
-    cal, stats = standardise_and_calibrate(model, raw_scores)
-    info = {"val_clips": [cf.clip_id for cf in val], "val_frames": int(sum(len(cf) for cf in val)),
-            "train_clips": [cf.clip_id for cf in train], "train_frames": int(sum(len(cf) for cf in train)),
-            "bank_size": int(bank_rows) if cfg.uses("objects") else 0, **stats}
-    return model, cal, info
+    return model
 
 
 def standardise_and_calibrate(model: AnomalyModel, raw_scores: Sequence[ClipScores],
@@ -189,7 +200,7 @@ def cross_fit_calibrate(model: AnomalyModel, clips: Sequence[ClipFeatures], fold
     for k in range(folds):
         held = [c for i, c in enumerate(clips) if i % folds == k]
         fit = [c for i, c in enumerate(clips) if i % folds != k]
-        m, _, _ = fit_anomaly_model(model.cfg, fit, held, frame_predictor=frame_predictor)
+        m = fit_parts(model.cfg, fit, frame_predictor=frame_predictor)
         raw.extend(score_clip(m, cf, normalise=False) for cf in held)
     cal, stats = standardise_and_calibrate(model, raw)
     stats.update({"calibration": f"cross-fit, {folds} folds", "val_clips": [c.clip_id for c in clips],

@@ -274,7 +274,7 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
     Per scale-map cell: the objects stream (its attributes are normalised by the scale map) and every
     speed setting (vectorised, :func:`~vidseq.heads.anomaly.model.local_speed_maps`); the frame stream once.
     """
-    from vidseq.heads.anomaly.fit import fit_anomaly_model
+    from vidseq.heads.anomaly.fit import fit_parts
     from vidseq.heads.anomaly.model import SpeedMapFitter, local_speed_maps
 
     streams = search_config(cfg, sel).streams
@@ -284,8 +284,7 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
         ccfg = replace(cfg, speed=replace(cfg.speed, cell=cell))
         others = [s for s in streams if s == "objects" or (s == "frame" and n == 0)]
         if others:
-            model, _, _ = fit_anomaly_model(replace(ccfg, streams=tuple(others), weights=()), fit, held,
-                                            frame_predictor=frame_predictor)
+            model = fit_parts(replace(ccfg, streams=tuple(others), weights=()), fit, frame_predictor=frame_predictor)
             held_raw, p_raw = _raw(model, held, others), _raw(model, pseudo, others)
             for s in others:
                 key = f"objects@{cell}" if s == "objects" else s
@@ -462,7 +461,6 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
             "pseudo_auc_micro_minmax": best["auc_micro_minmax"], "candidates": len(rows),
             "pseudo_frames": summary["pseudo_frames"], "seconds": summary["seconds"],
             "config": str(out / "anomaly.yaml")}
-
 
 
 def grid_report(data: Path, tune_dir: Path, *, split: str = "test", overrides: Sequence[str] = ()) -> dict[str, Any]:
