@@ -356,3 +356,31 @@ def test_ped2_smoke_two_training_clips(shared_data: Path) -> None:
     s = score_clip(model, test).arrays["score"]
     assert _auc(y, s) > 0.9
     assert cal.flags(s)[100:].mean() > 0.5 and cal.flags(s)[:50].mean() < 0.5
+
+
+def test_frame_statistics_floor_quiet_cells() -> None:
+    """A descriptor cell where nothing moved in training gets the floored std, so later motion there gives
+    bounded z-scores; cells that moved keep their own std; appearance dims are untouched."""
+    from vidseq.features.motion import CELL_STATS, descriptor_names
+    from vidseq.heads.anomaly.fit import frame_statistics
+
+    cfg = replace(CFG, streams=("frame",), frame=replace(CFG.frame, appearance=True, motion=True))
+    frames, _ = make_scene(4, n_frames=40)
+    cf = features_from_frames(frames, cfg, fps=10.0)
+    names = descriptor_names(cfg.motion)
+    assert cf.descriptors.shape[1] == len(names)
+    app = np.random.default_rng(0).normal(size=(len(cf), 8)).astype(np.float32)
+    x = np.concatenate([app, cf.descriptors], 1)
+    quiet = names.index(f"r0c0_{CELL_STATS[0]}")  # the top-left cell: the lane is lower down
+    raw_std = x.std(0) + 1e-6
+    cell_std = raw_std[8::len(CELL_STATS)][:54]  # the first statistic of every cell
+    assert raw_std[8 + quiet] < 0.05 * np.sqrt((cell_std ** 2).mean())
+    _, std = frame_statistics(x, cfg)
+    _, off = frame_statistics(x, replace(cfg, frame=replace(cfg.frame, std_floor=0.0)))
+    np.testing.assert_allclose(off, raw_std, rtol=1e-5)
+    np.testing.assert_allclose(std[:8], raw_std[:8], rtol=1e-5)
+    assert std[8 + quiet] > 9 * raw_std[8 + quiet]
+    busy = int(np.argmax(raw_std[8:8 + len(CELL_STATS) * 54]))
+    assert std[8 + busy] == pytest.approx(raw_std[8 + busy], rel=1e-5)
+    with pytest.raises(ConfigError):
+        replace(cfg.frame, std_floor=-1.0)

@@ -25,6 +25,7 @@ import torch
 
 from vidseq.errors import DatasetError, InputShapeError
 from vidseq.heads.anomaly.calibrate import Calibration, calibrate
+from vidseq.features.motion import GLOBAL_STATS
 from vidseq.heads.anomaly.features import ClipFeatures
 from vidseq.heads.anomaly.model import (
     AnomalyConfig,
@@ -82,6 +83,30 @@ def frame_vectors(cf: ClipFeatures, cfg: AnomalyConfig) -> np.ndarray:
     if cfg.frame.motion:
         parts.append(cf.descriptors)
     return np.concatenate(parts, 1).astype(np.float32)
+
+
+def frame_statistics(x: np.ndarray, cfg: AnomalyConfig) -> tuple[np.ndarray, np.ndarray]:
+    """Per-dimension mean and std of frame-stream inputs ``x`` ``(N, D_in)`` (see :func:`frame_vectors`).
+
+    Motion-descriptor cell statistics get a std floor of ``cfg.frame.std_floor`` times that statistic's
+    pooled scale (RMS of its per-cell stds), so a cell that never moved in training is not infinitely
+    surprising later.
+    """
+    from vidseq.features.motion import CELL_STATS
+
+    x = np.asarray(x, np.float64)
+    mean, std = x.mean(0), x.std(0) + 1e-6
+    if cfg.frame.motion and cfg.frame.std_floor > 0:
+        rows, cols = cfg.motion.grid
+        n = rows * cols * len(CELL_STATS)
+        desc_start = x.shape[1] - (n + len(GLOBAL_STATS))
+        if desc_start < 0:
+            raise InputShapeError(f"frame-stream inputs have {x.shape[1]} dims, fewer than the motion descriptor's "
+                                  f"{n + len(GLOBAL_STATS)} (motion.grid {rows}x{cols})")
+        cells = std[desc_start:desc_start + n].reshape(rows * cols, len(CELL_STATS))
+        pooled = np.sqrt((cells ** 2).mean(0))  # (S,)
+        std[desc_start:desc_start + n] = np.maximum(cells, cfg.frame.std_floor * pooled).reshape(-1)
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def fit_anomaly_model(cfg: AnomalyConfig, train: Sequence[ClipFeatures], val: Sequence[ClipFeatures], *,

@@ -134,6 +134,11 @@ class FrameStreamConfig:
         hidden_dim, num_layers, dropout: LSTM encoder.
         window: training sequence length (frames).
         stride: step between training windows.
+        std_floor: input standardisation floor for motion-descriptor cells, as a fraction of that
+            statistic's pooled scale over all cells (0 = off). A cell where nothing moved in the
+            training clips has a near-zero std; without the floor any motion there gives z-scores in the
+            hundreds and the prediction error is about that one cell (it stopped the LSTM generalising
+            to held-out normal clips).
     """
 
     appearance: bool = True
@@ -147,8 +152,11 @@ class FrameStreamConfig:
     dropout: float = 0.1
     window: int = 16
     stride: int = 4
+    std_floor: float = 0.5
 
     def __post_init__(self) -> None:
+        if self.std_floor < 0:
+            raise ConfigError("frame.std_floor must be >= 0")
         if not (self.appearance or self.motion):
             raise ConfigError("frame stream needs appearance and/or motion inputs")
         if self.window < 2 or self.stride < 1:

@@ -45,6 +45,7 @@ from vidseq.heads.anomaly.fit import (
     cross_fit_calibrate,
     fit_anomaly_model,
     fit_unsupervised,
+    frame_statistics,
     frame_vectors,
     score_clip,
 )
@@ -245,7 +246,7 @@ def train_frame_predictor(cfg: AnomalyConfig, tcfg: TrainConfig, train: Sequence
 
     xs = [frame_vectors(cf, cfg) for cf in train]
     allx = np.concatenate(xs)
-    mean, std = allx.mean(0), allx.std(0) + 1e-6
+    mean, std = frame_statistics(allx, cfg)
     task = FrameStreamTask(_Windows(xs, cfg.frame.window, cfg.frame.stride),
                            _Windows([frame_vectors(cf, cfg) for cf in val], cfg.frame.window, cfg.frame.stride)
                            if val else None, int(allx.shape[1]), cfg, mean, std,
