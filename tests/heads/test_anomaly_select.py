@@ -130,12 +130,16 @@ def test_tune_reads_no_test_clip_and_its_config_trains(tmp_path: Path) -> None:
             "select.streams=[[speed],[objects],[speed,objects]]", "select.speed_windows=[5,9]",
             "select.speed_frame_quantiles=[0.998]", "select.smooth_sigma_s=[0,0.3]", "select.secondary_weights=[1]",
             "select.speed_temporals=[3]", "select.speed_cells=[3]", "select.pseudo_clip_s=7",
-            "select.fusions=[mean]", "select.pseudo.min_len_s=1.0", "select.pseudo.max_len_s=2.0"]
+            "select.fusions=[mean]", "select.pseudo.min_len_s=1.0", "select.pseudo.max_len_s=2.0",
+            "select.rounds=2"]
     assert main(["-q", "tune", "anomaly", "--data", str(root), "--out", str(out), "--set", *sets]) == 0
     sel = json.loads((out / "selection.json").read_text())
     assert sel["candidates"] == len(sel["rows"]) == 4 + 2 + 4
     assert sel["pseudo_frames"] > 0 and sum(sel["pseudo_anomalous_by_kind"].values()) > 0
-    assert sel["pseudo_frames"] <= 4 * 70  # pseudo_clip_s=7: only the first 70 of each clip's 90 frames
+    # rounds=2: two independently drawn versions of each held-out clip; pseudo_clip_s=7: only the first 70 of
+    # each clip's 90 frames
+    assert sum(f["pseudo_clips"] for f in sel["folds"]) == 2 * 4
+    assert sel["pseudo_frames"] <= 2 * 4 * 70
     held = sorted(c for f in sel["folds"] for c in f["held_out"])
     assert held == ["n0", "n1", "n2", "n3"]  # every normal clip held out once, the test clip never
     best = sel["chosen"]

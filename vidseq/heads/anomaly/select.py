@@ -49,6 +49,9 @@ class SelectionConfig:
     Attributes:
         folds: cross-fitting folds over the normal clips (>= 2).
         pseudo: pseudo-anomaly injection settings.
+        rounds: independently drawn pseudo-anomaly versions of every held-out clip (round ``r`` uses seed
+            ``pseudo.seed + r``; kinds keep rotating across rounds). More rounds = more pseudo events and less
+            selection noise, at the cost of one feature extraction per extra version.
         streams: stream subsets tried.
         secondary_weights: fusion weight of every stream after the first (the first weighs 1).
         fusions: fusion rules tried for multi-stream candidates.
@@ -65,6 +68,7 @@ class SelectionConfig:
 
     folds: int = 2
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
+    rounds: int = 1
     streams: tuple[tuple[str, ...], ...] = (("speed",), ("objects",), ("frame",), ("speed", "objects"),
                                             ("speed", "frame"), ("speed", "objects", "frame"))
     secondary_weights: tuple[float, ...] = (1.0, 0.5, 0.25)
@@ -93,6 +97,8 @@ class SelectionConfig:
             raise ConfigError(f"select.fusions: use mean and/or max, got {list(self.fusions)}")
         if any(w <= 0 for w in self.secondary_weights) or not self.secondary_weights:
             raise ConfigError("select.secondary_weights must be > 0")
+        if self.rounds < 1:
+            raise ConfigError(f"select.rounds must be >= 1, got {self.rounds}")
         if self.frame_epochs < 1 or self.donor_clips < 1:
             raise ConfigError("select.frame_epochs and select.donor_clips must be >= 1")
         if not self.pseudo_clip_s > 0:
@@ -405,10 +411,11 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
                                                                max_donors=10)]
 
         pseudo, labels, kinds, fps = [], [], [], []
-        for i in tqdm(held_idx, desc=f"fold {k + 1}/{sel.folds} pseudo clips", disable=not tc.progress):
+        jobs = [(rnd, i) for rnd in range(sel.rounds) for i in held_idx]
+        for rnd, i in tqdm(jobs, desc=f"fold {k + 1}/{sel.folds} pseudo clips", disable=not tc.progress):
             ks = [sel.pseudo.kinds[(counter + j) % len(sel.pseudo.kinds)] for j in range(sel.pseudo.segments)]
             counter += sel.pseudo.segments
-            cf, y, kd = pseudo_clip_features(refs[i], base, sel, ks, sel.pseudo.seed * 1000 + i, donors,
+            cf, y, kd = pseudo_clip_features(refs[i], base, sel, ks, (sel.pseudo.seed + rnd) * 1000 + i, donors,
                                              [r.clip_id for r in donor_refs], backbone, cache)
             pseudo.append(cf)
             labels.append(y)
@@ -425,7 +432,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
         fold_info.append({"fit": [refs[i].clip_id for i in fit_idx], "held_out": [refs[i].clip_id for i in held_idx],
                           "donor_clips": [r.clip_id for r in donor_refs],
                           "donors": len(donors()) if donors.cache_info().currsize else "cached",
-                          "pseudo_frames": int(sum(len(y) for y in labels)),
+                          "pseudo_clips": len(pseudo), "pseudo_frames": int(sum(len(y) for y in labels)),
                           "pseudo_anomalous": int(sum(int(y.sum()) for y in labels))})
     n_anom = sum(int(y.sum()) for fs in folds for y in fs.labels)
     if n_anom == 0:
