@@ -384,3 +384,24 @@ def test_frame_statistics_floor_quiet_cells() -> None:
     assert std[8 + busy] == pytest.approx(raw_std[8 + busy], rel=1e-5)
     with pytest.raises(ConfigError):
         replace(cfg.frame, std_floor=-1.0)
+
+
+def test_micro_aucs_equal_sklearn_with_ties_and_reject_bad_scores() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from vidseq.heads.anomaly.task import micro_aucs
+
+    rng = np.random.default_rng(5)
+    ys, ss = [], []
+    for n in (40, 75, 120):
+        y = (rng.random(n) < 0.4).astype(int)
+        ys.append(y)
+        ss.append(np.round(rng.normal(size=n) + 1.5 * y, 1))  # rounded: many ties
+    auc, auc_mm = micro_aucs(ys, ss)
+    y = np.concatenate(ys)
+    assert auc == pytest.approx(roc_auc_score(y, np.concatenate(ss)), abs=1e-12)
+    mm = np.concatenate([(s - s.min()) / (s.max() - s.min()) for s in ss])
+    assert auc_mm == pytest.approx(roc_auc_score(y, mm), abs=1e-12)
+    assert np.isnan(micro_aucs([np.zeros(5, int)], [np.arange(5.0)])[0])  # one class only
+    with pytest.raises(InputShapeError, match="NaN"):
+        micro_aucs([np.array([0, 1])], [np.array([0.1, np.nan])])

@@ -37,7 +37,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vidseq.config import from_dict, load_config, to_dict, with_overrides
-from vidseq.errors import CheckpointError, ConfigError, DatasetError
+from vidseq.errors import CheckpointError, ConfigError, DatasetError, InputShapeError
 from vidseq.heads.anomaly.calibrate import Calibration
 from vidseq.heads.anomaly.features import ClipFeatures, extract_clip_features, make_backbone
 from vidseq.heads.anomaly.fit import (
@@ -335,11 +335,26 @@ def load_anomaly_model(path: str | os.PathLike[str]) -> tuple[AnomalyModel, Cali
 
 
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    """ROC AUC of scores ``s`` for 0/1 labels ``y`` (NaN when one class is missing).
 
-    if y.min() == y.max():
+    Mann-Whitney form with average ranks for ties, equal to ``sklearn.metrics.roc_auc_score`` (a test checks)
+    and about 30x faster on a few thousand frames; ``tune`` computes it ~18,000 times.
+    """
+    from scipy.stats import rankdata
+
+    y = np.asarray(y)
+    s = np.asarray(s, np.float64)
+    if len(y) != len(s):
+        raise InputShapeError(f"AUC: {len(y)} labels for {len(s)} scores")
+    if not np.isfinite(s).all():
+        raise InputShapeError("AUC: scores contain NaN/inf")
+    pos = y == 1
+    n_pos = int(pos.sum())
+    n_neg = len(y) - n_pos
+    if n_pos == 0 or n_neg == 0:
         return float("nan")
-    return float(roc_auc_score(y, s))
+    ranks = rankdata(s)
+    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
