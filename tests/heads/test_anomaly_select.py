@@ -173,3 +173,33 @@ def test_tune_refuses_clips_too_short_for_any_pseudo_anomaly(tmp_path: Path) -> 
     with pytest.raises(DatasetError, match="no pseudo-anomaly fits"):
         tune(root, tmp_path / "tune", overrides=sets)
     assert not (tmp_path / "tune" / "anomaly.yaml").exists()
+
+
+@pytest.mark.slow
+def test_pseudo_clips_in_worker_processes_equal_one_by_one(tmp_path: Path) -> None:
+    """Cache misses computed in 2 spawned processes give the same clips, in order, as computing them here;
+    a second call loads them from the cache."""
+    from vidseq.features.motion import MotionConfig
+    from vidseq.heads.anomaly.model import AnomalyConfig
+    from vidseq.heads.anomaly.select import pseudo_clips
+    from vidseq.heads.anomaly.task import _ClipRef
+
+    refs = [_ClipRef(f"c{i}", write_clip(tmp_path / f"c{i}.avi", make_scene(60 + i, n_frames=70)[0]), "train")
+            for i in range(3)]
+    cfg = AnomalyConfig(streams=("speed", "objects"), motion=MotionConfig(width=160))
+    sel = SelectionConfig(pseudo=PseudoConfig(min_len_s=1.0, max_len_s=2.0))
+    donors = find_donors(_frames(70), every=2)
+    specs = [(refs[0], ["skip", "fast_object"], 1), (refs[1], ["large_object", "skip"], 2),
+             (refs[2], ["fast_object", "large_object"], 3)]
+    one = pseudo_clips(specs, cfg, sel, lambda: donors, ["d"], None, None, workers=1)
+    cache = str(tmp_path / "cache")
+    two = pseudo_clips(specs, cfg, sel, lambda: donors, ["d"], None, cache, workers=2)
+    again = pseudo_clips(specs, cfg, sel, lambda: [], ["d"], None, cache, workers=2)  # all cached: no donors needed
+    for (a, ya, ka), (b, yb, kb), (c, yc, _) in zip(one, two, again, strict=True):
+        np.testing.assert_array_equal(ya, yb)
+        np.testing.assert_array_equal(ka, kb)
+        np.testing.assert_array_equal(a.magnitude_maps, b.magnitude_maps)
+        np.testing.assert_array_equal(a.descriptors, b.descriptors)
+        np.testing.assert_array_equal(yb, yc)
+        np.testing.assert_allclose(c.magnitude_maps, b.magnitude_maps, atol=1e-2, rtol=1e-3)  # float16 cache
+    assert sum(int(y.sum()) for _, y, _ in one) > 0

@@ -21,7 +21,7 @@ Frames of an injected segment are labelled 1 while the pasted object is at least
 
 Example::
 
-    donors = find_donors(frames_of_other_clip, fps=10.0)
+    donors = find_donors(frames_of_other_clip)
     frames, labels, events = inject(frames, fps=10.0, donors=donors, kinds=("skip", "fast_object"), seed=3)
 """
 

@@ -63,7 +63,8 @@ class SelectionConfig:
         frame_epochs: epochs of the frame-stream LSTM in each fold (the final training uses ``train.epochs``).
         donor_clips: clips per fold that donate cut-out objects.
         pseudo_clip_s: at most this many seconds of each clip are decoded for donors and pseudo-anomalies
-            (they are held in memory as decoded frames; the clean statistics still use whole clips).
+            (they are held in memory as decoded frames, one clip per ``workers`` process; the clean statistics
+            still use whole clips).
     """
 
     folds: int = 2
@@ -209,6 +210,28 @@ def _read_frames(path: Path, max_seconds: float) -> tuple[list[np.ndarray], floa
     return frames, fps
 
 
+def _pseudo_target(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kinds: Sequence[str], seed: int,
+                   donor_ids: Sequence[str], backbone: Any, cache_dir: str | None) -> Path | None:
+    """Cache file of one pseudo-anomaly clip (None without a cache); its labels sit beside it."""
+    if cache_dir is None:
+        return None
+    from dataclasses import asdict
+
+    from vidseq.features.extractor import cache_key, content_hash
+    from vidseq.heads.anomaly.features import feature_settings
+
+    settings = {"features": feature_settings(cfg), "pseudo": asdict(sel.pseudo), "kinds": list(kinds),
+                "clip_s": sel.pseudo_clip_s,
+                "seed": seed, "donors": list(donor_ids), "version": PSEUDO_VERSION,
+                "appearance": None if backbone is None else backbone.info()}
+    key = cache_key(content_hash(ref.path) or ref.clip_id, settings)[:16]
+    return Path(cache_dir) / f"{ref.clip_id}-pseudo-{key}.npz"
+
+
+def _is_cached(target: Path | None) -> bool:
+    return target is not None and target.is_file() and target.with_suffix(".labels.npz").is_file()
+
+
 def pseudo_clip_features(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kinds: Sequence[str], seed: int,
                          donors: Callable[[], Sequence[Any]], donor_ids: Sequence[str], backbone: Any,
                          cache_dir: str | None) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
@@ -217,27 +240,14 @@ def pseudo_clip_features(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kin
     ``donors`` is called (and the clip decoded) only when the cache has no entry.
     Returns ``(features, labels (T,), kind per frame (T,) str)``.
     """
-    from vidseq.features.extractor import cache_key, content_hash
-    from vidseq.heads.anomaly.features import feature_settings
-
-    target = None
-    if cache_dir is not None:
-        from dataclasses import asdict
-
-        settings = {"features": feature_settings(cfg), "pseudo": asdict(sel.pseudo), "kinds": list(kinds),
-                    "clip_s": sel.pseudo_clip_s,
-                    "seed": seed, "donors": list(donor_ids), "version": PSEUDO_VERSION,
-                    "appearance": None if backbone is None else backbone.info()}
-        key = cache_key(content_hash(ref.path) or ref.clip_id, settings)[:16]
-        target = Path(cache_dir) / f"{ref.clip_id}-pseudo-{key}.npz"
-        extra = target.with_suffix(".labels.npz")
-        if target.is_file() and extra.is_file():
-            cf = load_clip_features(target)
-            with np.load(extra, allow_pickle=False) as z:
-                labels, kind = z["labels"], z["kind"].astype(str)
-                if "appearance" in z.files:
-                    cf.appearance = z["appearance"]
-            return cf, labels, kind
+    target = _pseudo_target(ref, cfg, sel, kinds, seed, donor_ids, backbone, cache_dir)
+    if target is not None and _is_cached(target):
+        cf = load_clip_features(target)
+        with np.load(target.with_suffix(".labels.npz"), allow_pickle=False) as z:
+            labels, kind = z["labels"], z["kind"].astype(str)
+            if "appearance" in z.files:
+                cf.appearance = z["appearance"]
+        return cf, labels, kind
     frames, fps = _read_frames(ref.path, sel.pseudo_clip_s)
     out, labels, events = inject(frames, fps=fps, donors=donors(), kinds=kinds, cfg=sel.pseudo, seed=seed)
     del frames
@@ -256,6 +266,61 @@ def pseudo_clip_features(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kin
         with atomic_path(target.with_suffix(".labels.npz")) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     return cf, labels, kind
+
+
+_WORKER: dict[str, Any] = {}
+
+
+def _pseudo_worker_init(cfg: AnomalyConfig, device: str, donors: list[Any]) -> None:
+    import cv2
+    import torch
+
+    from vidseq.heads.anomaly.features import make_backbone
+
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)
+    _WORKER.update(backbone=make_backbone(cfg, device), donors=donors)
+
+
+def _pseudo_job(args: tuple[Any, ...]) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
+    ref, cfg, sel, kinds, seed, donor_ids, cache_dir = args
+    return pseudo_clip_features(ref, cfg, sel, kinds, seed, lambda: _WORKER["donors"], donor_ids,
+                                _WORKER["backbone"], cache_dir)
+
+
+def pseudo_clips(specs: Sequence[tuple[Any, Sequence[str], int]], cfg: AnomalyConfig, sel: SelectionConfig,
+                 donors: Callable[[], Sequence[Any]], donor_ids: Sequence[str], backbone: Any,
+                 cache_dir: str | None, *, workers: int = 1, device: str = "cpu", desc: str = "pseudo clips",
+                 progress: bool = False) -> list[tuple[ClipFeatures, np.ndarray, np.ndarray]]:
+    """:func:`pseudo_clip_features` of every ``(ref, kinds, seed)`` in ``specs``, in order.
+
+    Cached clips are loaded here; the others are computed in ``workers`` processes on CPU (spawned, each
+    with its own backbone and one thread; each holds one clip's decoded frames), else one by one.
+    """
+    from tqdm import tqdm
+
+    out: list[Any] = [None] * len(specs)
+    todo = []
+    for n, (ref, kinds, seed) in enumerate(specs):
+        if _is_cached(_pseudo_target(ref, cfg, sel, kinds, seed, donor_ids, backbone, cache_dir)):
+            out[n] = pseudo_clip_features(ref, cfg, sel, kinds, seed, donors, donor_ids, backbone, cache_dir)
+        else:
+            todo.append(n)
+    if workers > 1 and len(todo) > 1 and device == "cpu":
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        jobs = [(specs[n][0], cfg, sel, list(specs[n][1]), specs[n][2], list(donor_ids), cache_dir) for n in todo]
+        with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
+                                 initializer=_pseudo_worker_init, initargs=(cfg, device, list(donors()))) as pool:
+            for n, res in zip(todo, tqdm(pool.map(_pseudo_job, jobs), total=len(jobs), desc=desc,
+                                         disable=not progress), strict=True):
+                out[n] = res
+    else:
+        for n in tqdm(todo, desc=desc, disable=not progress):
+            ref, kinds, seed = specs[n]
+            out[n] = pseudo_clip_features(ref, cfg, sel, kinds, seed, donors, donor_ids, backbone, cache_dir)
+    return out
 
 
 def _raw(model: Any, clips: Sequence[ClipFeatures], streams: Sequence[str]) -> dict[str, list[np.ndarray]]:
@@ -397,8 +462,6 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
     folds: list[FoldScores] = []
     fold_info = []
     counter = 0
-    from tqdm import tqdm
-
     for k in range(sel.folds):
         held_idx = [i for i in range(len(refs)) if i % sel.folds == k]
         fit_idx = [i for i in range(len(refs)) if i % sel.folds != k]
@@ -411,12 +474,15 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
                                                                max_donors=10)]
 
         pseudo, labels, kinds, fps = [], [], [], []
-        jobs = [(rnd, i) for rnd in range(sel.rounds) for i in held_idx]
-        for rnd, i in tqdm(jobs, desc=f"fold {k + 1}/{sel.folds} pseudo clips", disable=not tc.progress):
-            ks = [sel.pseudo.kinds[(counter + j) % len(sel.pseudo.kinds)] for j in range(sel.pseudo.segments)]
-            counter += sel.pseudo.segments
-            cf, y, kd = pseudo_clip_features(refs[i], base, sel, ks, (sel.pseudo.seed + rnd) * 1000 + i, donors,
-                                             [r.clip_id for r in donor_refs], backbone, cache)
+        specs = []
+        for rnd in range(sel.rounds):
+            for i in held_idx:
+                ks = [sel.pseudo.kinds[(counter + j) % len(sel.pseudo.kinds)] for j in range(sel.pseudo.segments)]
+                counter += sel.pseudo.segments
+                specs.append((refs[i], ks, (sel.pseudo.seed + rnd) * 1000 + i))
+        for cf, y, kd in pseudo_clips(specs, base, sel, donors, [r.clip_id for r in donor_refs], backbone, cache,
+                                      workers=tc.workers, device=tc.device,
+                                      desc=f"fold {k + 1}/{sel.folds} pseudo clips", progress=tc.progress):
             pseudo.append(cf)
             labels.append(y)
             kinds.append(kd)
