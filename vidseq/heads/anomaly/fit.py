@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from vidseq.errors import DatasetError, InputShapeError
+from vidseq.features.motion import CELL_STATS, GLOBAL_STATS
 from vidseq.heads.anomaly.calibrate import Calibration, calibrate
-from vidseq.features.motion import GLOBAL_STATS
 from vidseq.heads.anomaly.features import ClipFeatures
 from vidseq.heads.anomaly.model import (
     AnomalyConfig,
@@ -92,8 +92,6 @@ def frame_statistics(x: np.ndarray, cfg: AnomalyConfig) -> tuple[np.ndarray, np.
     pooled scale (RMS of its per-cell stds), so a cell that never moved in training is not infinitely
     surprising later.
     """
-    from vidseq.features.motion import CELL_STATS
-
     x = np.asarray(x, np.float64)
     mean, std = x.mean(0), x.std(0) + 1e-6
     if cfg.frame.motion and cfg.frame.std_floor > 0:
@@ -140,6 +138,14 @@ def fit_anomaly_model(cfg: AnomalyConfig, train: Sequence[ClipFeatures], val: Se
     return model, cal, info
 
 
+def fit_scale_map(cfg: AnomalyConfig, clips: Sequence[ClipFeatures]) -> np.ndarray:
+    """The speed stream's scale map (normal speed per place, ``cfg.speed.cell``) from normal ``clips``."""
+    fitter = SpeedMapFitter(cfg.speed, cfg.motion.moving_threshold)
+    for cf in clips:
+        fitter.update(cf.magnitude_maps, cf.valid)
+    return fitter.scale_map()
+
+
 def fit_parts(cfg: AnomalyConfig, train: Sequence[ClipFeatures], *, frame_predictor: FramePredictor | None = None,
               ) -> AnomalyModel:
     """Steps 1-2 on normal ``train`` clips (scale map, kNN bank) plus the frame LSTM's weights; the stream
@@ -150,10 +156,7 @@ def fit_parts(cfg: AnomalyConfig, train: Sequence[ClipFeatures], *, frame_predic
     bank_rows = 1
     vectors = None
     # 1. scale map
-    fitter = SpeedMapFitter(cfg.speed, cfg.motion.moving_threshold)
-    for cf in train:
-        fitter.update(cf.magnitude_maps, cf.valid)
-    scale = fitter.scale_map()
+    scale = fit_scale_map(cfg, train)
     probe = AnomalyModel(replace(cfg, streams=("speed",), weights=()), map_shape, frame_size)
     probe.speed.scale_map = torch.from_numpy(scale)
     # 2. object bank

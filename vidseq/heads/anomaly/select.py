@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import InitVar, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -177,13 +177,13 @@ class FoldScores:
     labels: list[np.ndarray]
     kinds: list[np.ndarray]  # per frame: "" for normal, else the injected kind
     fps: list[float]
-    raw: dict[str, list[np.ndarray]]  # Candidate.keys() -> per clip raw scores
+    raw: InitVar[dict[str, list[np.ndarray]]]  # Candidate.keys() -> per clip raw scores (kept only as z)
     stats: dict[str, tuple[float, float]]  # same keys -> (mean, std) on the clean held-out clips
     z: dict[str, list[np.ndarray]] = field(init=False)  # standardised raw scores (NaN -> 0), as fusion uses
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, raw: dict[str, list[np.ndarray]]) -> None:
         self.z = {}
-        for k, arrays in self.raw.items():
+        for k, arrays in raw.items():
             mean, std = self.stats[k]
             self.z[k] = [np.where(np.isfinite(a), (a - mean) / std, 0.0) for a in arrays]
 
@@ -210,44 +210,46 @@ def _read_frames(path: Path, max_seconds: float) -> tuple[list[np.ndarray], floa
     return frames, fps
 
 
-def _pseudo_target(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kinds: Sequence[str], seed: int,
-                   donor_ids: Sequence[str], backbone: Any, cache_dir: str | None) -> Path | None:
-    """Cache file of one pseudo-anomaly clip (None without a cache); its labels sit beside it."""
+def _pseudo_target(ref: Any, content: str, cfg: AnomalyConfig, sel: SelectionConfig, kinds: Sequence[str],
+                   seed: int, donor_ids: Sequence[str], backbone: Any, cache_dir: str | None) -> Path | None:
+    """Cache file of one pseudo-anomaly clip (None without a cache); its labels sit beside it.
+    ``content`` identifies the source clip (its content hash)."""
     if cache_dir is None:
         return None
     from dataclasses import asdict
 
-    from vidseq.features.extractor import cache_key, content_hash
+    from vidseq.features.extractor import cache_key
     from vidseq.heads.anomaly.features import feature_settings
 
     settings = {"features": feature_settings(cfg), "pseudo": asdict(sel.pseudo), "kinds": list(kinds),
                 "clip_s": sel.pseudo_clip_s,
                 "seed": seed, "donors": list(donor_ids), "version": PSEUDO_VERSION,
                 "appearance": None if backbone is None else backbone.info()}
-    key = cache_key(content_hash(ref.path) or ref.clip_id, settings)[:16]
+    key = cache_key(content, settings)[:16]
     return Path(cache_dir) / f"{ref.clip_id}-pseudo-{key}.npz"
 
 
-def _is_cached(target: Path | None) -> bool:
-    return target is not None and target.is_file() and target.with_suffix(".labels.npz").is_file()
+def _is_cached(target: Path) -> bool:
+    return target.is_file() and target.with_suffix(".labels.npz").is_file()
+
+
+def _load_pseudo(target: Path) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
+    cf = load_clip_features(target)
+    with np.load(target.with_suffix(".labels.npz"), allow_pickle=False) as z:
+        labels, kind = z["labels"], z["kind"].astype(str)
+        if "appearance" in z.files:
+            cf.appearance = z["appearance"]
+    return cf, labels, kind
 
 
 def pseudo_clip_features(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kinds: Sequence[str], seed: int,
-                         donors: Callable[[], Sequence[Any]], donor_ids: Sequence[str], backbone: Any,
-                         cache_dir: str | None) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
-    """Inject pseudo-anomalies into one clip and compute its stream inputs (cached).
+                         donors: Callable[[], Sequence[Any]], backbone: Any, target: Path | None,
+                         ) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
+    """Decode one clip, inject pseudo-anomalies and compute its stream inputs; saved to ``target`` (the
+    cache entry from :func:`_pseudo_target`) when given. :func:`pseudo_clips` loads cached entries instead.
 
-    ``donors`` is called (and the clip decoded) only when the cache has no entry.
     Returns ``(features, labels (T,), kind per frame (T,) str)``.
     """
-    target = _pseudo_target(ref, cfg, sel, kinds, seed, donor_ids, backbone, cache_dir)
-    if target is not None and _is_cached(target):
-        cf = load_clip_features(target)
-        with np.load(target.with_suffix(".labels.npz"), allow_pickle=False) as z:
-            labels, kind = z["labels"], z["kind"].astype(str)
-            if "appearance" in z.files:
-                cf.appearance = z["appearance"]
-        return cf, labels, kind
     frames, fps = _read_frames(ref.path, sel.pseudo_clip_s)
     out, labels, events = inject(frames, fps=fps, donors=donors(), kinds=kinds, cfg=sel.pseudo, seed=seed)
     del frames
@@ -283,9 +285,8 @@ def _pseudo_worker_init(cfg: AnomalyConfig, device: str, donors: list[Any]) -> N
 
 
 def _pseudo_job(args: tuple[Any, ...]) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
-    ref, cfg, sel, kinds, seed, donor_ids, cache_dir = args
-    return pseudo_clip_features(ref, cfg, sel, kinds, seed, lambda: _WORKER["donors"], donor_ids,
-                                _WORKER["backbone"], cache_dir)
+    ref, cfg, sel, kinds, seed, target = args
+    return pseudo_clip_features(ref, cfg, sel, kinds, seed, lambda: _WORKER["donors"], _WORKER["backbone"], target)
 
 
 def pseudo_clips(specs: Sequence[tuple[Any, Sequence[str], int]], cfg: AnomalyConfig, sel: SelectionConfig,
@@ -299,18 +300,27 @@ def pseudo_clips(specs: Sequence[tuple[Any, Sequence[str], int]], cfg: AnomalyCo
     """
     from tqdm import tqdm
 
+    from vidseq.features.extractor import content_hash
+
+    contents: dict[str, str] = {}  # one content hash per source clip, however many versions it gets
+    targets = []
+    for ref, kinds, seed in specs:
+        if cache_dir is not None and ref.clip_id not in contents:
+            contents[ref.clip_id] = content_hash(ref.path) or ref.clip_id
+        targets.append(_pseudo_target(ref, contents.get(ref.clip_id, ref.clip_id), cfg, sel, kinds, seed,
+                                      donor_ids, backbone, cache_dir))
     out: list[Any] = [None] * len(specs)
     todo = []
-    for n, (ref, kinds, seed) in enumerate(specs):
-        if _is_cached(_pseudo_target(ref, cfg, sel, kinds, seed, donor_ids, backbone, cache_dir)):
-            out[n] = pseudo_clip_features(ref, cfg, sel, kinds, seed, donors, donor_ids, backbone, cache_dir)
+    for n, target in enumerate(targets):
+        if target is not None and _is_cached(target):
+            out[n] = _load_pseudo(target)
         else:
             todo.append(n)
     if workers > 1 and len(todo) > 1 and device == "cpu":
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
-        jobs = [(specs[n][0], cfg, sel, list(specs[n][1]), specs[n][2], list(donor_ids), cache_dir) for n in todo]
+        jobs = [(specs[n][0], cfg, sel, list(specs[n][1]), specs[n][2], targets[n]) for n in todo]
         with ProcessPoolExecutor(max_workers=min(workers, len(todo)), mp_context=mp.get_context("spawn"),
                                  initializer=_pseudo_worker_init, initargs=(cfg, device, list(donors()))) as pool:
             for n, res in zip(todo, tqdm(pool.map(_pseudo_job, jobs), total=len(jobs), desc=desc,
@@ -319,7 +329,7 @@ def pseudo_clips(specs: Sequence[tuple[Any, Sequence[str], int]], cfg: AnomalyCo
     else:
         for n in tqdm(todo, desc=desc, disable=not progress):
             ref, kinds, seed = specs[n]
-            out[n] = pseudo_clip_features(ref, cfg, sel, kinds, seed, donors, donor_ids, backbone, cache_dir)
+            out[n] = pseudo_clip_features(ref, cfg, sel, kinds, seed, donors, backbone, targets[n])
     return out
 
 
@@ -345,8 +355,8 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
     Per scale-map cell: the objects stream (its attributes are normalised by the scale map) and every
     speed setting (vectorised, :func:`~vidseq.heads.anomaly.model.local_speed_maps`); the frame stream once.
     """
-    from vidseq.heads.anomaly.fit import fit_parts
-    from vidseq.heads.anomaly.model import SpeedMapFitter, local_speed_maps
+    from vidseq.heads.anomaly.fit import fit_parts, fit_scale_map
+    from vidseq.heads.anomaly.model import local_speed_maps
 
     streams = search_config(cfg, sel).streams
     raw: dict[str, list[np.ndarray]] = {}
@@ -354,6 +364,7 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
     for n, cell in enumerate(sel.speed_cells):
         ccfg = replace(cfg, speed=replace(cfg.speed, cell=cell))
         others = [s for s in streams if s == "objects" or (s == "frame" and n == 0)]
+        model = None
         if others:
             model = fit_parts(replace(ccfg, streams=tuple(others), weights=()), fit, frame_predictor=frame_predictor)
             held_raw, p_raw = _raw(model, held, others), _raw(model, pseudo, others)
@@ -362,10 +373,8 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
                 raw[key], stats[key] = p_raw[s], _stats(held_raw[s])
         if "speed" not in streams:
             continue
-        fitter = SpeedMapFitter(ccfg.speed, cfg.motion.moving_threshold)
-        for cf in fit:
-            fitter.update(cf.magnitude_maps, cf.valid)
-        scale = fitter.scale_map()
+        # the same scale map fit_parts just fitted for this cell, or fit it here
+        scale = model.speed.scale_map.numpy() if model is not None else fit_scale_map(ccfg, fit)
         qs = list(sel.speed_frame_quantiles)
         for tmp, win in itertools.product(sel.speed_temporals, sel.speed_windows):
             # one local-speed map per clip and setting, every frame quantile from it: (Q, T) per clip
@@ -492,7 +501,8 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
             predictor = train_frame_predictor(base, replace(tc.train, epochs=sel.frame_epochs, device=tc.device),
                                               fit_f, held_f, out / f"fold{k + 1}" / "frame_lstm", resume=False,
                                               progress=tc.progress, config_dict=to_dict(tc))
-        log.info("fold %d/%d: fitting on %d clips, scoring %d held-out clips", k + 1, sel.folds, len(fit_f), len(held_f))
+        log.info("fold %d/%d: fitting on %d clips, scoring %d held-out clips", k + 1, sel.folds, len(fit_f),
+                 len(held_f))
         fs = fold_scores(base, sel, fit_f, held_f, pseudo, frame_predictor=predictor)
         folds.append(FoldScores(labels, kinds, fps, fs["raw"], fs["stats"]))
         fold_info.append({"fit": [refs[i].clip_id for i in fit_idx], "held_out": [refs[i].clip_id for i in held_idx],

@@ -343,8 +343,6 @@ def evaluate(model: Path, data: Path, *, overrides: list[str] | tuple[str, ...] 
     return metrics
 
 
-
-
 __all__ = [
     "TrajectoryDataConfig", "TrajectoryTaskConfig", "TrajectoryTrainTask", "data_kind", "evaluate", "export_model",
     "forecast_metrics", "load_task_config", "load_trajectory_model", "load_windows", "train",
