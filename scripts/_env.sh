@@ -21,6 +21,11 @@ extras=${VIDSEQ_EXTRAS:-samples,caption,test}
 stamp="$VENV/.vidseq-installed-$( (cat "$VIDSEQ_ROOT/pyproject.toml"; echo "$extras") | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "installing vidseq and its dependencies into $VENV (first run takes a few minutes)" >&2
+  # torch 2.14.1 on x86_64 is a CUDA build: the filled venv takes about 6.5 GB.
+  free_kb=$(df -Pk "$VENV" 2>/dev/null | awk 'NR==2 {print $4}')
+  if [ -n "$free_kb" ] && [ "$free_kb" -lt 7000000 ]; then
+    echo "warning: only $((free_kb / 1024)) MB free beside $VENV; the install needs about 6.5 GB" >&2
+  fi
   export PIP_DISABLE_PIP_VERSION_CHECK=1
   torch_pin=${VIDSEQ_TORCH-"torch==2.14.1 torchvision==0.29.1"}
   # shellcheck disable=SC2086
