@@ -17,6 +17,7 @@ Example::
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import os
@@ -220,8 +221,6 @@ def load_config(
 def with_overrides(cls: type[T], data: dict[str, Any], overrides: typing.Iterable[str] | dict[str, Any] = ()) -> T:
     """Build ``cls`` from a nested mapping (e.g. a checkpoint's stored config) plus overrides
     (``["a.b=1", ...]`` or ``{"a.b": 1}``); ``data`` itself is not modified."""
-    import copy
-
     data = copy.deepcopy(data)
     items = overrides.items() if isinstance(overrides, dict) else (parse_override(o) for o in overrides)
     for key, value in items:

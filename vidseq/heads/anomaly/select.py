@@ -270,6 +270,11 @@ def pseudo_clip_features(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kin
     return cf, labels, kind
 
 
+def _donor_objects(refs: Sequence[Any], max_seconds: float) -> list[Any]:
+    """Cut-out objects of the donor clips ``refs`` (only decoded when a pseudo clip misses the cache)."""
+    return [d for r in refs for d in find_donors(_read_frames(r.path, max_seconds)[0], max_donors=10)]
+
+
 _WORKER: dict[str, Any] = {}
 
 
@@ -348,6 +353,15 @@ def _stats(arrays: Sequence[np.ndarray]) -> tuple[float, float]:
     return mean, std
 
 
+def _speed_quantiles(clips: Sequence[ClipFeatures], scale: np.ndarray, temporal: int, window: int,
+                     qs: Sequence[float]) -> list[np.ndarray]:
+    """Per clip ``(Q, T)``: every frame quantile of one local-speed map setting."""
+    from vidseq.heads.anomaly.model import local_speed_maps
+
+    return [np.quantile(local_speed_maps(cf.magnitude_maps, cf.valid, scale, temporal, window), qs, axis=1)
+            for cf in clips]
+
+
 def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeatures], held: Sequence[ClipFeatures],
                 pseudo: Sequence[ClipFeatures], *, frame_predictor: Any = None) -> dict[str, Any]:
     """Raw scores of every stream and setting on ``pseudo``; their statistics from the clean ``held`` clips.
@@ -356,7 +370,6 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
     speed setting (vectorised, :func:`~vidseq.heads.anomaly.model.local_speed_maps`); the frame stream once.
     """
     from vidseq.heads.anomaly.fit import fit_parts, fit_scale_map
-    from vidseq.heads.anomaly.model import local_speed_maps
 
     streams = search_config(cfg, sel).streams
     raw: dict[str, list[np.ndarray]] = {}
@@ -378,10 +391,7 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
         qs = list(sel.speed_frame_quantiles)
         for tmp, win in itertools.product(sel.speed_temporals, sel.speed_windows):
             # one local-speed map per clip and setting, every frame quantile from it: (Q, T) per clip
-            p_q = [np.quantile(local_speed_maps(cf.magnitude_maps, cf.valid, scale, tmp, win), qs, axis=1)
-                   for cf in pseudo]
-            h_q = [np.quantile(local_speed_maps(cf.magnitude_maps, cf.valid, scale, tmp, win), qs, axis=1)
-                   for cf in held]
+            p_q, h_q = (_speed_quantiles(clips, scale, tmp, win, qs) for clips in (pseudo, held))
             for j, q in enumerate(qs):
                 key = _speed_key(cell, tmp, win, q)
                 raw[key], stats[key] = [x[j] for x in p_q], _stats([x[j] for x in h_q])
@@ -476,12 +486,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
         fit_idx = [i for i in range(len(refs)) if i % sel.folds != k]
         fit_f, held_f = [feats[i] for i in fit_idx], [feats[i] for i in held_idx]
         donor_refs = [refs[i] for i in fit_idx[: sel.donor_clips]]
-
-        @functools.cache
-        def donors(donor_refs: tuple[Any, ...] = tuple(donor_refs)) -> list[Any]:
-            return [d for r in donor_refs for d in find_donors(_read_frames(r.path, sel.pseudo_clip_s)[0],
-                                                               max_donors=10)]
-
+        donors = functools.cache(functools.partial(_donor_objects, tuple(donor_refs), sel.pseudo_clip_s))
         pseudo, labels, kinds, fps = [], [], [], []
         specs = []
         for rnd in range(sel.rounds):
