@@ -40,7 +40,8 @@ def make_scene(seed: int, n_frames: int = 50, anomaly: str | None = None, start:
     """BGR frames ``(T, H, W, 3)`` of textured boxes walking left/right in a lane, and 0/1 labels.
 
     Anomalies (one extra object from ``start``): ``speed`` (4x faster), ``direction`` (walks down),
-    ``new_object`` (a much bigger object).
+    ``new_object`` (a much bigger object), ``appearance`` (a walker of normal size and speed that looks
+    different: bright stripes instead of the walkers' dark texture).
     """
     rng = np.random.default_rng(seed)
     bg = background()
@@ -54,7 +55,10 @@ def make_scene(seed: int, n_frames: int = 50, anomaly: str | None = None, start:
         objs.append([rng.uniform(40, 120), -18.0, 0.0, 1.4, 10, 16, start])
     elif anomaly == "new_object":
         objs.append([-30.0, rng.uniform(50, 70), 1.3, 0.0, 28, 34, start])
+    elif anomaly == "appearance":
+        objs.append([-12.0, rng.uniform(55, 85), 1.3, 0.0, 10, 16, start])
     tex = rng.integers(20, 90, (40, 40)).astype(np.uint8)
+    odd = np.where((np.arange(40)[:, None] // 3) % 2 == 0, 250, 5).repeat(40, 1).astype(np.uint8)
     frames = np.empty((n_frames, H, W, 3), np.uint8)
     labels = np.zeros(n_frames, np.uint8)
     for t in range(n_frames):
@@ -68,7 +72,8 @@ def make_scene(seed: int, n_frames: int = 50, anomaly: str | None = None, start:
             xi, yi = int(round(x)), int(round(y))
             xa, ya, xb, yb = max(xi, 0), max(yi, 0), min(xi + w, W), min(yi + h, H)
             if xa < xb and ya < yb:
-                img[ya:yb, xa:xb] = tex[ya - yi:yb - yi, xa - xi:xb - xi]
+                t_obj = odd if (k == 3 and anomaly == "appearance") else tex
+                img[ya:yb, xa:xb] = t_obj[ya - yi:yb - yi, xa - xi:xb - xi]
                 labels[t] = labels[t] or k == 3
         frames[t] = img[..., None].repeat(3, 2)
     return frames, labels

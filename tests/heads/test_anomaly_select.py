@@ -59,6 +59,20 @@ def test_object_segments_change_only_their_frames_and_are_deterministic() -> Non
     assert not y[~inside].any()
 
 
+def test_rotated_object_is_a_turned_cut_out_at_walking_speed() -> None:
+    src = _frames(5, 120)
+    donors = find_donors(_frames(6), every=2)
+    out, y, events = inject(src, fps=10.0, donors=donors, kinds=["rotated_object"], seed=4)
+    (ev,) = events
+    assert ev.kind == "rotated_object" and "scale 1.00" in ev.detail and "speed 0.80" in ev.detail
+    changed = np.array([not np.array_equal(a, b) for a, b in zip(out, src, strict=True)])
+    assert changed[y == 1].all() and y.sum() >= 10 and not changed[:ev.start].any()
+    # the pasted thing is wider than tall, unlike the upright walkers
+    diff = np.abs(out[ev.start + 5].astype(int) - src[ev.start + 5].astype(int)).max(2) > 10
+    ys, xs = np.nonzero(diff)
+    assert xs.max() - xs.min() > ys.max() - ys.min()
+
+
 def test_bad_pseudo_inputs_raise() -> None:
     with pytest.raises(InputShapeError, match="no frames"):
         inject([], fps=10.0, donors=[], kinds=["skip"])
@@ -127,14 +141,14 @@ def test_tune_reads_no_test_clip_and_its_config_trains(tmp_path: Path) -> None:
     save_dataset(Dataset(root=root, name="tiny", clips=clips))
     out = tmp_path / "tune"
     sets = ["model.motion.width=160", "progress=false", f"cache_dir={tmp_path / 'cache'}", "val_clips=0",
-            "select.streams=[[speed],[objects],[speed,objects]]", "select.speed_windows=[5,9]",
+            "select.streams=[[speed],[objects],[crops],[speed,objects]]", "select.speed_windows=[5,9]",
             "select.speed_frame_quantiles=[0.998]", "select.smooth_sigma_s=[0,0.3]", "select.secondary_weights=[1]",
             "select.speed_temporals=[3]", "select.speed_cells=[3]", "select.pseudo_clip_s=7",
             "select.fusions=[mean]", "select.pseudo.min_len_s=1.0", "select.pseudo.max_len_s=2.0",
             "select.rounds=2"]
     assert main(["-q", "tune", "anomaly", "--data", str(root), "--out", str(out), "--set", *sets]) == 0
     sel = json.loads((out / "selection.json").read_text())
-    assert sel["candidates"] == len(sel["rows"]) == 4 + 2 + 4
+    assert sel["candidates"] == len(sel["rows"]) == 4 + 2 + 2 + 4
     assert sel["pseudo_frames"] > 0 and sum(sel["pseudo_anomalous_by_kind"].values()) > 0
     # rounds=2: two independently drawn versions of each held-out clip; pseudo_clip_s=7: only the first 70 of
     # each clip's 90 frames
@@ -186,15 +200,21 @@ def test_pseudo_clips_in_worker_processes_equal_one_by_one(tmp_path: Path) -> No
 
     refs = [_ClipRef(f"c{i}", write_clip(tmp_path / f"c{i}.avi", make_scene(60 + i, n_frames=70)[0]), "train")
             for i in range(3)]
-    cfg = AnomalyConfig(streams=("speed", "objects"), motion=MotionConfig(width=160))
+    from vidseq.heads.anomaly.features import make_crop_encoder
+    from vidseq.heads.anomaly.model import CropStreamConfig
+
+    cfg = AnomalyConfig(streams=("speed", "objects", "crops"), motion=MotionConfig(width=160),
+                        crops=CropStreamConfig(feature_dim=64))
     sel = SelectionConfig(pseudo=PseudoConfig(min_len_s=1.0, max_len_s=2.0))
     donors = find_donors(_frames(70), every=2)
     specs = [(refs[0], ["skip", "fast_object"], 1), (refs[1], ["large_object", "skip"], 2),
-             (refs[2], ["fast_object", "large_object"], 3)]
-    one = pseudo_clips(specs, cfg, sel, lambda: donors, ["d"], None, None, workers=1)
+             (refs[2], ["rotated_object", "large_object"], 3)]
+    crops = make_crop_encoder(cfg)
+    one = pseudo_clips(specs, cfg, sel, lambda: donors, ["d"], None, None, crops=crops, workers=1)
     cache = str(tmp_path / "cache")
-    two = pseudo_clips(specs, cfg, sel, lambda: donors, ["d"], None, cache, workers=2)
-    again = pseudo_clips(specs, cfg, sel, lambda: [], ["d"], None, cache, workers=2)  # all cached: no donors needed
+    two = pseudo_clips(specs, cfg, sel, lambda: donors, ["d"], None, cache, crops=crops, workers=2)
+    again = pseudo_clips(specs, cfg, sel, lambda: [], ["d"], None, cache, crops=crops,
+                         workers=2)  # all cached: no donors needed
     for (a, ya, ka), (b, yb, kb), (c, yc, _) in zip(one, two, again, strict=True):
         np.testing.assert_array_equal(ya, yb)
         np.testing.assert_array_equal(ka, kb)
@@ -202,4 +222,7 @@ def test_pseudo_clips_in_worker_processes_equal_one_by_one(tmp_path: Path) -> No
         np.testing.assert_array_equal(a.descriptors, b.descriptors)
         np.testing.assert_array_equal(yb, yc)
         np.testing.assert_allclose(c.magnitude_maps, b.magnitude_maps, atol=1e-2, rtol=1e-3)  # float16 cache
+        assert a.region_crops.shape == (len(a.region_attrs), 64)
+        np.testing.assert_allclose(b.region_crops, a.region_crops, atol=1e-3, rtol=1e-3)  # 1 vs 2 torch threads
+        np.testing.assert_allclose(c.region_crops, b.region_crops, atol=1e-2, rtol=1e-2)
     assert sum(int(y.sum()) for _, y, _ in one) > 0

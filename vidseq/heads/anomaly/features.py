@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vidseq.errors import EmptyVideoError, InputShapeError, VidseqError
+from vidseq.features.crops import CropEncoder
 from vidseq.features.motion import MotionConfig, MotionExtractor
 from vidseq.heads.anomaly.model import AnomalyConfig, FrameFeatures
 from vidseq.io import atomic_path
@@ -44,6 +45,7 @@ class ClipFeatures:
         descriptors: ``(T, D)`` float32 motion descriptors.
         region_attrs: ``(N, A)`` float32 raw region attributes; ``region_frame`` ``(N,)`` their positions.
         appearance: ``(T, Da)`` float32 or None.
+        region_crops: ``(N, Dc)`` float32 crop features parallel to ``region_attrs`` (crops stream), or None.
         working_size: ``(w, h)`` of the motion working resolution.
         meta: provenance.
     """
@@ -60,6 +62,7 @@ class ClipFeatures:
     working_size: tuple[int, int]
     appearance: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    region_crops: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         t = len(self.frame_index)
@@ -69,26 +72,31 @@ class ClipFeatures:
             raise InputShapeError(f"clip {self.clip_id}: {self.appearance.shape[0]} appearance rows for {t} frames")
         if self.region_attrs.shape[0] != self.region_frame.shape[0]:
             raise InputShapeError(f"clip {self.clip_id}: region arrays disagree")
+        if self.region_crops is not None and self.region_crops.shape[0] != self.region_attrs.shape[0]:
+            raise InputShapeError(f"clip {self.clip_id}: {self.region_crops.shape[0]} crop features for "
+                                  f"{self.region_attrs.shape[0]} regions")
 
     def __len__(self) -> int:
         return int(len(self.frame_index))
 
-    def regions_of(self) -> list[np.ndarray]:
-        """Region attributes split per frame position."""
+    def regions_of(self, values: np.ndarray | None = None) -> list[np.ndarray]:
+        """Region attributes (or ``values``, rows parallel to them, e.g. crop features) split per frame position."""
         order = np.argsort(self.region_frame, kind="stable")
-        attrs, pos = self.region_attrs[order], self.region_frame[order]
-        cuts = np.searchsorted(pos, np.arange(len(self) + 1))
-        return [attrs[cuts[i]:cuts[i + 1]] for i in range(len(self))]
+        rows = (self.region_attrs if values is None else values)[order]
+        cuts = np.searchsorted(self.region_frame[order], np.arange(len(self) + 1))
+        return [rows[cuts[i]:cuts[i + 1]] for i in range(len(self))]
 
     def frames(self, start: int = 0, stop: int | None = None) -> Iterator[FrameFeatures]:
         """:class:`FrameFeatures` of positions ``[start, stop)``."""
         per = self.regions_of()
+        crops = None if self.region_crops is None else self.regions_of(self.region_crops)
         stop = len(self) if stop is None else min(stop, len(self))
         for i in range(start, stop):
             yield FrameFeatures(frame_index=int(self.frame_index[i]), timestamp_s=float(self.timestamp_s[i]),
                                 magnitude_map=self.magnitude_maps[i], valid=bool(self.valid[i]),
                                 descriptor=self.descriptors[i], region_attrs=per[i],
-                                appearance=None if self.appearance is None else self.appearance[i])
+                                appearance=None if self.appearance is None else self.appearance[i],
+                                region_crops=None if crops is None else crops[i])
 
     def slice(self, start: int, stop: int) -> ClipFeatures:
         """Positions ``[start, stop)`` as a new ClipFeatures (first frame keeps its validity)."""
@@ -96,7 +104,8 @@ class ClipFeatures:
         return ClipFeatures(self.clip_id, self.fps, self.frame_index[start:stop], self.timestamp_s[start:stop],
                             self.magnitude_maps[start:stop], self.valid[start:stop], self.descriptors[start:stop],
                             self.region_attrs[keep], self.region_frame[keep] - start, self.working_size,
-                            None if self.appearance is None else self.appearance[start:stop], dict(self.meta))
+                            None if self.appearance is None else self.appearance[start:stop], dict(self.meta),
+                            None if self.region_crops is None else self.region_crops[keep])
 
 
 def save_clip_features(path: str | Path, cf: ClipFeatures) -> Path:
@@ -125,18 +134,23 @@ def load_clip_features(path: str | Path) -> ClipFeatures:
 
 
 class FeatureComputer:
-    """Streaming per-frame feature computation (motion, regions, optional appearance).
+    """Streaming per-frame feature computation (motion, regions, optional appearance and object crops).
 
     Args:
         motion: optical-flow settings.
-        regions: moving-region settings, or None to skip regions (no objects stream).
+        regions: moving-region settings, or None to skip regions (no objects / crops stream).
         backbone: a :class:`vidseq.features.backbones.Backbone` for appearance, or None.
+        crops: a :class:`vidseq.features.crops.CropEncoder` for the regions' crops (needs ``regions``), or None.
     """
 
-    def __init__(self, motion: MotionConfig, regions: RegionConfig | None = None, backbone: Any = None) -> None:
+    def __init__(self, motion: MotionConfig, regions: RegionConfig | None = None, backbone: Any = None,
+                 crops: CropEncoder | None = None) -> None:
+        if crops is not None and regions is None:
+            raise InputShapeError("object crops need moving regions (regions settings)")
         self.motion = MotionExtractor(motion)
         self.regions = RegionDetector(regions) if regions is not None else None
         self.backbone = backbone
+        self.crops = crops
 
     def step(self, image: np.ndarray, frame_index: int = 0, timestamp_s: float = 0.0,
              appearance: np.ndarray | None = None) -> FrameFeatures:
@@ -149,8 +163,12 @@ class FeatureComputer:
             attrs = np.zeros((0, len(ATTRIBUTE_NAMES)), np.float32)
         if appearance is None and self.backbone is not None:
             appearance = self.backbone.extract([image])[0]
+        crops = None
+        if self.crops is not None:
+            crops = self.crops.encode(image, attrs, tuple(self.motion.working_size or (0, 0)))
         return FrameFeatures(frame_index=m.frame_index, timestamp_s=m.timestamp_s, magnitude_map=m.magnitude_map,
-                             valid=m.valid, descriptor=m.descriptor, region_attrs=attrs, appearance=appearance)
+                             valid=m.valid, descriptor=m.descriptor, region_attrs=attrs, appearance=appearance,
+                             region_crops=crops)
 
 
 def feature_settings(cfg: AnomalyConfig) -> dict[str, Any]:
@@ -170,10 +188,58 @@ def make_backbone(cfg: AnomalyConfig, device: str = "cpu") -> Any:
                            feature_dim=f.feature_dim)
 
 
+def make_crop_encoder(cfg: AnomalyConfig, device: str = "cpu") -> CropEncoder | None:
+    """The crops stream's encoder (the frame stream's backbone at the crop size; None without that stream)."""
+    if not cfg.needs_crops:
+        return None
+    from vidseq.features.crops import make_crop_encoder as make
+
+    return make(cfg.crops.crop, cfg.frame.backbone, cfg.frame.weights, device)
+
+
+def add_crop_features(path: str | Path, cf: ClipFeatures, encoder: CropEncoder, *,
+                      cache_dir: str | Path | None = None, max_frames: int | None = None,
+                      progress: bool = False) -> ClipFeatures:
+    """Fill ``cf.region_crops`` for the video at ``path`` (decoded again; cached in ``cache_dir`` by the
+    video's content, the region settings and the encoder)."""
+    from tqdm import tqdm
+
+    from vidseq.features.extractor import cache_key, content_hash
+    from vidseq.video.sources import open_source
+
+    target = None
+    key = None
+    if cache_dir is not None and (digest := content_hash(path)) is not None:
+        key = cache_key(digest, {"regions_key": cf.meta.get("cache_key"), "n_regions": len(cf.region_attrs),
+                                 "crops": encoder.info(), "max_frames": max_frames, "version": CLIP_FEATURES_VERSION})
+        target = Path(cache_dir) / f"{cf.clip_id}-crops-{key[:16]}.npz"
+        if target.is_file():
+            try:
+                with np.load(target, allow_pickle=False) as z:
+                    if str(z["key"]) == key and z["crops"].shape[0] == len(cf.region_attrs):
+                        cf.region_crops = z["crops"].astype(np.float32)
+                        return cf
+            except (OSError, KeyError, ValueError):
+                log.warning("ignoring unreadable cache file %s", target)
+    with open_source(path, max_frames=max_frames) as src:
+        frames = tqdm(src, desc=f"object crops {cf.clip_id}", total=len(cf), disable=not progress, unit="f")
+        crops = encoder.encode_clip(frames, cf.regions_of(), cf.working_size)
+    order = np.argsort(cf.region_frame, kind="stable")  # encode_clip's rows are in frame order
+    out = np.empty_like(crops)
+    out[order] = crops
+    cf.region_crops = out
+    if target is not None:
+        with atomic_path(target) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, key=np.array(key), crops=out.astype(np.float16))
+    return cf
+
+
 def extract_clip_features(path: str | Path, cfg: AnomalyConfig, *, clip_id: str | None = None,
                           cache_dir: str | Path | None = None, backbone: Any = None,
+                          crops: CropEncoder | None = None,
                           max_frames: int | None = None, progress: bool = False) -> ClipFeatures:
-    """Compute (or load from ``cache_dir``) the stream inputs of a video file or image folder.
+    """Compute (or load from ``cache_dir``) the stream inputs of a video file or image folder
+    (object crop features too when ``crops`` is given).
 
     Raises:
         EmptyVideoError: the source has no frames.
@@ -229,12 +295,15 @@ def extract_clip_features(path: str | Path, cfg: AnomalyConfig, *, clip_id: str 
         if len(seq) != len(cf):
             raise InputShapeError(f"{name}: {len(seq)} appearance frames vs {len(cf)} motion frames")
         cf.appearance = seq.features.astype(np.float32)
+    if crops is not None:
+        add_crop_features(path, cf, crops, cache_dir=cache_dir, max_frames=max_frames, progress=progress)
     return cf
 
 
 def features_from_frames(frames: Any, cfg: AnomalyConfig, *, fps: float, clip_id: str = "frames",
-                         backbone: Any = None) -> ClipFeatures:
-    """:class:`ClipFeatures` of in-memory BGR frames (``(T, H, W, 3)`` uint8 array or a list of frames)."""
+                         backbone: Any = None, crops: CropEncoder | None = None) -> ClipFeatures:
+    """:class:`ClipFeatures` of in-memory BGR frames (``(T, H, W, 3)`` uint8 array or a list of frames);
+    object crop features too when ``crops`` is given (batched over the clip)."""
     comp = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, backbone)
     maps, valid, desc, attrs, rframe, app = [], [], [], [], [], []
     for i, image in enumerate(frames):
@@ -249,8 +318,10 @@ def features_from_frames(frames: Any, cfg: AnomalyConfig, *, fps: float, clip_id
     if not maps:
         raise EmptyVideoError(f"{clip_id}: no frames")
     t = len(maps)
+    working = tuple(comp.motion.working_size or (0, 0))
+    region_crops = None if crops is None else crops.encode_clip(frames, attrs, working)
     return ClipFeatures(clip_id, float(fps), np.arange(t, dtype=np.int64), np.arange(t) / float(fps), np.stack(maps),
                         np.array(valid, bool), np.stack(desc).astype(np.float32),
                         np.concatenate(attrs).astype(np.float32).reshape(-1, len(ATTRIBUTE_NAMES)),
-                        np.concatenate(rframe), tuple(comp.motion.working_size or (0, 0)),
-                        np.stack(app).astype(np.float32) if app else None)
+                        np.concatenate(rframe), working, np.stack(app).astype(np.float32) if app else None,
+                        region_crops=region_crops)

@@ -5,6 +5,7 @@ everything else is estimated here in closed form from normal data only:
 
 1. speed: per-cell histograms of moving-pixel speeds over the training clips -> scale map;
 2. objects: normalised attribute vectors of every training region -> standardised kNN bank;
+   crops: crop features of every training region -> principal components + kNN bank;
 3. normalisation: raw stream scores on the *validation* clips -> per-stream mean/std (the kNN bank
    does not contain validation objects, so their distances are not self-matches);
 4. calibration: fused, smoothed validation scores -> threshold pair (:mod:`.calibrate`).
@@ -134,7 +135,8 @@ def fit_anomaly_model(cfg: AnomalyConfig, train: Sequence[ClipFeatures], val: Se
     cal, stats = standardise_and_calibrate(model, raw_scores)
     info = {"val_clips": [cf.clip_id for cf in val], "val_frames": int(sum(len(cf) for cf in val)),
             "train_clips": [cf.clip_id for cf in train], "train_frames": int(sum(len(cf) for cf in train)),
-            "bank_size": int(model.objects.bank.shape[0]) if model.objects is not None else 0, **stats}
+            "bank_size": int(model.objects.bank.shape[0]) if model.objects is not None else 0,
+            "crop_bank_size": int(model.crops.knn.bank.shape[0]) if model.crops is not None else 0, **stats}
     return model, cal, info
 
 
@@ -165,6 +167,15 @@ def fit_parts(cfg: AnomalyConfig, train: Sequence[ClipFeatures], *, frame_predic
         if len(vectors) == 0:
             raise DatasetError("anomaly: no moving regions in the training clips (objects stream)")
         bank_rows = min(len(vectors), cfg.objects.max_bank)
+    crop_rows, crop_dim, crop_x = 1, 0, None
+    if cfg.uses("crops"):
+        missing = [cf.clip_id for cf in train if cf.region_crops is None]
+        if missing:
+            raise InputShapeError(f"anomaly: the crops stream needs object crop features; none for {missing[:3]}")
+        crop_x = np.concatenate([cf.region_crops for cf in train])
+        if len(crop_x) == 0:
+            raise DatasetError("anomaly: no moving regions in the training clips (crops stream)")
+        crop_rows, crop_dim = min(len(crop_x), cfg.crops.max_bank), int(crop_x.shape[1])
     in_dim = desc_dim = app_dim = 0
     if cfg.uses("frame"):
         if frame_predictor is None:
@@ -177,10 +188,12 @@ def fit_parts(cfg: AnomalyConfig, train: Sequence[ClipFeatures], *, frame_predic
         desc_dim = train[0].descriptors.shape[1] if cfg.frame.motion else 0
         app_dim = train[0].appearance.shape[1] if (cfg.frame.appearance and train[0].appearance is not None) else 0
     model = AnomalyModel(cfg, map_shape, frame_size, bank_size=bank_rows, frame_input_dim=in_dim,
-                         descriptor_dim=desc_dim, appearance_dim=app_dim)
+                         descriptor_dim=desc_dim, appearance_dim=app_dim, crop_bank_size=crop_rows, crop_dim=crop_dim)
     model.speed.scale_map = torch.from_numpy(scale)
     if model.objects is not None and vectors is not None:
         model.objects.fit(vectors, cfg.objects.max_bank, cfg.objects.seed)
+    if model.crops is not None and crop_x is not None:
+        model.crops.fit(crop_x, cfg.crops.max_bank, cfg.crops.seed)
     if model.frame is not None and frame_predictor is not None:
         model.frame.load_state_dict(frame_predictor.state_dict())
     model.eval()

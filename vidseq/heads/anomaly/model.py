@@ -14,6 +14,12 @@ Streams (each gives one raw score per frame; higher = more anomalous):
     the flow inside them (speed, velocity, size; speeds and sizes divided by the scale map at the
     object's ground point), standardised; score = mean distance to the ``k`` nearest normal objects
     (kNN bank stored as a tensor); frame score = max over the frame's objects (0 with no object).
+``crops`` (density of object appearance)
+    Every moving region's crop (box plus margin, from the full-resolution frame) is encoded by the
+    backbone (:mod:`vidseq.features.crops`); the vectors are L2-normalised and projected on the top
+    ``pca_dim`` principal components of the normal objects' vectors; score = mean distance to the ``k``
+    nearest normal objects; frame score = max over the frame's objects (0 with no object). It sees what
+    the objects stream cannot: an object that moves like a pedestrian but does not look like one.
 ``frame`` (stacked LSTM next-step prediction)
     A stacked LSTM (:class:`vidseq.heads.encoder.StackedLSTMEncoder`) reads per-frame vectors
     [backbone appearance feature, motion descriptor] and predicts the next one; score = squared error.
@@ -42,12 +48,13 @@ from torch import nn
 
 from vidseq.config import from_dict, to_dict
 from vidseq.errors import CheckpointError, ConfigError, InputShapeError
+from vidseq.features.crops import CropConfig
 from vidseq.features.motion import MotionConfig
 from vidseq.heads.anomaly.calibrate import CalibrationConfig
 from vidseq.heads.encoder import EncoderConfig, StackedLSTMEncoder
 from vidseq.tracking.regions import ATTRIBUTE_NAMES, RegionConfig, normalise_attributes
 
-STREAMS: tuple[str, ...] = ("speed", "objects", "frame")
+STREAMS: tuple[str, ...] = ("speed", "objects", "crops", "frame")
 MODEL_NAME = "anomaly_fusion"
 FRAME_MODEL_NAME = "anomaly_frame_lstm"
 
@@ -121,6 +128,40 @@ class ObjectStreamConfig:
 
 
 @dataclass(frozen=True)
+class CropStreamConfig:
+    """kNN density over backbone features of object crops (the backbone is ``frame.backbone`` / ``frame.weights``).
+
+    Attributes:
+        size: crop side fed to the backbone (px).
+        margin: box growth per side, fraction of the box size.
+        feature_dim: backbone output width per crop (``None``: native).
+        batch_size: crops per backbone call.
+        pca_dim: principal components of the normal objects' (L2-normalised) vectors kept for the kNN.
+        k: neighbours averaged.
+        max_bank: normal objects kept (random subset, seeded) in the bank.
+        seed: subset seed.
+    """
+
+    size: int = 64
+    margin: float = 0.15
+    feature_dim: int | None = 256
+    batch_size: int = 256
+    pca_dim: int = 32
+    k: int = 5
+    max_bank: int = 20000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.crop  # noqa: B018 - validates the crop settings
+        if self.pca_dim < 1 or self.k < 1 or self.max_bank < 1:
+            raise ConfigError("crops.pca_dim, crops.k and crops.max_bank must be >= 1")
+
+    @property
+    def crop(self) -> CropConfig:
+        return CropConfig(self.size, self.margin, self.feature_dim, self.batch_size)
+
+
+@dataclass(frozen=True)
 class FrameStreamConfig:
     """Stacked-LSTM next-step predictor over per-frame vectors.
 
@@ -184,6 +225,7 @@ class AnomalyConfig:
     regions: RegionConfig = field(default_factory=RegionConfig)
     speed: SpeedStreamConfig = field(default_factory=SpeedStreamConfig)
     objects: ObjectStreamConfig = field(default_factory=ObjectStreamConfig)
+    crops: CropStreamConfig = field(default_factory=CropStreamConfig)
     frame: FrameStreamConfig = field(default_factory=FrameStreamConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
@@ -207,7 +249,11 @@ class AnomalyConfig:
 
     @property
     def needs_regions(self) -> bool:
-        return "objects" in self.streams
+        return "objects" in self.streams or "crops" in self.streams
+
+    @property
+    def needs_crops(self) -> bool:
+        return "crops" in self.streams
 
     @property
     def needs_appearance(self) -> bool:
@@ -228,6 +274,7 @@ class FrameFeatures:
         descriptor: ``(D,)`` motion descriptor.
         region_attrs: ``(N, A)`` raw attributes of the frame's moving regions (``A = len(ATTRIBUTE_NAMES)``).
         appearance: ``(Da,)`` backbone feature or None.
+        region_crops: ``(N, Dc)`` backbone features of the regions' crops (same rows) or None.
     """
 
     frame_index: int
@@ -237,6 +284,7 @@ class FrameFeatures:
     descriptor: np.ndarray
     region_attrs: np.ndarray
     appearance: np.ndarray | None = None
+    region_crops: np.ndarray | None = None
 
 
 @dataclass
@@ -522,6 +570,47 @@ class KNNDensity(nn.Module):
         return d.topk(k, largest=False).values.mean(1).numpy()
 
 
+class CropDensity(nn.Module):
+    """Object-appearance density: L2-normalise, project on stored principal components, kNN (buffers only)."""
+
+    def __init__(self, bank_size: int, in_dim: int, pca_dim: int, k: int) -> None:
+        super().__init__()
+        self.in_dim = int(in_dim)
+        self.register_buffer("center", torch.zeros(self.in_dim, dtype=torch.float64))
+        self.register_buffer("components", torch.zeros(self.in_dim, int(pca_dim), dtype=torch.float64))
+        self.knn = KNNDensity(bank_size, pca_dim, k)
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """``(N, in_dim)`` -> ``(N, pca_dim)`` float64."""
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or x.shape[1] != self.in_dim:
+            raise InputShapeError(f"crop features must be (N, {self.in_dim}), got {x.shape} "
+                                  "(different backbone or crops.feature_dim than the checkpoint?)")
+        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        return (x - self.center.numpy()) @ self.components.numpy()
+
+    def fit(self, x: np.ndarray, max_bank: int, seed: int = 0) -> None:
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or len(x) == 0:
+            raise InputShapeError(f"crop density fit needs (N, D) samples with N >= 1, got {x.shape}")
+        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        sample = xn if len(xn) <= max_bank else xn[np.random.default_rng(seed).choice(len(xn), max_bank, False)]
+        center = sample.mean(0)
+        _, _, vt = np.linalg.svd(sample - center, full_matrices=False)
+        comp = np.zeros((self.in_dim, self.components.shape[1]))
+        n = min(comp.shape[1], vt.shape[0])
+        comp[:, :n] = vt[:n].T
+        self.center = torch.from_numpy(center)
+        self.components = torch.from_numpy(comp)
+        self.knn.fit(self.project(x).astype(np.float32), max_bank, seed)
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """``(N, in_dim)`` -> ``(N,)``."""
+        if len(x) == 0:
+            return np.zeros(0)
+        return self.knn.score(self.project(x))
+
+
 # ------------------------------------------------------------------------------------------- frame stream
 
 
@@ -583,13 +672,14 @@ class AnomalyModel(nn.Module):
         map_shape: magnitude-map ``(mh, mw)`` of the training videos.
         frame_size: working ``(w, h)`` of the training videos (region coordinates).
         bank_size: objects kNN bank rows (objects stream).
+        crop_bank_size, crop_dim: crops-stream bank rows and crop feature width.
         frame_input_dim: frame-stream vector length (frame stream).
         descriptor_dim, appearance_dim: parts of that vector (for input checks).
     """
 
     def __init__(self, cfg: AnomalyConfig, map_shape: tuple[int, int], frame_size: tuple[int, int],
                  bank_size: int = 1, frame_input_dim: int = 0, descriptor_dim: int = 0,
-                 appearance_dim: int = 0) -> None:
+                 appearance_dim: int = 0, crop_bank_size: int = 1, crop_dim: int = 0) -> None:
         super().__init__()
         self.cfg = cfg
         self.map_shape = (int(map_shape[0]), int(map_shape[1]))
@@ -598,6 +688,11 @@ class AnomalyModel(nn.Module):
         self.appearance_dim = int(appearance_dim)
         self.speed = SpeedStream(cfg.speed, self.map_shape)  # always: objects use its scale map too
         self.objects = KNNDensity(bank_size, len(cfg.objects.indices), cfg.objects.k) if cfg.uses("objects") else None
+        self.crops = None
+        if cfg.uses("crops"):
+            if crop_dim < 1:
+                raise InputShapeError("anomaly: the crops stream needs the crop feature width (crop_dim)")
+            self.crops = CropDensity(crop_bank_size, crop_dim, cfg.crops.pca_dim, cfg.crops.k)
         self.frame = None
         if cfg.uses("frame"):
             self.frame = FramePredictor(frame_input_dim, cfg.frame.hidden_dim, cfg.frame.num_layers, cfg.frame.dropout)
@@ -609,6 +704,8 @@ class AnomalyModel(nn.Module):
     def model_config(self) -> dict[str, Any]:
         return {"config": to_dict(self.cfg), "map_shape": list(self.map_shape), "frame_size": list(self.frame_size),
                 "bank_size": int(self.objects.bank.shape[0]) if self.objects is not None else 1,
+                "crop_bank_size": int(self.crops.knn.bank.shape[0]) if self.crops is not None else 1,
+                "crop_dim": int(self.crops.in_dim) if self.crops is not None else 0,
                 "frame_input_dim": int(self.frame.input_dim) if self.frame is not None else 0,
                 "descriptor_dim": self.descriptor_dim, "appearance_dim": self.appearance_dim}
 
@@ -698,6 +795,20 @@ class StreamScorer:
                 raise InputShapeError(f"frame {f.frame_index}: region attributes contain NaN/inf")
             d = m.objects.score(m.object_vectors(attrs))
             raw["objects"] = float(d.max()) if len(d) else 0.0
+        if m.crops is not None:
+            if f.region_crops is None:
+                raise InputShapeError(f"frame {f.frame_index}: the crops stream needs object crop features, none "
+                                      "were given")
+            crops = np.asarray(f.region_crops, np.float32)
+            if crops.size == 0:
+                crops = np.zeros((0, m.crops.in_dim), np.float32)
+            if len(crops) != len(f.region_attrs):
+                raise InputShapeError(f"frame {f.frame_index}: {len(crops)} crop features for "
+                                      f"{len(f.region_attrs)} regions")
+            if not np.isfinite(crops).all():
+                raise InputShapeError(f"frame {f.frame_index}: crop features contain NaN/inf")
+            d = m.crops.score(crops)
+            raw["crops"] = float(d.max()) if len(d) else 0.0
         if m.frame is not None:
             x = m.frame_vector(f)
             if not np.isfinite(x).all():
@@ -776,8 +887,9 @@ def build_model(model_config: dict[str, Any]) -> AnomalyModel:
         cfg = from_dict(AnomalyConfig, dict(model_config["config"]))
         return AnomalyModel(cfg, tuple(model_config["map_shape"]), tuple(model_config["frame_size"]),
                             int(model_config.get("bank_size", 1)), int(model_config.get("frame_input_dim", 0)),
-                            int(model_config.get("descriptor_dim", 0)), int(model_config.get("appearance_dim", 0)))
-    except (KeyError, TypeError, ValueError) as exc:
+                            int(model_config.get("descriptor_dim", 0)), int(model_config.get("appearance_dim", 0)),
+                            int(model_config.get("crop_bank_size", 1)), int(model_config.get("crop_dim", 0)))
+    except (KeyError, TypeError, ValueError, InputShapeError) as exc:
         raise CheckpointError(f"anomaly model_config is malformed: {exc}") from None
 
 
@@ -795,7 +907,8 @@ def stack_scored(frames: Sequence[ScoredFrame], streams: Sequence[str]) -> dict[
 
 
 __all__ = [
-    "STREAMS", "MODEL_NAME", "FRAME_MODEL_NAME", "SpeedStreamConfig", "ObjectStreamConfig", "FrameStreamConfig",
+    "STREAMS", "MODEL_NAME", "FRAME_MODEL_NAME", "SpeedStreamConfig", "ObjectStreamConfig", "CropStreamConfig",
+    "FrameStreamConfig", "CropDensity",
     "AnomalyConfig", "FrameFeatures", "ScoredFrame", "CenteredWindow", "gaussian_kernel", "smooth_scores",
     "SpeedMapFitter", "SpeedStream", "KNNDensity", "FramePredictor", "build_frame_predictor", "AnomalyModel",
     "StreamScorer", "score_frames", "build_model", "stack_scored",

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vidseq.heads.anomaly.calibrate import Calibration, find_events
-from vidseq.heads.anomaly.features import ClipFeatures, FeatureComputer, make_backbone
+from vidseq.heads.anomaly.features import ClipFeatures, FeatureComputer, make_backbone, make_crop_encoder
 from vidseq.heads.anomaly.model import AnomalyConfig, AnomalyModel, FrameFeatures, ScoredFrame
 from vidseq.tracking.regions import ATTRIBUTE_NAMES
 
@@ -51,7 +51,7 @@ class AnomalyHead:
         self.cfg = cfg
         backbone = make_backbone(cfg, device=device) if self.model is not None else None
         self.computer = FeatureComputer(cfg.motion, cfg.regions if (cfg.needs_regions or self.model is None) else None,
-                                        backbone)
+                                        backbone, make_crop_encoder(cfg, device) if self.model is not None else None)
         self.scorer = self.model.scorer(self.fps) if self.model is not None else None
         self._warmup: list[FrameFeatures] = []
         self._on = False

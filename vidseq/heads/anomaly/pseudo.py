@@ -15,6 +15,10 @@ anomalous, none tuned to a test set):
 ``large_object`` (unusual object)
     the same kind of cut-out scaled 1.8-2.5x (a vehicle-sized thing where only people appear) moving at
     walking speed.
+``rotated_object`` (object of unusual shape and look)
+    such a cut-out turned 90 degrees (a person-sized thing lying flat: no normal object looks like it, as a
+    cart or a fallen person does not), at its normal size, moving at walking speed: only its appearance
+    and shape are anomalous, not its speed or scale.
 
 Frames of an injected segment are labelled 1 while the pasted object is at least 30 % inside the frame
 (every frame for ``skip``). Donor objects come from clips other than the one being modified.
@@ -35,7 +39,7 @@ import numpy as np
 
 from vidseq.errors import ConfigError, InputShapeError
 
-KINDS: tuple[str, ...] = ("skip", "fast_object", "large_object")
+KINDS: tuple[str, ...] = ("skip", "fast_object", "large_object", "rotated_object")
 
 
 @dataclass(frozen=True)
@@ -48,7 +52,7 @@ class PseudoConfig:
         min_len_s, max_len_s: segment length range, seconds of output video.
         skip_strides: frame strides of ``skip``.
         fast_speed: ``fast_object`` speed range, object heights per second.
-        walk_speed: ``large_object`` speed, object heights per second.
+        walk_speed: ``large_object`` / ``rotated_object`` speed, object heights per second.
         large_scale: ``large_object`` scale range.
         seed: random seed (segments, donors, paths).
     """
@@ -156,6 +160,15 @@ def _paste(img: np.ndarray, d: Donor, cx: float, bottom: float, scale: float) ->
     return float((ax1 - ax0) * (ay1 - ay0)) / float(w * h)
 
 
+def _rotated(d: Donor, clockwise: bool) -> Donor:
+    """``d`` turned by 90 degrees, standing on the same ground row."""
+    import cv2
+
+    code = cv2.ROTATE_90_CLOCKWISE if clockwise else cv2.ROTATE_90_COUNTERCLOCKWISE
+    crop = np.ascontiguousarray(cv2.rotate(d.crop, code))
+    return Donor(crop, np.ascontiguousarray(cv2.rotate(d.alpha, code)), d.bottom_y, int(crop.shape[0]))
+
+
 def _plan(n_src: int, fps: float, cfg: PseudoConfig, kinds: Sequence[str], rng: np.random.Generator,
           ) -> list[tuple[str, int, int, int]]:
     """Segments ``(kind, src_start, out_len, stride)`` in source positions, non-overlapping, sorted."""
@@ -234,9 +247,13 @@ def inject(frames: Sequence[np.ndarray], *, fps: float, donors: Sequence[Donor],
         d = donors[int(rng.integers(len(donors)))]
         if kind == "fast_object":
             scale, speed = 1.0, float(rng.uniform(*cfg.fast_speed))
+        elif kind == "rotated_object":
+            scale, speed = 1.0, cfg.walk_speed
         else:
             scale, speed = float(rng.uniform(*cfg.large_scale)), cfg.walk_speed
         step = speed * d.height / fps  # px per frame (height of the unscaled donor: same place, same perspective)
+        if kind == "rotated_object":
+            d = _rotated(d, clockwise=bool(rng.random() < 0.5))
         direction = 1.0 if rng.random() < 0.5 else -1.0
         half = d.crop.shape[1] * scale / 2
         travel = step * (length - 1)

@@ -30,7 +30,7 @@ import numpy as np
 
 from vidseq.errors import EmptyVideoError, InputShapeError
 from vidseq.heads.anomaly.calibrate import Calibration, Event, find_events
-from vidseq.heads.anomaly.features import FeatureComputer, extract_clip_features, make_backbone
+from vidseq.heads.anomaly.features import FeatureComputer, extract_clip_features, make_backbone, make_crop_encoder
 from vidseq.heads.anomaly.fit import fit_unsupervised
 from vidseq.heads.anomaly.model import AnomalyConfig, AnomalyModel, ScoredFrame, StreamScorer
 
@@ -105,7 +105,8 @@ class VideoScorer:
         self.model = model
         self.calibration = calibration
         self.fps = float(fps)
-        self.features = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, backbone)
+        self.features = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, backbone,
+                                        make_crop_encoder(cfg, device))
         self.stream: StreamScorer = model.scorer(fps)
         self.flag = HysteresisFlag(calibration)
 

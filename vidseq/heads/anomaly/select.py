@@ -70,8 +70,9 @@ class SelectionConfig:
     folds: int = 2
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     rounds: int = 1
-    streams: tuple[tuple[str, ...], ...] = (("speed",), ("objects",), ("frame",), ("speed", "objects"),
-                                            ("speed", "frame"), ("speed", "objects", "frame"))
+    streams: tuple[tuple[str, ...], ...] = (("speed",), ("objects",), ("crops",), ("frame",), ("speed", "objects"),
+                                            ("speed", "crops"), ("speed", "frame"), ("speed", "objects", "crops"),
+                                            ("speed", "objects", "frame"))
     secondary_weights: tuple[float, ...] = (1.0, 0.5, 0.25)
     fusions: tuple[str, ...] = ("mean", "max")
     smooth_sigma_s: tuple[float, ...] = (0.0, 0.3, 0.6)
@@ -211,7 +212,8 @@ def _read_frames(path: Path, max_seconds: float) -> tuple[list[np.ndarray], floa
 
 
 def _pseudo_target(ref: Any, content: str, cfg: AnomalyConfig, sel: SelectionConfig, kinds: Sequence[str],
-                   seed: int, donor_ids: Sequence[str], backbone: Any, cache_dir: str | None) -> Path | None:
+                   seed: int, donor_ids: Sequence[str], backbone: Any, cache_dir: str | None,
+                   crops: Any = None) -> Path | None:
     """Cache file of one pseudo-anomaly clip (None without a cache); its labels sit beside it.
     ``content`` identifies the source clip (its content hash)."""
     if cache_dir is None:
@@ -224,7 +226,8 @@ def _pseudo_target(ref: Any, content: str, cfg: AnomalyConfig, sel: SelectionCon
     settings = {"features": feature_settings(cfg), "pseudo": asdict(sel.pseudo), "kinds": list(kinds),
                 "clip_s": sel.pseudo_clip_s,
                 "seed": seed, "donors": list(donor_ids), "version": PSEUDO_VERSION,
-                "appearance": None if backbone is None else backbone.info()}
+                "appearance": None if backbone is None else backbone.info(),
+                **({"crops": crops.info()} if crops is not None else {})}
     key = cache_key(content, settings)[:16]
     return Path(cache_dir) / f"{ref.clip_id}-pseudo-{key}.npz"
 
@@ -239,12 +242,14 @@ def _load_pseudo(target: Path) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
         labels, kind = z["labels"], z["kind"].astype(str)
         if "appearance" in z.files:
             cf.appearance = z["appearance"]
+        if "region_crops" in z.files:
+            cf.region_crops = z["region_crops"].astype(np.float32)
     return cf, labels, kind
 
 
 def pseudo_clip_features(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kinds: Sequence[str], seed: int,
                          donors: Callable[[], Sequence[Any]], backbone: Any, target: Path | None,
-                         ) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
+                         crops: Any = None) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
     """Decode one clip, inject pseudo-anomalies and compute its stream inputs; saved to ``target`` (the
     cache entry from :func:`_pseudo_target`) when given. :func:`pseudo_clips` loads cached entries instead.
 
@@ -257,7 +262,7 @@ def pseudo_clip_features(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kin
     for e in events:
         kind[e.start:e.stop] = e.kind
     kind = np.where(labels == 1, kind, "").astype(str)
-    cf = features_from_frames(out, cfg, fps=fps, clip_id=f"{ref.clip_id}-pseudo", backbone=backbone)
+    cf = features_from_frames(out, cfg, fps=fps, clip_id=f"{ref.clip_id}-pseudo", backbone=backbone, crops=crops)
     if target is not None:
         from vidseq.io import atomic_path
 
@@ -265,6 +270,8 @@ def pseudo_clip_features(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kin
         arrays: dict[str, np.ndarray] = {"labels": labels, "kind": kind}
         if cf.appearance is not None:
             arrays["appearance"] = cf.appearance
+        if cf.region_crops is not None:
+            arrays["region_crops"] = cf.region_crops.astype(np.float16)
         with atomic_path(target.with_suffix(".labels.npz")) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
     return cf, labels, kind
@@ -282,22 +289,24 @@ def _pseudo_worker_init(cfg: AnomalyConfig, device: str, donors: list[Any]) -> N
     import cv2
     import torch
 
-    from vidseq.heads.anomaly.features import make_backbone
+    from vidseq.heads.anomaly.features import make_backbone, make_crop_encoder
 
     cv2.setNumThreads(1)
     torch.set_num_threads(1)
-    _WORKER.update(backbone=make_backbone(cfg, device), donors=donors)
+    _WORKER.update(backbone=make_backbone(cfg, device), crops=make_crop_encoder(cfg, device), donors=donors)
 
 
 def _pseudo_job(args: tuple[Any, ...]) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
     ref, cfg, sel, kinds, seed, target = args
-    return pseudo_clip_features(ref, cfg, sel, kinds, seed, lambda: _WORKER["donors"], _WORKER["backbone"], target)
+    return pseudo_clip_features(ref, cfg, sel, kinds, seed, lambda: _WORKER["donors"], _WORKER["backbone"], target,
+                                _WORKER["crops"])
 
 
 def pseudo_clips(specs: Sequence[tuple[Any, Sequence[str], int]], cfg: AnomalyConfig, sel: SelectionConfig,
                  donors: Callable[[], Sequence[Any]], donor_ids: Sequence[str], backbone: Any,
-                 cache_dir: str | None, *, workers: int = 1, device: str = "cpu", desc: str = "pseudo clips",
-                 progress: bool = False) -> list[tuple[ClipFeatures, np.ndarray, np.ndarray]]:
+                 cache_dir: str | None, *, crops: Any = None, workers: int = 1, device: str = "cpu",
+                 desc: str = "pseudo clips", progress: bool = False,
+                 ) -> list[tuple[ClipFeatures, np.ndarray, np.ndarray]]:
     """:func:`pseudo_clip_features` of every ``(ref, kinds, seed)`` in ``specs``, in order.
 
     Cached clips are loaded here; the others are computed in ``workers`` processes on CPU (spawned, each
@@ -313,7 +322,7 @@ def pseudo_clips(specs: Sequence[tuple[Any, Sequence[str], int]], cfg: AnomalyCo
         if cache_dir is not None and ref.clip_id not in contents:
             contents[ref.clip_id] = content_hash(ref.path) or ref.clip_id
         targets.append(_pseudo_target(ref, contents.get(ref.clip_id, ref.clip_id), cfg, sel, kinds, seed,
-                                      donor_ids, backbone, cache_dir))
+                                      donor_ids, backbone, cache_dir, crops))
     out: list[Any] = [None] * len(specs)
     todo = []
     for n, target in enumerate(targets):
@@ -334,7 +343,7 @@ def pseudo_clips(specs: Sequence[tuple[Any, Sequence[str], int]], cfg: AnomalyCo
     else:
         for n in tqdm(todo, desc=desc, disable=not progress):
             ref, kinds, seed = specs[n]
-            out[n] = pseudo_clip_features(ref, cfg, sel, kinds, seed, donors, backbone, targets[n])
+            out[n] = pseudo_clip_features(ref, cfg, sel, kinds, seed, donors, backbone, targets[n], crops)
     return out
 
 
@@ -367,7 +376,8 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
     """Raw scores of every stream and setting on ``pseudo``; their statistics from the clean ``held`` clips.
 
     Per scale-map cell: the objects stream (its attributes are normalised by the scale map) and every
-    speed setting (vectorised, :func:`~vidseq.heads.anomaly.model.local_speed_maps`); the frame stream once.
+    speed setting (vectorised, :func:`~vidseq.heads.anomaly.model.local_speed_maps`); the crops and frame
+    streams once.
     """
     from vidseq.heads.anomaly.fit import fit_parts, fit_scale_map
 
@@ -376,7 +386,7 @@ def fold_scores(cfg: AnomalyConfig, sel: SelectionConfig, fit: Sequence[ClipFeat
     stats: dict[str, tuple[float, float]] = {}
     for n, cell in enumerate(sel.speed_cells):
         ccfg = replace(cfg, speed=replace(cfg.speed, cell=cell))
-        others = [s for s in streams if s == "objects" or (s == "frame" and n == 0)]
+        others = [s for s in streams if s == "objects" or (s in ("crops", "frame") and n == 0)]
         model = None
         if others:
             model = fit_parts(replace(ccfg, streams=tuple(others), weights=()), fit, frame_predictor=frame_predictor)
@@ -464,7 +474,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
     import csv
 
     from vidseq.config import save_config, to_dict
-    from vidseq.heads.anomaly.features import make_backbone
+    from vidseq.heads.anomaly.features import make_backbone, make_crop_encoder
     from vidseq.heads.anomaly.task import _split_train_val, extract_all, prepare_run, train_frame_predictor
     from vidseq.io import atomic_open, atomic_write_json
 
@@ -478,6 +488,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
     base = search_config(tc.model, sel)
     feats = extract_all(refs, base, cache, tc.workers, tc.device, tc.progress)
     backbone = make_backbone(base, tc.device)
+    crops = make_crop_encoder(base, tc.device)
     folds: list[FoldScores] = []
     fold_info = []
     counter = 0
@@ -495,7 +506,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
                 counter += sel.pseudo.segments
                 specs.append((refs[i], ks, (sel.pseudo.seed + rnd) * 1000 + i))
         for cf, y, kd in pseudo_clips(specs, base, sel, donors, [r.clip_id for r in donor_refs], backbone, cache,
-                                      workers=tc.workers, device=tc.device,
+                                      crops=crops, workers=tc.workers, device=tc.device,
                                       desc=f"fold {k + 1}/{sel.folds} pseudo clips", progress=tc.progress):
             pseudo.append(cf)
             labels.append(y)
