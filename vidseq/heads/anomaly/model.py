@@ -1,4 +1,4 @@
-"""Frame-level anomaly model: three streams fitted on normal video, fused after standardisation.
+"""Frame-level anomaly model: four streams fitted on normal video, fused after standardisation.
 
 Streams (each gives one raw score per frame; higher = more anomalous):
 
