@@ -109,9 +109,14 @@ class ClipFeatures:
 
 
 def save_clip_features(path: str | Path, cf: ClipFeatures) -> Path:
+    """Write ``cf`` as one ``.npz`` (atomically); appearance and crop features too when present."""
     arrays = {k: getattr(cf, k) for k in ("frame_index", "timestamp_s", "valid", "descriptors", "region_attrs",
                                           "region_frame")}
     arrays["magnitude_maps"] = cf.magnitude_maps.astype(np.float16)
+    if cf.appearance is not None:
+        arrays["appearance"] = cf.appearance
+    if cf.region_crops is not None:
+        arrays["region_crops"] = cf.region_crops.astype(np.float16)
     meta = {"clip_id": cf.clip_id, "fps": cf.fps, "working_size": list(cf.working_size), **cf.meta}
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
@@ -128,7 +133,9 @@ def load_clip_features(path: str | Path) -> ClipFeatures:
                 clip_id=meta.pop("clip_id"), fps=float(meta.pop("fps")), frame_index=z["frame_index"],
                 timestamp_s=z["timestamp_s"], magnitude_maps=z["magnitude_maps"].astype(np.float32),
                 valid=z["valid"].astype(bool), descriptors=z["descriptors"], region_attrs=z["region_attrs"],
-                region_frame=z["region_frame"], working_size=tuple(meta.pop("working_size")), meta=meta)
+                region_frame=z["region_frame"], working_size=tuple(meta.pop("working_size")), meta=meta,
+                appearance=z["appearance"] if "appearance" in z.files else None,
+                region_crops=z["region_crops"].astype(np.float32) if "region_crops" in z.files else None)
     except (OSError, KeyError, ValueError) as exc:
         raise VidseqError(f"unreadable anomaly feature file {p}: {exc}") from None
 

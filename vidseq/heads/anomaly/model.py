@@ -602,7 +602,7 @@ class CropDensity(nn.Module):
         comp[:, :n] = vt[:n].T
         self.center = torch.from_numpy(center)
         self.components = torch.from_numpy(comp)
-        self.knn.fit(self.project(x).astype(np.float32), max_bank, seed)
+        self.knn.fit(((xn - center) @ comp).astype(np.float32), max_bank, seed)  # = project(x), normalised once
 
     def score(self, x: np.ndarray) -> np.ndarray:
         """``(N, in_dim)`` -> ``(N,)``."""

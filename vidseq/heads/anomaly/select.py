@@ -39,7 +39,7 @@ from vidseq.heads.anomaly.pseudo import KINDS, PseudoConfig, find_donors, inject
 
 log = logging.getLogger(__name__)
 
-PSEUDO_VERSION = 1
+PSEUDO_VERSION = 2  # 2: appearance / crop features live in the features file, not beside the labels
 
 
 @dataclass(frozen=True)
@@ -240,10 +240,6 @@ def _load_pseudo(target: Path) -> tuple[ClipFeatures, np.ndarray, np.ndarray]:
     cf = load_clip_features(target)
     with np.load(target.with_suffix(".labels.npz"), allow_pickle=False) as z:
         labels, kind = z["labels"], z["kind"].astype(str)
-        if "appearance" in z.files:
-            cf.appearance = z["appearance"]
-        if "region_crops" in z.files:
-            cf.region_crops = z["region_crops"].astype(np.float32)
     return cf, labels, kind
 
 
@@ -267,13 +263,8 @@ def pseudo_clip_features(ref: Any, cfg: AnomalyConfig, sel: SelectionConfig, kin
         from vidseq.io import atomic_path
 
         save_clip_features(target, cf)
-        arrays: dict[str, np.ndarray] = {"labels": labels, "kind": kind}
-        if cf.appearance is not None:
-            arrays["appearance"] = cf.appearance
-        if cf.region_crops is not None:
-            arrays["region_crops"] = cf.region_crops.astype(np.float16)
         with atomic_path(target.with_suffix(".labels.npz")) as tmp, open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+            np.savez(fh, labels=labels, kind=kind)
     return cf, labels, kind
 
 

@@ -307,12 +307,11 @@ def train(data: Path, out: Path, *, config: Path | None = None, overrides: Seque
     else:
         model, cal, info = fit_anomaly_model(cfg, train_f, val_f, frame_predictor=predictor)
     t_fit = time.perf_counter() - t0 - t_feat
-    backbone_info = None
-    if cfg.needs_appearance:
-        backbone_info = make_backbone(cfg, "cpu").info()
+    backbone_info = make_backbone(cfg, "cpu").info() if cfg.needs_appearance else None
+    crops_info = enc.info() if (enc := make_crop_encoder(cfg, "cpu")) is not None else None
     metadata = {"fps": float(np.median([cf.fps for cf in train_f])), "working_size": list(train_f[0].working_size),
                 "descriptor_dim": int(train_f[0].descriptors.shape[1]), "backbone": backbone_info,
-                "crops": (enc := make_crop_encoder(cfg, "cpu")) and enc.info(),
+                "crops": crops_info,
                 "dataset": str(data), "cache_dir": cache}
     save_checkpoint(out / "best.pt", model=model, model_name=MODEL_NAME, model_config=model.model_config(),
                     config=to_dict(tc), metadata=metadata,
