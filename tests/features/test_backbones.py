@@ -90,3 +90,39 @@ def test_yolo_hook_gives_features_from_detection_pass() -> None:
         bb.net(x)  # the detection forward pass ultralytics runs
         f = bb.last_features()
         assert torch.allclose(f, bb.forward_features(x), atol=1e-5)
+
+
+def test_conv_bn_fusion_keeps_outputs_and_drops_batchnorm() -> None:
+    import torchvision
+
+    from vidseq.features.backbones import fuse_conv_bn
+
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(weights=None)
+    for m in net.modules():  # non-trivial BN statistics, so folding them is actually exercised
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.2, 0.2)
+    trunk = torch.nn.Sequential(*list(net.children())[:-2]).eval()
+    fused = fuse_conv_bn(trunk)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fused.modules())
+    x = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.allclose(fused(x), trunk(x), rtol=1e-4, atol=1e-4)
+
+
+def test_fusion_leaves_untraceable_modules_alone() -> None:
+    from vidseq.features.backbones import fuse_conv_bn
+
+    class DataDependent(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv, self.bn = torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.bn(self.conv(x)) if x.sum() > 0 else x  # control flow on values: fx cannot trace
+
+    m = DataDependent()
+    assert fuse_conv_bn(m) is m and not m.training

@@ -410,3 +410,24 @@ def test_micro_aucs_equal_sklearn_with_ties_and_reject_bad_scores() -> None:
     assert np.isnan(micro_aucs([np.zeros(5, int)], [np.arange(5.0)])[0])  # one class only
     with pytest.raises(InputShapeError, match="NaN"):
         micro_aucs([np.array([0, 1])], [np.array([0.1, np.nan])])
+
+
+def test_group_aucs_equal_sklearn_per_group() -> None:
+    from sklearn.metrics import roc_auc_score
+
+    from vidseq.heads.anomaly.task import group_aucs
+
+    rng = np.random.default_rng(9)
+    n = 300
+    y = (rng.random(n) < 0.4).astype(int)
+    group = rng.integers(0, 3, n)  # read for positives only
+    group[(y == 1) & (group == 2)] = 0  # group 2 keeps no positive
+    s = np.round(rng.normal(size=n) + y * (1 + group), 1)  # ties, and groups that differ
+    out = group_aucs(y, s, group, 3)
+    for g in (0, 1):
+        m = (y == 0) | (group == g)
+        assert out[g] == pytest.approx(roc_auc_score(y[m], s[m]), abs=1e-12)
+    assert np.isnan(out[2])
+    assert out[3] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    with pytest.raises(InputShapeError, match="group ids"):
+        group_aucs(y, s, np.full(n, 3), 3)

@@ -164,13 +164,31 @@ def _letterbox_or_resize(images: Sequence[np.ndarray], size: int, letterbox: boo
     return out
 
 
+def fuse_conv_bn(module: nn.Module) -> nn.Module:
+    """``module`` (set to eval) with every BatchNorm folded into the convolution before it, for inference.
+
+    Same outputs up to float rounding (about 1e-6 relative), one layer fewer per block: on this project's
+    2-core CPU it cut MobileNetV2's time per 224-px frame by about 30 % and per 64-px crop by about half
+    (``scripts/bench_extract.py``). A module torch.fx cannot trace is returned unfused.
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    module = module.eval()
+    try:
+        return fuse(module)
+    except Exception as exc:  # noqa: BLE001 - tracing fails in many ways on custom modules; unfused still works
+        log.debug("conv+bn fusion skipped for %s: %s", type(module).__name__, exc)
+        return module
+
+
 class TorchvisionBackbone(Backbone):
-    """ResNet / MobileNetV2 trunks with ImageNet normalisation and global average pooling."""
+    """ResNet / MobileNetV2 trunks with ImageNet normalisation and global average pooling (inference only:
+    BatchNorm is folded into the convolutions, :func:`fuse_conv_bn`)."""
 
     def __init__(self, name: str, trunk: nn.Module, native_dim: int, **kw: Any) -> None:
         super().__init__(native_dim=native_dim, **kw)
         self.name = name
-        self.trunk = trunk.eval().to(self.device, memory_format=torch.channels_last)
+        self.trunk = fuse_conv_bn(trunk).to(self.device, memory_format=torch.channels_last)
         if self.half:
             self.trunk.half()
 
@@ -310,6 +328,8 @@ class YoloBackbone(Backbone):
         super().__init__(native_dim=native, feature_dim=feature_dim, imgsz=imgsz, device=device,
                          weights=weights, half=half)
         self.yolo = yolo
+        if hasattr(net, "fuse"):
+            net = net.fuse(verbose=False)  # conv+bn folded, as ultralytics' predictor does anyway
         self.net = net.eval().to(device)
         if self.half:
             self.net.half()

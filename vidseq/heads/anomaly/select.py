@@ -424,28 +424,31 @@ def candidate_scores(c: Candidate, folds: Sequence[FoldScores], truncate: float)
 
 def evaluate_candidates(cands: Sequence[Candidate], folds: Sequence[FoldScores], truncate: float, *,
                         progress: bool = False) -> list[dict[str, Any]]:
-    """AUCs of every candidate on the pooled pseudo clips (+ per-kind AUCs)."""
-    from vidseq.heads.anomaly.task import micro_aucs
-
-    labels = [y for fs in folds for y in fs.labels]
-    kinds = np.concatenate([k for fs in folds for k in fs.kinds])
-    y = np.concatenate(labels)
-    rows = []
+    """AUCs of every candidate on the pooled pseudo clips (+ per-kind AUCs: each kind's anomalous frames
+    against all normal frames)."""
     from tqdm import tqdm
 
+    from vidseq.heads.anomaly.task import _minmax, group_aucs
+
+    kinds = np.concatenate([k for fs in folds for k in fs.kinds])
+    y = np.concatenate([y for fs in folds for y in fs.labels])
+    present = [kind for kind in KINDS if (kinds == kind).any()]
+    group = np.zeros(len(kinds), np.int64)
+    for j, kind in enumerate(present):
+        group[kinds == kind] = j
+    rows = []
     for i, c in enumerate(tqdm(cands, desc="candidates", disable=not progress)):
         scores = candidate_scores(c, folds, truncate)
-        auc, auc_mm = micro_aucs(labels, scores)
+        by_kind = group_aucs(y, np.concatenate(scores), group, len(present))
+        auc = float(by_kind[-1])
+        auc_mm = float(group_aucs(y, np.concatenate([_minmax(s) for s in scores]), group, 0)[-1])
         row: dict[str, Any] = {"index": i, "label": c.label(), "streams": list(c.streams), "weights": list(c.weights),
                                "fusion": c.fusion, "smooth_sigma_s": c.smooth_sigma_s, "speed_window": c.speed_window,
                                "speed_frame_quantile": c.speed_frame_quantile, "speed_temporal": c.speed_temporal,
                                "speed_cell": c.speed_cell, "auc_micro": auc,
                                "auc_micro_minmax": auc_mm, "criterion": (auc + auc_mm) / 2}
-        s = np.concatenate(scores)
-        for kind in KINDS:
-            m = (kinds == kind) | (y == 0)
-            if (kinds == kind).any():
-                row[f"auc_micro_{kind}"] = float(micro_aucs([y[m]], [s[m]])[0])
+        for j, kind in enumerate(present):
+            row[f"auc_micro_{kind}"] = float(by_kind[j])
         rows.append(row)
     return rows
 

@@ -344,24 +344,43 @@ def load_anomaly_model(path: str | os.PathLike[str]) -> tuple[AnomalyModel, Cali
 def _auc(y: np.ndarray, s: np.ndarray) -> float:
     """ROC AUC of scores ``s`` for 0/1 labels ``y`` (NaN when one class is missing).
 
-    Mann-Whitney form with average ranks for ties, equal to ``sklearn.metrics.roc_auc_score`` (a test checks)
-    and about 30x faster on a few thousand frames; ``tune`` computes it ~18,000 times.
+    Mann-Whitney form (ties count one half), equal to ``sklearn.metrics.roc_auc_score`` (a test checks)
+    and much faster on a few thousand frames; ``tune`` computes it for every candidate.
     """
-    from scipy.stats import rankdata
+    return float(group_aucs(y, s, np.zeros(len(np.asarray(y)), np.int64), 0)[-1])
 
+
+def group_aucs(y: np.ndarray, s: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+    """AUC of each group of positives against *all* negatives: ``(n_groups + 1,)``, the last entry over all
+    positives (NaN where a group has no positive or there is no negative).
+
+    ``group`` gives each frame's group in ``[0, n_groups)`` (read for positives only; ignored when
+    ``n_groups`` is 0). One sort of the
+    negatives serves every group: a positive's count is the negatives below it plus half those tied.
+    """
     y = np.asarray(y)
     s = np.asarray(s, np.float64)
-    if len(y) != len(s):
-        raise InputShapeError(f"AUC: {len(y)} labels for {len(s)} scores")
+    if len(y) != len(s) or len(group) != len(s):
+        raise InputShapeError(f"AUC: {len(y)} labels and {len(group)} groups for {len(s)} scores")
     if not np.isfinite(s).all():
         raise InputShapeError("AUC: scores contain NaN/inf")
     pos = y == 1
-    n_pos = int(pos.sum())
-    n_neg = len(y) - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    ranks = rankdata(s)
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    neg = np.sort(s[~pos])
+    out = np.full(n_groups + 1, np.nan)
+    if len(neg) == 0 or not pos.any():
+        return out
+    sp = s[pos]
+    lo, hi = np.searchsorted(neg, sp, "left"), np.searchsorted(neg, sp, "right")
+    wins = lo + 0.5 * (hi - lo)  # (n_pos,)
+    if n_groups:
+        g = np.asarray(group)[pos]
+        if g.min() < 0 or g.max() >= n_groups:
+            raise InputShapeError(f"AUC: group ids must lie in [0, {n_groups})")
+        sums, counts = np.bincount(g, wins, n_groups), np.bincount(g, minlength=n_groups)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:n_groups] = np.where(counts > 0, sums / (counts * len(neg)), np.nan)
+    out[n_groups] = wins.sum() / (len(sp) * len(neg))
+    return out
 
 
 def _minmax(x: np.ndarray) -> np.ndarray:
