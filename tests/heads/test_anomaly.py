@@ -431,3 +431,15 @@ def test_group_aucs_equal_sklearn_per_group() -> None:
     assert out[3] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
     with pytest.raises(InputShapeError, match="group ids"):
         group_aucs(y, s, np.full(n, 3), 3)
+
+
+def test_clip_appearance_is_batched_and_equals_frame_by_frame() -> None:
+    from vidseq.features.backbones import create_backbone
+    from vidseq.heads.anomaly.features import APPEARANCE_BATCH
+
+    bb = create_backbone("resnet18", pretrained=False, device="cpu", imgsz=64)
+    frames, _ = make_scene(4, n_frames=APPEARANCE_BATCH + 5)  # one full batch and a partial one
+    cf = features_from_frames(frames, replace(CFG, streams=("speed", "frame")), fps=10.0, backbone=bb)
+    single = np.concatenate([bb.extract([f]) for f in frames])
+    assert cf.appearance is not None and cf.appearance.shape == (len(frames), bb.feature_dim)
+    np.testing.assert_allclose(cf.appearance, single, rtol=1e-4, atol=1e-5)
