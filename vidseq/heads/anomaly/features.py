@@ -324,7 +324,7 @@ def features_from_frames(frames: Any, cfg: AnomalyConfig, *, fps: float, clip_id
     if not maps:
         raise EmptyVideoError(f"{clip_id}: no frames")
     app = [] if backbone is None else [backbone.extract([np.asarray(im) for im in frames[i:i + APPEARANCE_BATCH]])
-                                       for i in range(0, len(maps), APPEARANCE_BATCH)]  # batched: ~1.4x per frame
+                                       for i in range(0, len(maps), APPEARANCE_BATCH)]
     t = len(maps)
     working = tuple(comp.motion.working_size or (0, 0))
     region_crops = None if crops is None else crops.encode_clip(frames, attrs, working)

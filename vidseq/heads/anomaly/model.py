@@ -570,6 +570,11 @@ class KNNDensity(nn.Module):
         return d.topk(k, largest=False).values.mean(1).numpy()
 
 
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
 class CropDensity(nn.Module):
     """Object-appearance density: L2-normalise, project on stored principal components, kNN (buffers only)."""
 
@@ -586,14 +591,13 @@ class CropDensity(nn.Module):
         if x.ndim != 2 or x.shape[1] != self.in_dim:
             raise InputShapeError(f"crop features must be (N, {self.in_dim}), got {x.shape} "
                                   "(different backbone or crops.feature_dim than the checkpoint?)")
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
-        return (x - self.center.numpy()) @ self.components.numpy()
+        return (_unit_rows(x) - self.center.numpy()) @ self.components.numpy()
 
     def fit(self, x: np.ndarray, max_bank: int, seed: int = 0) -> None:
         x = np.asarray(x, np.float64)
         if x.ndim != 2 or len(x) == 0:
             raise InputShapeError(f"crop density fit needs (N, D) samples with N >= 1, got {x.shape}")
-        xn = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        xn = _unit_rows(x)
         sample = xn if len(xn) <= max_bank else xn[np.random.default_rng(seed).choice(len(xn), max_bank, False)]
         center = sample.mean(0)
         _, _, vt = np.linalg.svd(sample - center, full_matrices=False)

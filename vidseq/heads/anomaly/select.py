@@ -441,7 +441,7 @@ def evaluate_candidates(cands: Sequence[Candidate], folds: Sequence[FoldScores],
         scores = candidate_scores(c, folds, truncate)
         by_kind = group_aucs(y, np.concatenate(scores), group, len(present))
         auc = float(by_kind[-1])
-        auc_mm = float(group_aucs(y, np.concatenate([_minmax(s) for s in scores]), group, 0)[-1])
+        auc_mm = float(group_aucs(y, np.concatenate([_minmax(s) for s in scores]))[-1])
         row: dict[str, Any] = {"index": i, "label": c.label(), "streams": list(c.streams), "weights": list(c.weights),
                                "fusion": c.fusion, "smooth_sigma_s": c.smooth_sigma_s, "speed_window": c.speed_window,
                                "speed_frame_quantile": c.speed_frame_quantile, "speed_temporal": c.speed_temporal,

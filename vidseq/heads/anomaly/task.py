@@ -308,10 +308,10 @@ def train(data: Path, out: Path, *, config: Path | None = None, overrides: Seque
         model, cal, info = fit_anomaly_model(cfg, train_f, val_f, frame_predictor=predictor)
     t_fit = time.perf_counter() - t0 - t_feat
     backbone_info = make_backbone(cfg, "cpu").info() if cfg.needs_appearance else None
-    crops_info = enc.info() if (enc := make_crop_encoder(cfg, "cpu")) is not None else None
+    crops = make_crop_encoder(cfg, "cpu")
     metadata = {"fps": float(np.median([cf.fps for cf in train_f])), "working_size": list(train_f[0].working_size),
                 "descriptor_dim": int(train_f[0].descriptors.shape[1]), "backbone": backbone_info,
-                "crops": crops_info,
+                "crops": None if crops is None else crops.info(),
                 "dataset": str(data), "cache_dir": cache}
     save_checkpoint(out / "best.pt", model=model, model_name=MODEL_NAME, model_config=model.model_config(),
                     config=to_dict(tc), metadata=metadata,
@@ -347,21 +347,23 @@ def _auc(y: np.ndarray, s: np.ndarray) -> float:
     Mann-Whitney form (ties count one half), equal to ``sklearn.metrics.roc_auc_score`` (a test checks)
     and much faster on a few thousand frames; ``tune`` computes it for every candidate.
     """
-    return float(group_aucs(y, s, np.zeros(len(np.asarray(y)), np.int64), 0)[-1])
+    return float(group_aucs(y, s)[-1])
 
 
-def group_aucs(y: np.ndarray, s: np.ndarray, group: np.ndarray, n_groups: int) -> np.ndarray:
+def group_aucs(y: np.ndarray, s: np.ndarray, group: np.ndarray | None = None, n_groups: int = 0) -> np.ndarray:
     """AUC of each group of positives against *all* negatives: ``(n_groups + 1,)``, the last entry over all
     positives (NaN where a group has no positive or there is no negative).
 
-    ``group`` gives each frame's group in ``[0, n_groups)`` (read for positives only; ignored when
-    ``n_groups`` is 0). One sort of the
-    negatives serves every group: a positive's count is the negatives below it plus half those tied.
+    ``group`` gives each frame's group in ``[0, n_groups)`` (read for positives only; not needed when
+    ``n_groups`` is 0). One sort of the negatives serves every group: a positive's count is the negatives
+    below it plus half those tied.
     """
     y = np.asarray(y)
     s = np.asarray(s, np.float64)
-    if len(y) != len(s) or len(group) != len(s):
-        raise InputShapeError(f"AUC: {len(y)} labels and {len(group)} groups for {len(s)} scores")
+    if len(y) != len(s):
+        raise InputShapeError(f"AUC: {len(y)} labels for {len(s)} scores")
+    if n_groups and (group is None or len(group) != len(s)):
+        raise InputShapeError(f"AUC: {n_groups} groups need one group id per score ({len(s)})")
     if not np.isfinite(s).all():
         raise InputShapeError("AUC: scores contain NaN/inf")
     pos = y == 1
