@@ -2,7 +2,7 @@
 
 1. Render a synthetic dataset (:mod:`vidseq.sequences.synth`) in which some ``colour shape motion``
    compositions never occur in train/val; every test clip is built around one of them.
-2. Train the caption head (:func:`vidseq.heads.caption.task.train`, ``configs/caption.yaml`` + overrides).
+2. Train the caption head (:func:`vidseq.tasks.caption.task.train`, ``configs/caption.yaml`` + overrides).
 3. Score on the test split (held-out compositions) and the val split (seen compositions): the model
    (beam search) and a nearest-neighbour retrieval baseline (caption of the training clip whose
    time-averaged, standardised encoder input is closest). Both use the same inputs and metrics.
@@ -37,7 +37,7 @@ HOLDOUT = (
 )
 # Benchmark defaults on top of configs/caption.yaml (``--set`` overrides them). Object features from the
 # synthetic tracks alone generalise best to held-out compositions; pooled backbone features (1280-d
-# MobileNetV2) let the model memorise seen compositions instead (see /work/notes/README_caption.md).
+# MobileNetV2) let the model memorise seen compositions instead (see docs/captions.md, "Synthetic benchmark").
 BENCH_DEFAULTS = ("features.backbone=none", "train.epochs=15")
 METRIC_KEYS = ("bleu1", "bleu2", "bleu3", "bleu4", "meteor", "rouge_l", "cider")
 
@@ -111,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(max(1, args.threads))
 
     from vidseq.config import load_config
-    from vidseq.heads.caption.inputs import ClipEncoder
-    from vidseq.heads.caption.task import (
+    from vidseq.sequences.manifest import load_dataset
+    from vidseq.sequences.synth import SynthConfig, generate_dataset, split_compositions
+    from vidseq.tasks.caption.inputs import ClipEncoder
+    from vidseq.tasks.caption.task import (
         CaptionTaskConfig,
         caption_records,
         input_stats,
@@ -121,8 +123,6 @@ def main(argv: list[str] | None = None) -> int:
         score,
         train,
     )
-    from vidseq.sequences.manifest import load_dataset
-    from vidseq.sequences.synth import SynthConfig, generate_dataset, split_compositions
     from vidseq.train.checkpoint import load_model
 
     t_start = time.perf_counter()

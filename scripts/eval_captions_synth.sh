@@ -3,7 +3,7 @@
 # nearest-neighbour retrieval. The last stdout line is JSON {"model": {...}, "retrieval": {...}, ...}.
 #   scripts/eval_captions_synth.sh [OUT_DIR] [options of scripts/eval_captions_synth.py]
 #   e.g. scripts/eval_captions_synth.sh runs/caption_synth --set features.backbone=none
-# Designed to finish in <= 20 minutes on a 2-core CPU (see /work/notes/README_caption.md for timings).
+# Designed to finish in <= 20 minutes on a 2-core CPU (see docs/captions.md, "Synthetic benchmark", for timings).
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 cd "$VIDSEQ_ROOT"

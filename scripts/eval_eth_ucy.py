@@ -2,7 +2,7 @@
 """ETH/UCY leave-one-scene-out benchmark of the trajectory forecaster (Social-GAN protocol).
 
 For every scene: train on that scene folder's train/ (validating on val/, best epoch by K=1 val ADE) with
-``vidseq.heads.trajectory.task.train`` (the same code as ``vidseq train trajectory``), then score its
+``vidseq.tasks.trajectory.task.train`` (the same code as ``vidseq train trajectory``), then score its
 test/ folder. Prints ADE/FDE in metres per scene and their average for constant velocity, the model's
 deterministic head (K=1) and best-of-K over its K=20 hypotheses (both heads belong to one network), and
 a final JSON line ``{"ade_k1", "fde_k1", "ade_k20", "fde_k20", "cv_ade", "cv_fde"}``.
@@ -28,9 +28,9 @@ if str(REPO) not in sys.path:
 
 import torch  # noqa: E402
 
-from vidseq.heads.trajectory.task import export_model, load_task_config, train  # noqa: E402
 from vidseq.io import atomic_write_json  # noqa: E402
 from vidseq.sequences.trajectories import ETH_UCY_SCENES  # noqa: E402
+from vidseq.tasks.trajectory.task import export_model, load_task_config, train  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

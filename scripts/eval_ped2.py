@@ -78,7 +78,7 @@ def main() -> int:
     if not args.no_grid:
         print("== grid: every tuning candidate on the test split (reporting only)", flush=True)
         t0 = time.perf_counter()
-        from vidseq.heads.anomaly.select import grid_report
+        from vidseq.tasks.anomaly.tune import grid_report
 
         rep = grid_report(ds, tune_dir, split="test", overrides=common)
         from vidseq.io import atomic_write_json

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from vidseq.config import CONFIG_CLASSES, config_class, load_config
+from vidseq import registry
+from vidseq.config import config_class, load_config
 
 CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
 
@@ -17,6 +18,6 @@ def test_there_are_configs() -> None:
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_file_loads(path: Path) -> None:
-    assert path.stem in CONFIG_CLASSES, f"register configs/{path.name} in vidseq.config.CONFIG_CLASSES"
+    assert path.stem in registry.CONFIGS, f"register configs/{path.name} in vidseq.registry.CONFIGS"
     cfg = load_config(config_class(path.stem), path)
     assert cfg is not None

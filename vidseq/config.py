@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import difflib
 import os
 import types
 import typing
@@ -29,15 +28,11 @@ from typing import Any, TypeVar
 import yaml
 
 from vidseq.errors import ConfigError
+from vidseq.registry import suggest
 
 T = TypeVar("T")
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
-
-
-def _suggest(name: str, options: typing.Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -125,7 +120,7 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     for key, value in data.items():
         if key not in fields:
             prefix = f"{where}." if where else ""
-            raise ConfigError(f"unknown config key '{prefix}{key}'{_suggest(key, fields)}")
+            raise ConfigError(f"unknown config key '{prefix}{key}'{suggest(key, fields)}")
         if isinstance(value, dict):
             # A partial nested section keeps the field's own default for the keys it does not set
             # (which may differ from the nested class's defaults, e.g. a task's TrainConfig).
@@ -263,24 +258,8 @@ def default_config_path(name: str) -> Path | None:
     return p if p.is_file() else None
 
 
-# configs/<name>.yaml -> the dataclass it loads into ("module:Class"); every file in configs/ must be
-# listed here (a test loads each one).
-CONFIG_CLASSES: dict[str, str] = {
-    "extract": "vidseq.features.extractor:ExtractConfig",
-    "process": "vidseq.pipeline:ProcessConfig",
-    "monitor": "vidseq.monitor:MonitorConfig",
-    "synth": "vidseq.sequences.synth:SynthConfig",
-    "trajectory": "vidseq.heads.trajectory.task:TrajectoryTaskConfig",
-    "caption": "vidseq.heads.caption.task:CaptionTaskConfig",
-    "anomaly": "vidseq.heads.anomaly.task:AnomalyTaskConfig",
-}
-
-
 def config_class(name: str) -> type:
-    """The dataclass that ``configs/<name>.yaml`` loads into."""
-    import importlib
+    """The dataclass that ``configs/<name>.yaml`` loads into (:data:`vidseq.registry.CONFIGS`)."""
+    from vidseq.registry import CONFIGS
 
-    if name not in CONFIG_CLASSES:
-        raise ConfigError(f"no config class registered for '{name}'{_suggest(name, CONFIG_CLASSES)}")
-    module, cls = CONFIG_CLASSES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
+    return CONFIGS.load(name)

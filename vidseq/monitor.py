@@ -23,7 +23,8 @@ import numpy as np
 
 from vidseq.config import to_dict
 from vidseq.io import atomic_write_json
-from vidseq.pipeline import FrameProcessor, FrameResult, ProcessConfig, _Drawer
+from vidseq.pipeline import FrameDrawer, FrameProcessor, ProcessConfig
+from vidseq.tasks.stream import FrameResult
 
 log = logging.getLogger(__name__)
 
@@ -130,7 +131,7 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     src = open_source(source, realtime=cfg.realtime)
     info = src.info
     proc = FrameProcessor(cfg.pipeline, info.fps)
-    drawer = _Drawer(cfg.pipeline, info.fps)
+    drawer = FrameDrawer(cfg.pipeline, info.fps)
     stats = MonitorStats()
     rule = AlertRule(cfg.alerts)
     ring: deque[np.ndarray] = deque(maxlen=max(1, round(cfg.alerts.pre_roll_s * info.fps)))

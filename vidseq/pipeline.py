@@ -15,7 +15,6 @@ import logging
 import shutil
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,40 +23,19 @@ import numpy as np
 
 from vidseq import __version__
 from vidseq.config import to_dict
-from vidseq.errors import VidseqError
 from vidseq.io import atomic_write_json
-from vidseq.tracking.tracks import Detections, ObjectTracker, TrackerConfig
+from vidseq.registry import STREAM_HEADS
+from vidseq.tasks.anomaly.head import AnomalySettings
+from vidseq.tasks.caption.head import CaptionSettings
+from vidseq.tasks.stream import FrameResult, StreamHead
+from vidseq.tasks.trajectory.head import TrajectorySettings
+from vidseq.tracking.tracks import ObjectTracker, TrackerConfig
 from vidseq.video.sources import Frame, open_source
 
 log = logging.getLogger(__name__)
 
 FRAMES_COLUMNS = ("frame_index", "timestamp_s", "anomaly_score", "is_anomaly", "n_objects")
 TRACKS_COLUMNS = ("frame", "id", "x", "y", "w", "h", "class", "conf")
-
-
-@dataclass(frozen=True)
-class AnomalySettings:
-    enabled: bool = True
-    model: str | None = None  # checkpoint; None = unsupervised: learn normality from the first fit_s seconds
-    fit_s: float = 5.0  # unsupervised warm-up (seconds of video treated as normal)
-    smooth_s: float | None = None  # override the model's score smoothing (s); 0 = none, lowest latency
-
-
-@dataclass(frozen=True)
-class TrajectorySettings:
-    enabled: bool = True
-    model: str | None = "auto"  # checkpoint; "auto" = weights/trajectory_lstm_ethucy.pt if present; None = constant velocity
-    step_s: float = 0.4  # the forecaster's time step (ETH/UCY: 0.4 s)
-    k: int = 1  # forecasts per track (best first)
-    min_points: int = 2  # history points (steps) before a track gets a forecast
-
-
-@dataclass(frozen=True)
-class CaptionSettings:
-    enabled: bool = True
-    model: str | None = None  # checkpoint; None = no captions (noted in summary.json)
-    window_s: float = 4.0
-    beam: int = 3
 
 
 @dataclass(frozen=True)
@@ -78,106 +56,10 @@ class ProcessConfig:
     history_s: float = 3.0  # drawn path length
 
 
-@dataclass
-class FrameResult:
-    """Everything the heads said about one frame."""
-
-    frame: Frame
-    detections: Detections
-    feature: np.ndarray  # (D,) frame feature from the same YOLO pass
-    anomaly_score: float | None = None
-    is_anomaly: bool | None = None
-    anomaly_ready: bool = False
-    forecasts: dict[int, np.ndarray] = field(default_factory=dict)  # track id -> (K, T_pred, 2) pixels
-    caption: str | None = None
-    paths: dict[int, np.ndarray] = field(default_factory=dict)  # track id -> (T, 2) recent foot points
-
-
-class TrajectoryHead:
-    """Per-track forecasts from foot points sampled every ``step_s`` seconds (pixels, scaled by box height)."""
-
-    name = "trajectory"
-
-    def __init__(self, settings: TrajectorySettings, fps: float, device: str = "cpu") -> None:
-        from vidseq.heads.trajectory.forecaster import TrajectoryForecaster
-
-        self.settings = settings
-        self.frames_per_step = max(1, round(settings.step_s * fps))
-        self.model_path = _resolve_trajectory_model(settings.model)
-        if self.model_path is not None:
-            fc = TrajectoryForecaster.from_checkpoint(self.model_path, device=device)
-            self.kind = f"lstm ({self.model_path.name})"
-        else:
-            fc = None
-            self.kind = "constant velocity"
-        self.forecaster = fc
-        self.k = min(settings.k, fc.max_k) if fc is not None else 1
-        self.stream = fc.stream(k=self.k) if fc is not None else None
-        self._cv_hist: dict[int, list[np.ndarray]] = {}
-        self.pred_len = fc.pred_len if fc is not None else 12
-
-    def describe(self) -> dict[str, Any]:
-        return {"forecaster": self.kind, "model": str(self.model_path) if self.model_path else None,
-                "step_s": self.settings.step_s, "frames_per_step": self.frames_per_step, "k": self.k,
-                "pred_len": self.pred_len}
-
-    delay_frames = 0
-
-    def step(self, result: FrameResult, proc: FrameProcessor) -> None:
-        tracker = proc.tracker
-        fi = result.frame.frame_index
-        if fi % self.frames_per_step:
-            return
-        step = fi // self.frames_per_step
-        from vidseq.heads.trajectory.forecaster import pixels_per_metre
-
-        updated: list[int] = []
-        for tr in tracker.active(fi):
-            point = tr.footpoints()[-1]
-            scale = float(pixels_per_metre(max(float(tr.heights()[-1]), 1.0)))
-            if self.stream is not None:
-                self.stream.update(tr.track_id, point, step=step, scale=scale)
-                n = len(self.stream.history(tr.track_id))
-            else:
-                hist = self._cv_hist.setdefault(tr.track_id, [])
-                hist.append(point)
-                del hist[:-8]
-                n = len(hist)
-            if n >= self.settings.min_points:
-                updated.append(tr.track_id)
-        for tr in tracker.finished:
-            if self.stream is not None:
-                self.stream.drop(tr.track_id)
-            self._cv_hist.pop(tr.track_id, None)
-        if not updated:
-            return
-        if self.stream is not None:
-            result.forecasts = self.stream.forecast(updated)
-        else:
-            for tid in updated:
-                h = np.asarray(self._cv_hist[tid])
-                v = (h[-1] - h[0]) / (len(h) - 1)
-                result.forecasts[tid] = (h[-1] + v * np.arange(1, self.pred_len + 1)[:, None])[None].astype(np.float32)
-
-
-def _resolve_trajectory_model(spec: str | None) -> Path | None:
-    if spec is None:
-        return None
-    if spec == "auto":
-        from vidseq.features.weights import weights_dir
-
-        p = weights_dir() / "trajectory_lstm_ethucy.pt"
-        return p if p.is_file() else None
-    p = Path(spec)
-    if not p.is_file():
-        raise VidseqError(f"trajectory model not found: {p}")
-    return p
-
-
 class FrameProcessor:
     """The per-frame core: detection + tracking + heads, with state carried between frames."""
 
-    def __init__(self, cfg: ProcessConfig, fps: float, *, heads: list[Any] | None = None) -> None:
+    def __init__(self, cfg: ProcessConfig, fps: float, *, heads: list[StreamHead] | None = None) -> None:
         from vidseq.features.backbones import create_backbone
 
         self.cfg = cfg
@@ -188,24 +70,27 @@ class FrameProcessor:
         self.notes: list[str] = []
         self._pending: deque[FrameResult] = deque()
         self._pending_index: dict[int, FrameResult] = {}
-        self.heads: list[Any] = heads if heads is not None else self._default_heads()
+        self.heads: list[StreamHead] = heads if heads is not None else self._default_heads()
 
-    def _default_heads(self) -> list[Any]:
-        heads: list[Any] = []
-        cfg = self.cfg
-        if cfg.trajectory.enabled:
-            heads.append(TrajectoryHead(cfg.trajectory, self.fps, device=str(self.backbone.device)))
-        for factory in (_anomaly_head_factory(), _caption_head_factory()):
-            if factory is None:
-                continue
-            head = factory(cfg, self)
+    @property
+    def device(self) -> str:
+        return str(self.backbone.device)
+
+    def _default_heads(self) -> list[StreamHead]:
+        """Every registered head (:data:`vidseq.registry.STREAM_HEADS`) its settings enable; a head that fails
+        to import is an error, never a silent drop."""
+        heads: list[StreamHead] = []
+        for name in STREAM_HEADS.names():
+            head = STREAM_HEADS.load(name)(self.cfg, self)
             if head is not None:
                 heads.append(head)
-        if cfg.anomaly.enabled and not any(h.name == "anomaly" for h in heads):
-            self.notes.append("anomaly scoring not available in this build: frames.csv anomaly columns are empty")
-        if cfg.caption.enabled and not any(h.name == "caption" for h in heads):
+        if self.cfg.caption.enabled and not any(h.name == "caption" for h in heads):
             self.notes.append("no caption model given (caption.model): captions.jsonl is empty")
         return heads
+
+    def head(self, name: str) -> StreamHead | None:
+        """The running head called ``name``, if any."""
+        return next((h for h in self.heads if h.name == name), None)
 
     def describe(self) -> dict[str, Any]:
         return {"detector": {"weights": self.backbone.weights.as_dict(), **self.tracker.describe()},
@@ -215,11 +100,15 @@ class FrameProcessor:
     @property
     def delay_frames(self) -> int:
         """Frames a result is held back: heads with centred smoothing need that many future frames."""
-        return max((int(getattr(h, "delay_frames", 0)) for h in self.heads), default=0)
+        return max((int(h.delay_frames) for h in self.heads), default=0)
 
     def pending(self, frame_index: int) -> FrameResult | None:
         """A result not yet handed out (heads fill in delayed scores through this)."""
         return self._pending_index.get(frame_index)
+
+    def newest_pending(self) -> FrameResult | None:
+        """The most recent result still held back, if any."""
+        return self._pending[-1] if self._pending else None
 
     def step(self, frame: Frame) -> list[FrameResult]:
         """Process one frame; returns the results that are complete now (oldest first).
@@ -240,9 +129,7 @@ class FrameProcessor:
     def finish(self) -> list[FrameResult]:
         """End of stream: let heads complete their delayed outputs and return every held result."""
         for head in self.heads:
-            fin = getattr(head, "finish", None)
-            if fin is not None:
-                fin(self)
+            head.finish(self)
         return self._release(0)
 
     def _release(self, hold: int) -> list[FrameResult]:
@@ -252,22 +139,6 @@ class FrameProcessor:
             self._pending_index.pop(r.frame.frame_index, None)
             out.append(r)
         return out
-
-
-def _anomaly_head_factory() -> Callable[[ProcessConfig, FrameProcessor], Any] | None:
-    try:
-        from vidseq.heads.anomaly.pipeline_head import make_anomaly_head
-    except ModuleNotFoundError:
-        return None
-    return make_anomaly_head
-
-
-def _caption_head_factory() -> Callable[[ProcessConfig, FrameProcessor], Any] | None:
-    try:
-        from vidseq.heads.caption.pipeline_head import make_caption_head
-    except ModuleNotFoundError:
-        return None
-    return make_caption_head
 
 
 # -- process_video ----------------------------------------------------------------------------------
@@ -339,7 +210,7 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
                      disable=not progress, dynamic_ncols=True) as bar:
             sink = VideoSink(out / "annotated.mp4", info.fps / cfg.stride, (info.width, info.height)) \
                 if cfg.video else None
-            drawer = _Drawer(cfg, info.fps) if cfg.video else None
+            drawer = FrameDrawer(cfg, info.fps) if cfg.video else None
             try:
                 def emit(results: list[FrameResult]) -> None:
                     nonlocal n_frames
@@ -430,7 +301,7 @@ def _finish_heads(proc: FrameProcessor, out: Path, scores: list[tuple[float, flo
     return events
 
 
-class _Drawer:
+class FrameDrawer:
     """Overlays for annotated.mp4: boxes + ids, history and forecast paths, score bar, caption."""
 
     def __init__(self, cfg: ProcessConfig, fps: float) -> None:

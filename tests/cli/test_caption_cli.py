@@ -38,10 +38,10 @@ def write_square_video(path: Path, colour: tuple[int, int, int], dx: int, n: int
 def make_caption_model(path: Path, feature_cfg: dict | None = None) -> Path:
     """A random caption checkpoint with object-only inputs (no training, no backbone)."""
     from vidseq.config import to_dict
-    from vidseq.heads.caption.inputs import CaptionFeatureConfig
-    from vidseq.heads.caption.model import CaptionConfig, CaptionModel
-    from vidseq.heads.caption.task import CaptionTaskConfig
-    from vidseq.heads.caption.vocab import Vocabulary
+    from vidseq.models.caption.model import CaptionConfig, CaptionModel
+    from vidseq.models.caption.vocab import Vocabulary
+    from vidseq.tasks.caption.inputs import CaptionFeatureConfig
+    from vidseq.tasks.caption.task import CaptionTaskConfig
     from vidseq.train.checkpoint import save_checkpoint
 
     feats = CaptionFeatureConfig(**(feature_cfg or {"backbone": "none", "max_frames": 4, "max_objects": 1}))

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import write_video
+
 from vidseq.cli import main
 
 

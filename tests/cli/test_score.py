@@ -8,13 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import write_video
+
 from vidseq.cli import main
 from vidseq.features.motion import MotionConfig
-from vidseq.heads.anomaly.features import extract_clip_features
-from vidseq.heads.anomaly.fit import fit_anomaly_model
-from vidseq.heads.anomaly.model import AnomalyConfig
+from vidseq.models.anomaly.fit import fit_anomaly_model
+from vidseq.models.anomaly.model import AnomalyConfig
+from vidseq.tasks.anomaly.features import extract_clip_features
 from vidseq.train.checkpoint import save_checkpoint
 
 CFG = AnomalyConfig(streams=("speed", "objects"), motion=MotionConfig(width=0))

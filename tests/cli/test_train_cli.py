@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from vidseq import registry
 from vidseq.cli import main
 from vidseq.errors import TaskError
-from vidseq.heads import registry
-from vidseq.train.tasks import TASKS, available_tasks, get_task_module
+from vidseq.registry import TASKS, available_tasks, get_task_module
 
 REPO = Path(__file__).resolve().parents[2]
 TOY_DIR = REPO / "tests" / "train"

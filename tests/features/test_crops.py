@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from vidseq.errors import ConfigError, InputShapeError
-from vidseq.features.crops import CropConfig, CropEncoder, crop_regions, make_crop_encoder, region_boxes
-from vidseq.tracking.regions import RegionDetector, region_attributes
+from vidseq.features.crops import (
+    CropConfig,
+    CropEncoder,
+    crop_regions,
+    make_crop_encoder,
+    region_boxes,
+)
+from vidseq.features.regions import RegionDetector, region_attributes
 
 
 def _moving_box_frames(n: int = 12) -> list[np.ndarray]:

@@ -6,7 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidseq.errors import CorruptVideoError, InputShapeError, SourceNotFoundError, VidseqError
+from vidseq.errors import (
+    CorruptVideoError,
+    InputShapeError,
+    SourceNotFoundError,
+    VidseqError,
+)
 from vidseq.features.backbones import create_backbone
 from vidseq.features.extractor import (
     FeatureSequence,

@@ -79,8 +79,8 @@ def test_reset_and_bad_inputs() -> None:
 
 
 def test_whole_clip_motion_is_cached(tmp_path: Path, tiny_video: Path) -> None:
-    from vidseq.heads.anomaly.features import extract_clip_features, load_clip_features
-    from vidseq.heads.anomaly.model import AnomalyConfig
+    from vidseq.models.anomaly.model import AnomalyConfig
+    from vidseq.tasks.anomaly.features import extract_clip_features, load_clip_features
 
     cfg = AnomalyConfig(motion=MotionConfig(width=0, grid=(2, 2)))
     seq = extract_clip_features(tiny_video, cfg, cache_dir=tmp_path)

@@ -8,8 +8,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import write_video
+
 from vidseq.errors import DatasetError
 from vidseq.sequences.importers import (
     ImportOptions,

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-
 from conftest import write_video
+
 from vidseq.errors import DatasetError
 from vidseq.sequences.manifest import (
     FORMAT_VERSION,

@@ -146,7 +146,13 @@ def test_dataset_items_and_collate() -> None:
 
 
 def test_manifest_tracks_pixels_and_metres(tmp_path: Path) -> None:
-    from vidseq.sequences.manifest import Clip, Dataset, Tracks, save_dataset, write_tracks_csv
+    from vidseq.sequences.manifest import (
+        Clip,
+        Dataset,
+        Tracks,
+        save_dataset,
+        write_tracks_csv,
+    )
 
     frames = np.arange(0, 480)  # 30 fps video: one point per 0.4 s = every 12th frame -> 40 steps
     boxes = np.column_stack([100 + 2.0 * frames, 50 + 0 * frames, 20 + 0 * frames, 85 + 0 * frames])

@@ -8,7 +8,13 @@ import pytest
 
 from vidseq.features.backbones import create_backbone
 from vidseq.features.weights import package_file
-from vidseq.tracking.tracks import Detections, ObjectTracker, Track, TrackerConfig, is_general_detector
+from vidseq.tracking.tracks import (
+    Detections,
+    ObjectTracker,
+    Track,
+    TrackerConfig,
+    is_general_detector,
+)
 from vidseq.video.sources import iter_frames
 
 

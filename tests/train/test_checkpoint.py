@@ -11,9 +11,15 @@ import numpy as np
 import pytest
 import torch
 
+from vidseq import registry
 from vidseq.errors import CheckpointError
-from vidseq.heads import registry
-from vidseq.train.checkpoint import FORMAT_VERSION, load_checkpoint, load_model, save_checkpoint, to_weights_only
+from vidseq.train.checkpoint import (
+    FORMAT_VERSION,
+    load_checkpoint,
+    load_model,
+    save_checkpoint,
+    to_weights_only,
+)
 
 HERE = Path(__file__).resolve().parent
 

@@ -22,7 +22,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from vidseq.config import load_config, to_dict
 from vidseq.train.checkpoint import load_model
-from vidseq.train.engine import TrainConfig, evaluate as engine_evaluate, fit, make_loader, move_to_device
+from vidseq.train.engine import TrainConfig, fit, make_loader, move_to_device
+from vidseq.train.engine import evaluate as engine_evaluate
 
 MODEL_NAME = "toy_lstm"
 BUILDER = "vidseq_toy_task:build_model"

@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 
 from vidseq.errors import SinkError
-from vidseq.video.sinks import CsvSink, JsonlSink, VideoSink, _rate, available_encoder, read_jsonl
+from vidseq.video.sinks import (
+    CsvSink,
+    JsonlSink,
+    VideoSink,
+    available_encoder,
+    exact_rate,
+    read_jsonl,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -152,7 +159,7 @@ def test_unwritable_path(tmp_path: Path) -> None:
 @pytest.mark.parametrize(("fps", "expected"), [(25, (25, 1)), (29.97002997, (30000, 1001)), (12.5, (25, 2)),
                                                (23.976023976, (24000, 1001))])
 def test_rate_fraction(fps: float, expected: tuple[int, int]) -> None:
-    r = _rate(fps)
+    r = exact_rate(fps)
     assert (r.numerator, r.denominator) == expected
 
 

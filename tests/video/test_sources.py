@@ -7,8 +7,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from conftest import write_video
+
 from vidseq.errors import (
     CameraError,
     CorruptVideoError,
@@ -17,7 +17,13 @@ from vidseq.errors import (
     SourceError,
     SourceNotFoundError,
 )
-from vidseq.video.sources import Frame, iter_frames, list_images, open_source, source_kind
+from vidseq.video.sources import (
+    Frame,
+    iter_frames,
+    list_images,
+    open_source,
+    source_kind,
+)
 
 
 def write_folder(folder: Path, n: int = 12, size=(40, 30), ext: str = ".png") -> Path:

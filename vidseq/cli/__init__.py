@@ -9,27 +9,27 @@ line on stderr with a non-zero exit code.
 from __future__ import annotations
 
 import argparse
-import difflib
-import importlib
 import logging
 import sys
 from collections.abc import Sequence
+from types import ModuleType
 
 from vidseq import __version__
 from vidseq.errors import VidseqError
+from vidseq.registry import Registry
 
-# command name -> module under vidseq.cli (a module that is absent is skipped)
-COMMANDS: dict[str, str] = {
-    "extract": "extract",
-    "data": "data",
-    "tune": "tune",
-    "train": "train",
-    "eval": "evaluate",
-    "score": "score",
-    "caption": "caption",
-    "process": "process",
-    "monitor": "monitor",
-}
+# command name -> module whose ``register(subparsers)`` adds it
+COMMANDS: Registry[ModuleType] = Registry("command", {
+    "extract": "vidseq.cli.extract",
+    "data": "vidseq.cli.data",
+    "tune": "vidseq.cli.tune",
+    "train": "vidseq.cli.train",
+    "eval": "vidseq.cli.evaluate",
+    "score": "vidseq.cli.score",
+    "caption": "vidseq.cli.caption",
+    "process": "vidseq.cli.process",
+    "monitor": "vidseq.cli.monitor",
+})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,14 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module in COMMANDS.items():
-        try:
-            mod = importlib.import_module(f"vidseq.cli.{module}")
-        except ModuleNotFoundError as exc:
-            if exc.name == f"vidseq.cli.{module}":
-                continue
-            raise
-        mod.register(sub)
+    for name in COMMANDS.names():
+        COMMANDS.load(name).register(sub)
     return parser
 
 
@@ -63,9 +57,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands = list(sub_action.choices)
     first = next((a for a in argv if not a.startswith("-")), None)
     if first is not None and first not in commands:
-        close = difflib.get_close_matches(first, commands, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        print(f"vidseq: error: unknown command '{first}'{hint}; commands: {', '.join(commands)}", file=sys.stderr)
+        print(f"vidseq: error: {COMMANDS.unknown(first)}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -29,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from vidseq.errors import ConfigError, SourceNotFoundError
-    from vidseq.heads.caption.captioner import Captioner, write_captions_jsonl
+    from vidseq.tasks.caption.captioner import Captioner, write_captions_jsonl
 
     if args.beam is not None and args.beam < 1:
         raise ConfigError(f"--beam must be >= 1, got {args.beam}")

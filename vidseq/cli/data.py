@@ -117,10 +117,8 @@ def _parse_size(text: str) -> tuple[int, int]:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    from vidseq.config import default_config_path, load_config
+    from vidseq.config import default_config_path, load_config, parse_override
     from vidseq.sequences.synth import SynthConfig, describe, generate_dataset
-
-    from vidseq.config import parse_override
 
     flags = {"clips": args.clips, "seed": args.seed, "frames": args.frames, "fps": args.fps,
              "anomaly_rate": args.anomaly_rate}

@@ -13,7 +13,7 @@ from vidseq.io import atomic_write_json
 
 
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from vidseq.train.tasks import TASKS
+    from vidseq.registry import TASKS
 
     p = subparsers.add_parser(
         "eval", help="evaluate a trained checkpoint on a dataset",
@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from vidseq.cli.train import format_metrics
-    from vidseq.train.tasks import get_task_function
+    from vidseq.registry import get_task_function
 
     evaluate = get_task_function(args.task, "evaluate")
     if not args.model.is_file():

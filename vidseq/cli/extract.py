@@ -45,7 +45,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from vidseq.config import save_config
-    from vidseq.features.extractor import ExtractConfig, backbone_from_config, extract_features
+    from vidseq.features.extractor import (
+        ExtractConfig,
+        backbone_from_config,
+        extract_features,
+    )
 
     flags = {k: getattr(args, k) for k in ("backbone", "weights", "pretrained", "feature_dim", "imgsz",
                                             "batch_size", "stride", "start_s", "end_s", "max_frames", "device")}

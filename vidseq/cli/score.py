@@ -47,8 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidseq.heads.anomaly.scoring import ScoreRow, VideoScores, score_video, score_video_unsupervised
     from vidseq.io import atomic_open, atomic_write_json
+    from vidseq.tasks.anomaly.scoring import (
+        ScoreRow,
+        VideoScores,
+        score_video,
+        score_video_unsupervised,
+    )
 
     if args.unsupervised == (args.model is not None):
         raise ConfigError("give either --model CKPT or --unsupervised")
@@ -71,14 +76,14 @@ def run(args: argparse.Namespace) -> int:
 
         if args.unsupervised:
             from vidseq.config import default_config_path, load_config
-            from vidseq.heads.anomaly.task import AnomalyTaskConfig
+            from vidseq.tasks.anomaly.config import AnomalyTaskConfig
 
             path = args.config if args.config is not None else default_config_path("anomaly")
             cfg = load_config(AnomalyTaskConfig, path).model
             result = score_video_unsupervised(args.video, cfg, fit_seconds=args.fit_seconds, on_row=on_row,
                                               max_frames=args.max_frames)
         else:
-            from vidseq.heads.anomaly.task import load_anomaly_model
+            from vidseq.tasks.anomaly.task import load_anomaly_model
 
             model, cal, _ = load_anomaly_model(args.model)
             result = score_video(args.video, model, cal, on_row=on_row, max_frames=args.max_frames,

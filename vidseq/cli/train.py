@@ -1,6 +1,6 @@
 """``vidseq train TASK --data DATASET [--config YAML] --out RUN_DIR [--resume] [--set key=value ...]``.
 
-Dispatches to the task module (``vidseq.train.tasks``), which loads its config, builds datasets and
+Dispatches to the task module (``vidseq.registry.TASKS``), which loads its config, builds datasets and
 calls the shared engine. Also the torchrun target: ``torchrun --nproc_per_node=2 -m vidseq train ...``
 runs DDP (only rank 0 prints and writes files).
 """
@@ -17,9 +17,8 @@ from vidseq.config import default_config_path
 from vidseq.io import atomic_write_json
 
 
-
 def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
-    from vidseq.train.tasks import TASKS
+    from vidseq.registry import TASKS
 
     p = subparsers.add_parser(
         "train", help="train a head on a dataset (resumable; DDP under torchrun)",
@@ -54,8 +53,8 @@ def format_metrics(metrics: dict[str, Any]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidseq.registry import get_task_function
     from vidseq.train.distributed import is_main_process
-    from vidseq.train.tasks import get_task_function
 
     train = get_task_function(args.task, "train")
     if not is_main_process():  # under torchrun only rank 0 reports progress; other ranks keep warnings

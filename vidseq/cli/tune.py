@@ -37,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     from vidseq.cli.train import format_metrics
-    from vidseq.train.tasks import get_task_function
+    from vidseq.registry import get_task_function
 
     tune = get_task_function(args.task, "tune")
     config = args.config if args.config is not None else default_config_path(args.task)

@@ -27,7 +27,13 @@ import torch
 from torch import nn
 
 from vidseq.errors import BackboneError, InputShapeError
-from vidseq.features.weights import RANDOM_INIT, ResolvedWeights, WeightsCandidate, resolve_weights
+from vidseq.features.weights import (
+    RANDOM_INIT,
+    ResolvedWeights,
+    WeightsCandidate,
+    resolve_weights,
+)
+from vidseq.registry import Registry
 
 log = logging.getLogger(__name__)
 
@@ -447,13 +453,13 @@ def _build_yolo(*, weights: str | None, pretrained: bool, device: torch.device, 
     return YoloBackbone(yolo, resolved, feature_dim=feature_dim, imgsz=imgsz, device=device, half=half)
 
 
-BACKBONES: dict[str, BackboneSpec] = {
+BACKBONES: Registry[BackboneSpec] = Registry("backbone", {
     "resnet18": BackboneSpec("resnet18", _build_resnet("resnet18"), 224, "torchvision ResNet-18, 512-d"),
     "resnet34": BackboneSpec("resnet34", _build_resnet("resnet34"), 224, "torchvision ResNet-34, 512-d"),
     "mobilenet_v2": BackboneSpec("mobilenet_v2", _build_mobilenet_v2, 224,
                                  "torchvision MobileNetV2 trunk, 1280-d native"),
     "yolo": BackboneSpec("yolo", _build_yolo, 320, "ultralytics YOLO, pooled last backbone stage"),
-}
+}, error=BackboneError, plural="available")
 
 
 def create_backbone(
@@ -481,15 +487,9 @@ def create_backbone(
         BackboneError: unknown name (listing valid names) or weights that do not fit.
         WeightsNotFoundError: pretrained weights cannot be found.
     """
-    if name not in BACKBONES:
-        import difflib
-
-        close = difflib.get_close_matches(name, list(BACKBONES), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise BackboneError(f"unknown backbone '{name}'{hint}; available: {', '.join(BACKBONES)}")
+    spec = BACKBONES.load(name)
     if feature_dim is not None and feature_dim < 1:
         raise BackboneError(f"feature_dim must be positive or null, got {feature_dim}")
-    spec = BACKBONES[name]
     dev = select_device(device)
     size = imgsz or spec.default_imgsz
     if size < 32:

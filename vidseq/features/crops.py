@@ -1,6 +1,6 @@
 """Per-object appearance: backbone features of moving-region crops.
 
-A moving region (:mod:`vidseq.tracking.regions`) is found at the motion working resolution; its box is
+A moving region (:mod:`vidseq.features.regions`) is found at the motion working resolution; its box is
 recovered from its attributes (:func:`region_boxes`), mapped to the full frame, enlarged by a margin, cut
 out and resized to a square (:func:`crop_regions`), and :class:`CropEncoder` runs the crops through a
 backbone in batches: one vector per object, parallel to the region attribute rows. The anomaly model's
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from vidseq.errors import ConfigError, InputShapeError
-from vidseq.tracking.regions import ATTRIBUTE_NAMES
+from vidseq.features.regions import ATTRIBUTE_NAMES
 
 _H, _W, _YB, _XC = (ATTRIBUTE_NAMES.index(n) for n in ("height", "width", "y_bottom", "x_center"))
 

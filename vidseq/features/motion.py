@@ -19,7 +19,7 @@ Example::
         m = ext.step(frame.image, frame.frame_index, frame.timestamp_s)
         m.descriptor          # (D,) float32, D = ext.descriptor_dim
 
-Whole clips (cached) go through :func:`vidseq.heads.anomaly.features.extract_clip_features`.
+Whole clips (cached) go through :func:`vidseq.tasks.anomaly.features.extract_clip_features`.
 """
 
 from __future__ import annotations

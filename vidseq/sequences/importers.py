@@ -44,6 +44,7 @@ import numpy as np
 
 from vidseq import __version__
 from vidseq.errors import DatasetError
+from vidseq.registry import Registry
 from vidseq.sequences.manifest import (
     SPLITS,
     VIDEO_EXTENSIONS,
@@ -877,13 +878,13 @@ def import_captions_csv(src: Path, dst: Path, opts: ImportOptions) -> list[Datas
 
 # ---------------------------------------------------------------------------------------------- registry
 
-IMPORTERS: dict[str, Callable[[Path, Path, ImportOptions], list[Dataset]]] = {
+IMPORTERS: Registry[Callable[[Path, Path, ImportOptions], list[Dataset]]] = Registry("dataset kind", {
     "ucsd-ped2": import_ucsd_ped2,
     "avenue": import_avenue,
     "eth-ucy": import_eth_ucy,
     "mot": import_mot,
     "captions-csv": import_captions_csv,
-}
+}, error=DatasetError, plural="known")
 
 
 def import_dataset(kind: str, src: str | os.PathLike[str], dst: str | os.PathLike[str],
@@ -893,13 +894,7 @@ def import_dataset(kind: str, src: str | os.PathLike[str], dst: str | os.PathLik
     Raises:
         DatasetError: unknown kind (lists the valid ones), missing or malformed source files.
     """
-    if kind not in IMPORTERS:
-        import difflib
-
-        close = difflib.get_close_matches(kind, list(IMPORTERS), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise DatasetError(f"unknown dataset kind '{kind}'{hint}; known: {', '.join(IMPORTERS)}")
-    return IMPORTERS[kind](Path(src), Path(dst), options or ImportOptions())
+    return IMPORTERS.load(kind)(Path(src), Path(dst), options or ImportOptions())
 
 
 __all__ = ["IMPORTERS", "LINK_MODES", "MOT_CLASSES", "ImportOptions", "import_avenue", "import_captions_csv",

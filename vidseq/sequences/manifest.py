@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import io
 import logging
 import math
@@ -62,6 +61,8 @@ import yaml
 
 from vidseq.errors import DatasetError
 from vidseq.io import atomic_write_text
+from vidseq.registry import suggest
+from vidseq.video.frames import VIDEO_EXTENSIONS, list_images
 
 logger = logging.getLogger(__name__)
 
@@ -69,10 +70,6 @@ FORMAT_VERSION = 1
 MANIFEST_NAME = "dataset.yaml"
 SPLITS: tuple[str, ...] = ("train", "val", "test")
 TRACK_UNITS: tuple[str, ...] = ("px", "m")
-VIDEO_EXTENSIONS: frozenset[str] = frozenset(
-    {".avi", ".mp4", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv"}
-)
-IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
 TRACK_COLUMNS: tuple[str, ...] = ("frame", "id", "x", "y", "w", "h", "class", "conf")
 LABEL_COLUMNS: tuple[str, ...] = ("frame", "anomalous")
 
@@ -321,7 +318,7 @@ class Dataset:
         for c in self.clips:
             if c.id == clip_id:
                 return c
-        hint = _suggest(clip_id, [c.id for c in self.clips])
+        hint = suggest(clip_id, [c.id for c in self.clips])
         raise DatasetError(f"{self.manifest_path}: no clip '{clip_id}'{hint}")
 
     @property
@@ -403,11 +400,6 @@ class DatasetSummary:
 # ----------------------------------------------------------------------------------------------- helpers
 
 
-def _suggest(name: str, options: Iterable[str]) -> str:
-    close = difflib.get_close_matches(name, list(options), n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
-
-
 def _path_problem(value: Any) -> str | None:
     """Why ``value`` is not an acceptable dataset-relative path, or None."""
     if not isinstance(value, (str, os.PathLike)):
@@ -438,14 +430,6 @@ def _relative(path: Path | str, root: Path, clip_id: str, fieldname: str) -> str
     if problem:
         raise DatasetError(f"clip '{clip_id}': {fieldname}: {problem}")
     return str(rel)
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files of a frame folder in natural order (``2.jpg`` before ``10.jpg``)."""
-    from natsort import natsorted
-
-    return natsorted((p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-                     key=lambda p: p.name)
 
 
 def count_frames(path: str | os.PathLike[str]) -> int:
@@ -720,13 +704,13 @@ def _parse_clip(raw: Any, index: int, where: _Where, root: Path) -> Clip:
 
     for key in raw:
         if key not in _CLIP_KEYS:
-            raise DatasetError(f"{where((*path, key), cid)}: unknown field '{key}'{_suggest(str(key), _CLIP_KEYS)}; "
+            raise DatasetError(f"{where((*path, key), cid)}: unknown field '{key}'{suggest(str(key), _CLIP_KEYS)}; "
                                f"known: {', '.join(_CLIP_KEYS)}")
     split = raw.get("split")
     if split is None:
         raise DatasetError(f"{where(path, cid)}: missing required field 'split' ({'|'.join(SPLITS)})")
     if split not in SPLITS:
-        raise err("split", f"{split!r} is not one of {', '.join(SPLITS)}{_suggest(str(split), SPLITS)}")
+        raise err("split", f"{split!r} is not one of {', '.join(SPLITS)}{suggest(str(split), SPLITS)}")
 
     def rel_path(fieldname: str) -> Path | None:
         value = raw.get(fieldname)
@@ -839,7 +823,7 @@ def load_dataset(path: str | os.PathLike[str], *, check_files: bool = True) -> D
         raise DatasetError(f"{manifest}: top level must be a mapping with 'version', 'name' and 'clips'")
     for key in data:
         if key not in _TOP_KEYS:
-            raise DatasetError(f"{where((key,))}: unknown top-level field '{key}'{_suggest(str(key), _TOP_KEYS)}; "
+            raise DatasetError(f"{where((key,))}: unknown top-level field '{key}'{suggest(str(key), _TOP_KEYS)}; "
                                f"known: {', '.join(_TOP_KEYS)}")
     version = data.get("version")
     if version is None:

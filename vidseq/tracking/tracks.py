@@ -299,12 +299,12 @@ class _RegionTracking:
     """Background-subtraction regions (on a frame scaled to <= 480 px wide) tracked by ultralytics' ByteTrack."""
 
     def __init__(self, cfg: TrackerConfig, fps: float, max_width: int = 480) -> None:
-        from ultralytics.trackers.byte_tracker import BYTETracker
         from ultralytics.trackers.bot_sort import BOTSORT
+        from ultralytics.trackers.byte_tracker import BYTETracker
         from ultralytics.utils import YAML, IterableSimpleNamespace
         from ultralytics.utils.checks import check_yaml
 
-        from vidseq.tracking.regions import RegionConfig, RegionDetector
+        from vidseq.features.regions import RegionConfig, RegionDetector
 
         args = IterableSimpleNamespace(**YAML.load(check_yaml(f"{cfg.tracker}.yaml")))
         if cfg.tracker == "botsort":

@@ -3,7 +3,6 @@
 Submodules (imported on use, so ``import vidseq.train`` stays cheap):
   * :mod:`vidseq.train.engine` -- TrainConfig, TrainTask, FitResult, fit, train_one_epoch, evaluate
   * :mod:`vidseq.train.checkpoint` -- save_checkpoint, load_checkpoint, load_model
-  * :mod:`vidseq.train.tasks` -- TASKS, get_task_module (``vidseq train/eval TASK`` dispatch)
   * :mod:`vidseq.train.distributed` -- torchrun/DDP helpers
 """
 

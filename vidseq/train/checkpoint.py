@@ -4,7 +4,7 @@ A checkpoint is a plain dict that ``torch.load(path, weights_only=True)`` can re
 lists, tuples, str, int, float, bool, None only) and that is enough to rebuild the model on its own::
 
     format_version   int, FORMAT_VERSION
-    model_name       key of vidseq.heads.registry.MODELS
+    model_name       key of vidseq.registry.MODELS
     model_config     JSON-able dict handed to the registry builder
     model_state      model.state_dict()
     optimizer_state  optimizer.state_dict() or None
@@ -196,7 +196,7 @@ def load_checkpoint(path: PathLike, map_location: str | torch.device | None = "c
 
 
 def load_model(path: PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
-    """Rebuild a model from its checkpoint alone via ``vidseq.heads.registry.MODELS``.
+    """Rebuild a model from its checkpoint alone via ``vidseq.registry.MODELS``.
 
     Returns:
         ``(model, ckpt)``: the model in eval mode on ``map_location`` with the stored weights, and
@@ -206,7 +206,7 @@ def load_model(path: PathLike, map_location: str | torch.device = "cpu") -> tupl
         CheckpointError: bad file (see :func:`load_checkpoint`), unknown ``model_name``, or weights that
             do not fit the rebuilt model.
     """
-    from vidseq.heads.registry import build_model
+    from vidseq.registry import build_model
 
     ckpt = load_checkpoint(path, map_location=map_location)
     model = build_model(ckpt["model_name"], dict(ckpt["model_config"]))

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import difflib
 import io
 import logging
 import math
@@ -58,6 +57,7 @@ from tqdm.auto import tqdm
 from vidseq.config import to_dict
 from vidseq.errors import CheckpointError, ConfigError, TaskError, TrainingError
 from vidseq.io import atomic_write_text
+from vidseq.registry import suggest
 from vidseq.train.checkpoint import load_checkpoint, save_checkpoint
 from vidseq.train.distributed import (
     DistContext,
@@ -162,7 +162,7 @@ class TrainTask(Protocol):
     """What a head hands to :func:`fit`.
 
     ``build_model()`` returns a module with ``forward(batch) -> (output, loss)`` (scalar mean loss);
-    ``model_config()`` is the JSON-able dict from which ``heads.registry.MODELS[model_name]`` rebuilds
+    ``model_config()`` is the JSON-able dict from which ``vidseq.registry.MODELS[model_name]`` rebuilds
     the same architecture; ``collate(items)`` batches dataset items (CPU tensors; the engine moves
     tensors nested in dicts/lists/tuples/dataclasses to the device); ``evaluate(model, loader)``
     returns extra validation metrics (the engine adds ``val_loss`` itself; batches come from
@@ -549,10 +549,10 @@ def _fit(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *, 
          config_dict: dict | Any, progress: bool) -> FitResult:
     main = ctx.is_main
     log = logger.info if main else logger.debug
-    from vidseq.heads.registry import MODELS
+    from vidseq.registry import MODELS
 
     if task.model_name not in MODELS and main:
-        logger.warning("model '%s' is not in vidseq.heads.registry.MODELS: load_model() cannot rebuild "
+        logger.warning("model '%s' is not in vidseq.registry.MODELS: load_model() cannot rebuild "
                        "its checkpoints", task.model_name)
     device = resolve_device(cfg.device, ctx)
     if device.type == "cuda":
@@ -630,9 +630,7 @@ def _fit(task: TrainTask, cfg: TrainConfig, out_dir: Path, ctx: DistContext, *, 
                 val_metrics = evaluate(model, val_loader, device, task=task, progress=progress)
             row.update(broadcast_object(val_metrics, ctx) or {})
             if monitor not in row:
-                close = difflib.get_close_matches(monitor, list(row), n=1)
-                hint = f" (did you mean '{close[0]}'?)" if close else ""
-                raise ConfigError(f"train.monitor '{monitor}' is not a reported metric{hint}; "
+                raise ConfigError(f"train.monitor '{monitor}' is not a reported metric{suggest(monitor, row)}; "
                                   f"metrics: {', '.join(k for k in row if k != 'epoch')}")
             value = float(row[monitor])
             improved = _is_better(value, state.best_metric, mode, cfg.min_delta)

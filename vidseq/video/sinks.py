@@ -57,7 +57,7 @@ def available_encoder(preferred: str = "libx264") -> str:
     raise SinkError(f"no video encoder among {[preferred, *FALLBACK_CODECS]} in this PyAV build")
 
 
-def _rate(fps: float) -> Fraction:
+def exact_rate(fps: float) -> Fraction:
     """Frame rate as an exact fraction: 25 -> 25/1, 29.97 -> 30000/1001, 12.5 -> 25/2."""
     if not math.isfinite(fps) or fps <= 0:
         raise SinkError(f"fps must be a positive finite number, got {fps}")
@@ -121,7 +121,7 @@ class VideoSink:
             raise SinkError(f"{path}: even must be 'pad' or 'crop', got {even!r}")
         self.path = Path(path)
         self.fps = float(fps)
-        self.rate = _rate(fps)
+        self.rate = exact_rate(fps)
         self.size = (width, height)
         self.even = even
         if even == "pad":

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from vidseq.errors import (
     SourceError,
     SourceNotFoundError,
 )
+from vidseq.video.frames import IMAGE_EXTENSIONS, list_images
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,6 @@ log = logging.getLogger(__name__)
 # one line instead. Users can still raise the level by setting the variable themselves.
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 STREAM_PREFIXES = ("rtsp://", "rtsps://", "rtmp://", "http://", "https://", "udp://", "tcp://")
 SourceKind = Literal["file", "folder", "camera", "stream"]
 
@@ -92,18 +91,6 @@ def source_kind(spec: str | int | Path) -> SourceKind:
     if s.lower().startswith(STREAM_PREFIXES):
         return "stream"
     return "folder" if Path(s).is_dir() else "file"
-
-
-def _natural_key(name: str) -> list[object]:
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", name)]
-
-
-def list_images(folder: Path) -> list[Path]:
-    """Image files of a folder in natural order (frame2 before frame10)."""
-    return sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: _natural_key(p.name),
-    )
 
 
 class VideoSource:
@@ -289,7 +276,7 @@ class FolderSource(VideoSource):
             raise SourceNotFoundError(f"image folder not found: {self.path}")
         self.files = list_images(self.path)
         if not self.files:
-            raise EmptyVideoError(f"image folder has no {'/'.join(s[1:] for s in IMAGE_SUFFIXES)} files: {self.path}")
+            raise EmptyVideoError(f"image folder has no {'/'.join(sorted(s[1:] for s in IMAGE_EXTENSIONS))} files: {self.path}")
         first = cv2.imread(str(self.files[0]), cv2.IMREAD_COLOR)
         if first is None:
             raise CorruptVideoError(f"cannot decode image: {self.files[0]}")

@@ -1,0 +1,919 @@
+"""Frame-level anomaly model: four streams fitted on normal video, fused after standardisation.
+
+Streams (each gives one raw score per frame; higher = more anomalous):
+
+``speed`` (per-location normal-speed model)
+    From normal frames, the 90th percentile of moving-pixel flow magnitude is learnt for every cell of a
+    coarse grid (perspective: people near the camera move more pixels per frame). A frame's flow
+    magnitude map is divided by this scale map, averaged over ``temporal`` frames (centred) and a
+    ``window`` x ``window`` box, and the frame score is the ``frame_quantile`` of that map: "how much
+    faster than normal for its place is the fastest object-sized patch". Measured on UCSD Ped2 this
+    stream carries the signal (see docs/anomaly.md and docs/experiments/ped2.md).
+``objects`` (density of moving regions)
+    Class-agnostic moving regions (background subtraction, :mod:`vidseq.features.regions`) measured with
+    the flow inside them (speed, velocity, size; speeds and sizes divided by the scale map at the
+    object's ground point), standardised; score = mean distance to the ``k`` nearest normal objects
+    (kNN bank stored as a tensor); frame score = max over the frame's objects (0 with no object).
+``crops`` (density of object appearance)
+    Every moving region's crop (box plus margin, from the full-resolution frame) is encoded by the
+    backbone (:mod:`vidseq.features.crops`); the vectors are L2-normalised and projected on the top
+    ``pca_dim`` principal components of the normal objects' vectors; score = mean distance to the ``k``
+    nearest normal objects; frame score = max over the frame's objects (0 with no object). It sees what
+    the objects stream cannot: an object that moves like a pedestrian but does not look like one.
+``frame`` (stacked LSTM next-step prediction)
+    A stacked LSTM (:class:`vidseq.models.encoder.StackedLSTMEncoder`) reads per-frame vectors
+    [backbone appearance feature, motion descriptor] and predicts the next one; score = squared error.
+
+Fusion: every stream's raw score is standardised with the mean/std of its scores on normal validation
+frames, the z-scores are combined (weighted mean, or max), and the result is smoothed in time with a
+centred Gaussian of ``smooth_sigma_s`` seconds (truncated at ``smooth_truncate`` sigmas). Centred
+windows need future frames: a live scorer emits frame ``t`` once frame ``t + delay`` has arrived
+(:attr:`AnomalyModel.delay_frames`), and offline scoring runs the very same streaming code, so both
+give the same numbers.
+
+Everything fitted (scale map, kNN bank, LSTM weights, normalisation statistics) lives in the module's
+state dict, so the checkpoint loads with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, Literal, TypeVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidseq.config import from_dict, to_dict
+from vidseq.errors import CheckpointError, ConfigError, InputShapeError
+from vidseq.features.crops import CropConfig
+from vidseq.features.motion import MotionConfig
+from vidseq.features.regions import ATTRIBUTE_NAMES, RegionConfig, normalise_attributes
+from vidseq.models.anomaly.calibrate import CalibrationConfig
+from vidseq.models.encoder import EncoderConfig, StackedLSTMEncoder
+
+STREAMS: tuple[str, ...] = ("speed", "objects", "crops", "frame")
+MODEL_NAME = "anomaly_fusion"
+FRAME_MODEL_NAME = "anomaly_frame_lstm"
+
+T = TypeVar("T")
+
+
+# ------------------------------------------------------------------------------------------------ configs
+
+
+@dataclass(frozen=True)
+class SpeedStreamConfig:
+    """Per-location normal-speed stream (magnitude-map pixels are ``motion.map_stride`` frame pixels).
+
+    Attributes:
+        cell: scale-map cell size in magnitude-map pixels.
+        quantile: a location's normal speed = this quantile of its moving-pixel speeds on normal frames.
+        min_samples: cells with fewer moving samples borrow their row's (or the global) value.
+        smooth_cells: Gaussian smoothing of the scale map, in cells.
+        temporal: frames averaged (centred, odd) before the spatial window.
+        window: box window (magnitude-map pixels) over which local speed is averaged.
+        frame_quantile: frame score = this quantile of the local normalised speed map.
+        max_speed: histogram range in px/frame (faster values fall in the last bin).
+        bins: histogram bins over ``[0, max_speed]``.
+    """
+
+    cell: int = 3
+    quantile: float = 0.9
+    min_samples: int = 30
+    smooth_cells: float = 1.0
+    temporal: int = 3
+    window: int = 9
+    frame_quantile: float = 0.998
+    max_speed: float = 32.0
+    bins: int = 1600
+
+    def __post_init__(self) -> None:
+        if self.cell < 1 or self.window < 1 or self.bins < 10:
+            raise ConfigError("speed.cell, speed.window must be >= 1 and speed.bins >= 10")
+        if self.temporal < 1 or self.temporal % 2 == 0:
+            raise ConfigError(f"speed.temporal must be odd and >= 1, got {self.temporal}")
+        if not (0 < self.quantile < 1 and 0 < self.frame_quantile <= 1):
+            raise ConfigError("speed.quantile must be in (0, 1) and speed.frame_quantile in (0, 1]")
+
+
+@dataclass(frozen=True)
+class ObjectStreamConfig:
+    """kNN density over moving-region attributes.
+
+    Attributes:
+        attributes: names from :data:`vidseq.features.regions.ATTRIBUTE_NAMES`.
+        k: neighbours averaged.
+        max_bank: normal objects kept (random subset, seeded) in the bank.
+        seed: subset seed.
+    """
+
+    attributes: tuple[str, ...] = ("speed_median", "speed_p90", "vx", "vy", "height", "width")
+    k: int = 5
+    max_bank: int = 20000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        bad = [a for a in self.attributes if a not in ATTRIBUTE_NAMES]
+        if bad or not self.attributes:
+            raise ConfigError(f"objects.attributes: unknown {bad}; known: {', '.join(ATTRIBUTE_NAMES)}")
+        if self.k < 1 or self.max_bank < 1:
+            raise ConfigError("objects.k and objects.max_bank must be >= 1")
+
+    @property
+    def indices(self) -> list[int]:
+        return [ATTRIBUTE_NAMES.index(a) for a in self.attributes]
+
+
+@dataclass(frozen=True)
+class CropStreamConfig:
+    """kNN density over backbone features of object crops (the backbone is ``frame.backbone`` / ``frame.weights``).
+
+    Attributes:
+        size: crop side fed to the backbone (px).
+        margin: box growth per side, fraction of the box size.
+        feature_dim: backbone output width per crop (``None``: native).
+        batch_size: crops per backbone call.
+        pca_dim: principal components of the normal objects' (L2-normalised) vectors kept for the kNN.
+        k: neighbours averaged.
+        max_bank: normal objects kept (random subset, seeded) in the bank.
+        seed: subset seed.
+    """
+
+    size: int = 64
+    margin: float = 0.15
+    feature_dim: int | None = 256
+    batch_size: int = 256
+    pca_dim: int = 32
+    k: int = 5
+    max_bank: int = 20000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        self.crop  # noqa: B018 - validates the crop settings
+        if self.pca_dim < 1 or self.k < 1 or self.max_bank < 1:
+            raise ConfigError("crops.pca_dim, crops.k and crops.max_bank must be >= 1")
+
+    @property
+    def crop(self) -> CropConfig:
+        return CropConfig(self.size, self.margin, self.feature_dim, self.batch_size)
+
+
+@dataclass(frozen=True)
+class FrameStreamConfig:
+    """Stacked-LSTM next-step predictor over per-frame vectors.
+
+    Attributes:
+        appearance: include the backbone feature of each frame.
+        motion: include the motion descriptor of each frame.
+        backbone: backbone name (:func:`vidseq.features.backbones.create_backbone`).
+        weights: explicit backbone weights file (None: the resolver's default, e.g. packaged ImageNet).
+        imgsz: backbone input size.
+        feature_dim: backbone output width (None: native).
+        hidden_dim, num_layers, dropout: LSTM encoder.
+        window: training sequence length (frames).
+        stride: step between training windows.
+        std_floor: input standardisation floor for motion-descriptor cells, as a fraction of that
+            statistic's pooled scale over all cells (0 = off). A cell where nothing moved in the
+            training clips has a near-zero std; without the floor any motion there gives z-scores in the
+            hundreds and the prediction error is about that one cell (it stopped the LSTM generalising
+            to held-out normal clips).
+    """
+
+    appearance: bool = True
+    motion: bool = True
+    backbone: str = "mobilenet_v2"
+    weights: str | None = None
+    imgsz: int = 224
+    feature_dim: int | None = 512
+    hidden_dim: int = 128
+    num_layers: int = 2
+    dropout: float = 0.1
+    window: int = 16
+    stride: int = 4
+    std_floor: float = 0.5
+
+    def __post_init__(self) -> None:
+        if self.std_floor < 0:
+            raise ConfigError("frame.std_floor must be >= 0")
+        if not (self.appearance or self.motion):
+            raise ConfigError("frame stream needs appearance and/or motion inputs")
+        if self.window < 2 or self.stride < 1:
+            raise ConfigError("frame.window must be >= 2 and frame.stride >= 1")
+
+
+@dataclass(frozen=True)
+class AnomalyConfig:
+    """The anomaly model (what is fitted, how streams are fused and smoothed, how the threshold is set).
+
+    Attributes:
+        streams: streams fitted and fused, a subset of :data:`STREAMS`.
+        weights: fusion weight per stream, same order as ``streams`` (empty = all 1).
+        fusion: ``mean`` (weighted mean of z-scores) or ``max`` (max of weighted z-scores).
+        smooth_sigma_s: temporal Gaussian smoothing of the fused score, seconds (0 = off).
+        smooth_truncate: kernel radius in sigmas (sets the live delay).
+    """
+
+    streams: tuple[str, ...] = ("speed",)
+    weights: tuple[float, ...] = ()
+    fusion: Literal["mean", "max"] = "mean"
+    smooth_sigma_s: float = 0.3
+    smooth_truncate: float = 3.0
+    motion: MotionConfig = field(default_factory=MotionConfig)
+    regions: RegionConfig = field(default_factory=RegionConfig)
+    speed: SpeedStreamConfig = field(default_factory=SpeedStreamConfig)
+    objects: ObjectStreamConfig = field(default_factory=ObjectStreamConfig)
+    crops: CropStreamConfig = field(default_factory=CropStreamConfig)
+    frame: FrameStreamConfig = field(default_factory=FrameStreamConfig)
+    calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.streams if s not in STREAMS]
+        if bad or not self.streams or len(set(self.streams)) != len(self.streams):
+            raise ConfigError(f"streams: {list(self.streams)} must be distinct names from {', '.join(STREAMS)}")
+        if self.weights and len(self.weights) != len(self.streams):
+            raise ConfigError(f"weights: {len(self.weights)} values for {len(self.streams)} streams")
+        if any(w < 0 for w in self.weights) or (self.weights and sum(self.weights) <= 0):
+            raise ConfigError("weights must be >= 0 with a positive sum")
+        if self.smooth_sigma_s < 0 or self.smooth_truncate <= 0:
+            raise ConfigError("smooth_sigma_s must be >= 0 and smooth_truncate > 0")
+
+    @property
+    def stream_weights(self) -> tuple[float, ...]:
+        return tuple(self.weights) if self.weights else (1.0,) * len(self.streams)
+
+    def uses(self, stream: str) -> bool:
+        return stream in self.streams
+
+    @property
+    def needs_regions(self) -> bool:
+        return "objects" in self.streams or "crops" in self.streams
+
+    @property
+    def needs_crops(self) -> bool:
+        return "crops" in self.streams
+
+    @property
+    def needs_appearance(self) -> bool:
+        return "frame" in self.streams and self.frame.appearance
+
+
+# --------------------------------------------------------------------------------------- per-frame inputs
+
+
+@dataclass
+class FrameFeatures:
+    """Everything the streams read for one frame (computed by :mod:`vidseq.tasks.anomaly.features`).
+
+    Attributes:
+        frame_index, timestamp_s: source frame number and time.
+        magnitude_map: ``(mh, mw)`` pooled flow magnitude (working px / frame).
+        valid: False when the frame had no previous frame (first frame: no flow).
+        descriptor: ``(D,)`` motion descriptor.
+        region_attrs: ``(N, A)`` raw attributes of the frame's moving regions (``A = len(ATTRIBUTE_NAMES)``).
+        appearance: ``(Da,)`` backbone feature or None.
+        region_crops: ``(N, Dc)`` backbone features of the regions' crops (same rows) or None.
+    """
+
+    frame_index: int
+    timestamp_s: float
+    magnitude_map: np.ndarray
+    valid: bool
+    descriptor: np.ndarray
+    region_attrs: np.ndarray
+    appearance: np.ndarray | None = None
+    region_crops: np.ndarray | None = None
+
+
+@dataclass
+class ScoredFrame:
+    """Scores of one frame: raw per stream, fused z-score, smoothed final ``score``."""
+
+    position: int  # 0-based position in the scored sequence
+    frame_index: int
+    timestamp_s: float
+    raw: dict[str, float]
+    fused: float
+    score: float
+
+
+# ------------------------------------------------------------------------------------ streaming helpers
+
+
+class CenteredWindow(Generic[T]):
+    """Apply ``fn`` to the centred window ``items[q - r .. q + r]`` of each position ``q``, streaming.
+
+    Indices outside the sequence are clamped to its ends (``nearest`` padding), so the output for
+    position ``q`` is ready once item ``q + r`` has arrived, or at :meth:`finish`. Feeding a whole
+    array and calling ``finish`` is the offline computation: results are identical by construction.
+    """
+
+    def __init__(self, radius: int, fn: Callable[[list[T]], float]) -> None:
+        self.radius = int(radius)
+        self.fn = fn
+        self._items: dict[int, T] = {}
+        self._n = 0
+        self._next = 0
+
+    def _emit(self, q: int, last: int) -> float:
+        window = [self._items[min(max(i, 0), last)] for i in range(q - self.radius, q + self.radius + 1)]
+        return self.fn(window)
+
+    def _drop_old(self) -> None:
+        for i in [i for i in self._items if i < self._next - self.radius]:
+            del self._items[i]
+
+    def push(self, item: T) -> list[tuple[int, float]]:
+        self._items[self._n] = item
+        self._n += 1
+        out = []
+        while self._next + self.radius <= self._n - 1:
+            out.append((self._next, self._emit(self._next, self._n - 1)))
+            self._next += 1
+        self._drop_old()
+        return out
+
+    def finish(self) -> list[tuple[int, float]]:
+        out = []
+        while self._next < self._n:
+            out.append((self._next, self._emit(self._next, self._n - 1)))
+            self._next += 1
+        self._items.clear()
+        return out
+
+
+def gaussian_kernel(sigma_frames: float, truncate: float) -> np.ndarray:
+    """Normalised Gaussian taps of radius ``ceil(truncate * sigma)``; ``[1.0]`` when sigma < 0.25 frames."""
+    if sigma_frames < 0.25:
+        return np.ones(1)
+    r = int(math.ceil(truncate * sigma_frames))
+    x = np.arange(-r, r + 1, dtype=np.float64)
+    k = np.exp(-0.5 * (x / sigma_frames) ** 2)
+    return k / k.sum()
+
+
+def smooth_scores(scores: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Centred smoothing with nearest padding (the offline twin of the streaming smoother)."""
+    s = np.asarray(scores, np.float64)
+    if len(kernel) == 1 or len(s) == 0:
+        return s.copy()
+    r = len(kernel) // 2
+    win = CenteredWindow(r, lambda xs: float(np.dot(kernel, xs)))
+    out = [v for x in s for _, v in win.push(float(x))] + [v for _, v in win.finish()]
+    return np.array(out)
+
+
+# ------------------------------------------------------------------------------------------ speed stream
+
+
+class SpeedMapFitter:
+    """Accumulates per-cell histograms of moving-pixel speeds over normal frames (bounded memory)."""
+
+    def __init__(self, cfg: SpeedStreamConfig, moving_threshold: float) -> None:
+        self.cfg = cfg
+        self.threshold = float(moving_threshold)
+        self.map_shape: tuple[int, int] | None = None
+        self._hist: np.ndarray | None = None  # (cells, bins) int64
+        self._grid: tuple[int, int] = (0, 0)
+
+    def update(self, maps: np.ndarray, valid: np.ndarray | None = None) -> None:
+        """Add ``(T, mh, mw)`` magnitude maps (invalid frames skipped)."""
+        maps = np.asarray(maps, np.float32)
+        if maps.ndim != 3:
+            raise InputShapeError(f"speed fit: maps must be (T, mh, mw), got {maps.shape}")
+        if valid is not None:
+            maps = maps[np.asarray(valid, bool)]
+        if self.map_shape is None:
+            self.map_shape = (maps.shape[1], maps.shape[2])
+            c = self.cfg.cell
+            self._grid = (math.ceil(maps.shape[1] / c), math.ceil(maps.shape[2] / c))
+            self._hist = np.zeros((self._grid[0] * self._grid[1], self.cfg.bins), np.int64)
+        elif maps.shape[1:] != self.map_shape:
+            raise InputShapeError(f"speed fit: map size {maps.shape[1:]} differs from {self.map_shape} "
+                                  "(all normal videos must have the same size)")
+        if len(maps) == 0:
+            return
+        assert self._hist is not None
+        mh, mw = self.map_shape
+        c = self.cfg.cell
+        cell_id = ((np.arange(mh)[:, None] // c) * self._grid[1] + np.arange(mw)[None, :] // c)  # (mh, mw)
+        moving = maps > self.threshold
+        ids = np.broadcast_to(cell_id, maps.shape)[moving]
+        b = np.minimum((maps[moving] / self.cfg.max_speed * self.cfg.bins).astype(np.int64), self.cfg.bins - 1)
+        self._hist += np.bincount(ids * self.cfg.bins + b, minlength=self._hist.size).reshape(self._hist.shape)
+
+    def scale_map(self) -> np.ndarray:
+        """``(mh, mw)`` float32 normal speed per location (see :class:`SpeedStreamConfig`)."""
+        from scipy.ndimage import gaussian_filter
+
+        if self._hist is None or self.map_shape is None:
+            raise InputShapeError("speed fit: no frames were added")
+        gh, gw = self._grid
+        counts = self._hist.sum(1)
+        width = self.cfg.max_speed / self.cfg.bins
+        q = np.full(gh * gw, np.nan)
+        cum = np.cumsum(self._hist, 1)
+        for i in np.flatnonzero(counts >= self.cfg.min_samples):
+            target = self.cfg.quantile * counts[i]
+            j = int(np.searchsorted(cum[i], target))
+            before = cum[i, j - 1] if j > 0 else 0
+            frac = (target - before) / max(self._hist[i, j], 1)
+            q[i] = (j + frac) * width
+        grid = q.reshape(gh, gw)
+        if np.isnan(grid).all():
+            total = self._hist.sum(0)
+            if total.sum() > 0:
+                j = int(np.searchsorted(np.cumsum(total), self.cfg.quantile * total.sum()))
+                fill = (j + 0.5) * width
+            else:
+                fill = max(2.0 * self.threshold, 0.5)  # no motion at all in the normal data
+            grid[:] = fill
+        else:
+            rows = np.array([np.nanmean(r) if np.isfinite(r).any() else np.nan for r in grid])
+            rows = np.where(np.isnan(rows), np.nanmean(grid), rows)
+            grid = np.where(np.isnan(grid), rows[:, None], grid)
+        if self.cfg.smooth_cells > 0:
+            grid = gaussian_filter(grid, self.cfg.smooth_cells, mode="nearest")
+        grid = np.maximum(grid, max(self.threshold, 1e-3))
+        c = self.cfg.cell
+        full = np.kron(grid, np.ones((c, c)))[: self.map_shape[0], : self.map_shape[1]]
+        return full.astype(np.float32)
+
+
+class SpeedStream(nn.Module):
+    """Holds the scale map; scores normalised speed maps (see module docstring)."""
+
+    def __init__(self, cfg: SpeedStreamConfig, map_shape: tuple[int, int]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.register_buffer("scale_map", torch.ones(int(map_shape[0]), int(map_shape[1])))
+
+    @property
+    def radius(self) -> int:
+        return self.cfg.temporal // 2
+
+    def normalise(self, magnitude_map: np.ndarray) -> np.ndarray:
+        s = self.scale_map.numpy()
+        if magnitude_map.shape != s.shape:
+            raise InputShapeError(f"speed stream: magnitude map {magnitude_map.shape} does not match the "
+                                  f"model's {s.shape} (different video size or motion settings than training)")
+        return (magnitude_map / s).astype(np.float32)
+
+    def window_score(self, maps: list[np.ndarray]) -> float:
+        from scipy.ndimage import uniform_filter
+
+        m = maps[0].astype(np.float64)
+        for x in maps[1:]:
+            m = m + x
+        m = m / len(maps)
+        if self.cfg.window > 1:
+            m = uniform_filter(m, size=self.cfg.window, mode="reflect")
+        return float(np.quantile(m, self.cfg.frame_quantile))
+
+
+def local_speed_maps(maps: np.ndarray, valid: np.ndarray, scale_map: np.ndarray, temporal: int, window: int,
+                     ) -> np.ndarray:
+    """``(T, h * w)`` local normalised speed of a whole clip: the vectorised twin of the streaming path
+    (:class:`_LeadingFill` + :class:`CenteredWindow` + :meth:`SpeedStream.window_score` before its quantile),
+    for searches that rescore many settings (:mod:`vidseq.tasks.anomaly.tune`)."""
+    from scipy.ndimage import uniform_filter
+
+    t = len(maps)
+    if t == 0:
+        return np.zeros((0, int(np.prod(scale_map.shape))))
+    norm = (np.asarray(maps, np.float32) / scale_map).astype(np.float32)
+    valid = np.asarray(valid, bool)
+    if not valid.any():
+        filled = np.zeros_like(norm)
+    else:
+        last = np.maximum.accumulate(np.where(valid, np.arange(t), -1))
+        filled = norm[np.where(last < 0, int(np.flatnonzero(valid)[0]), last)]
+    r = temporal // 2
+    idx = np.clip(np.arange(t)[:, None] + np.arange(-r, r + 1)[None, :], 0, t - 1)
+    m = filled[idx[:, 0]].astype(np.float64)
+    for j in range(1, 2 * r + 1):
+        m = m + filled[idx[:, j]]
+    m = m / (2 * r + 1)
+    if window > 1:
+        m = uniform_filter(m, size=(1, window, window), mode="reflect")
+    return m.reshape(t, -1)
+
+
+def speed_scores_offline(maps: np.ndarray, valid: np.ndarray, scale_map: np.ndarray, cfg: SpeedStreamConfig,
+                         ) -> np.ndarray:
+    """Raw speed-stream scores ``(T,)`` of a whole clip at once (equal to the streaming scorer's)."""
+    m = local_speed_maps(maps, valid, scale_map, cfg.temporal, cfg.window)
+    return np.quantile(m, cfg.frame_quantile, axis=1) if len(m) else np.zeros(0)
+
+
+class _LeadingFill:
+    """Hold leading invalid (no-flow) maps until the first valid one, which then stands in for them."""
+
+    def __init__(self) -> None:
+        self._held = 0
+        self._last: np.ndarray | None = None
+
+    def push(self, m: np.ndarray, valid: bool) -> list[np.ndarray]:
+        if not valid:
+            if self._last is None:
+                self._held += 1
+                return []
+            return [self._last]  # a later invalid frame repeats the previous motion
+        out = [m] * (self._held + 1)
+        self._held = 0
+        self._last = m
+        return out
+
+    def finish(self, shape: tuple[int, int]) -> list[np.ndarray]:
+        out = [np.zeros(shape, np.float32)] * self._held
+        self._held = 0
+        return out
+
+
+# ----------------------------------------------------------------------------------------- objects stream
+
+
+class KNNDensity(nn.Module):
+    """Mean distance to the ``k`` nearest normal samples after standardisation (bank as a buffer)."""
+
+    def __init__(self, bank_size: int, dim: int, k: int) -> None:
+        super().__init__()
+        self.k = int(k)
+        self.register_buffer("bank", torch.zeros(max(int(bank_size), 1), int(dim)))
+        self.register_buffer("mean", torch.zeros(int(dim)))
+        self.register_buffer("std", torch.ones(int(dim)))
+
+    def fit(self, x: np.ndarray, max_bank: int, seed: int = 0) -> None:
+        x = np.asarray(x, np.float32)
+        if x.ndim != 2 or len(x) == 0:
+            raise InputShapeError(f"kNN fit needs (N, D) samples with N >= 1, got {x.shape}")
+        mean = x.mean(0)
+        std = x.std(0) + 1e-6
+        if len(x) > max_bank:
+            x = x[np.random.default_rng(seed).choice(len(x), max_bank, replace=False)]
+        self.bank = torch.from_numpy((x - mean) / std)
+        self.mean = torch.from_numpy(mean)
+        self.std = torch.from_numpy(std)
+
+    @torch.inference_mode()
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """``(N, D)`` -> ``(N,)`` mean distance to the k nearest bank entries."""
+        if len(x) == 0:
+            return np.zeros(0)
+        # float64: BLAS results in float32 can differ in the last bits between calls (memory alignment),
+        # which would make live and offline scores differ by ~1e-7
+        q = (torch.from_numpy(np.asarray(x, np.float64)) - self.mean.double()) / self.std.double()
+        d = torch.cdist(q, self.bank.double())
+        k = min(self.k, self.bank.shape[0])
+        return d.topk(k, largest=False).values.mean(1).numpy()
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows scaled to unit L2 norm (all-zero rows stay zero)."""
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+class CropDensity(nn.Module):
+    """Object-appearance density: L2-normalise, project on stored principal components, kNN (buffers only)."""
+
+    def __init__(self, bank_size: int, in_dim: int, pca_dim: int, k: int) -> None:
+        super().__init__()
+        self.in_dim = int(in_dim)
+        self.register_buffer("center", torch.zeros(self.in_dim, dtype=torch.float64))
+        self.register_buffer("components", torch.zeros(self.in_dim, int(pca_dim), dtype=torch.float64))
+        self.knn = KNNDensity(bank_size, pca_dim, k)
+
+    def project(self, x: np.ndarray) -> np.ndarray:
+        """``(N, in_dim)`` -> ``(N, pca_dim)`` float64."""
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or x.shape[1] != self.in_dim:
+            raise InputShapeError(f"crop features must be (N, {self.in_dim}), got {x.shape} "
+                                  "(different backbone or crops.feature_dim than the checkpoint?)")
+        return (_unit_rows(x) - self.center.numpy()) @ self.components.numpy()
+
+    def fit(self, x: np.ndarray, max_bank: int, seed: int = 0) -> None:
+        x = np.asarray(x, np.float64)
+        if x.ndim != 2 or len(x) == 0:
+            raise InputShapeError(f"crop density fit needs (N, D) samples with N >= 1, got {x.shape}")
+        xn = _unit_rows(x)
+        sample = xn if len(xn) <= max_bank else xn[np.random.default_rng(seed).choice(len(xn), max_bank, False)]
+        center = sample.mean(0)
+        _, _, vt = np.linalg.svd(sample - center, full_matrices=False)
+        comp = np.zeros((self.in_dim, self.components.shape[1]))
+        n = min(comp.shape[1], vt.shape[0])
+        comp[:, :n] = vt[:n].T
+        self.center = torch.from_numpy(center)
+        self.components = torch.from_numpy(comp)
+        self.knn.fit(((xn - center) @ comp).astype(np.float32), max_bank, seed)  # = project(x), normalised once
+
+    def score(self, x: np.ndarray) -> np.ndarray:
+        """``(N, in_dim)`` -> ``(N,)``."""
+        if len(x) == 0:
+            return np.zeros(0)
+        return self.knn.score(self.project(x))
+
+
+# ------------------------------------------------------------------------------------------- frame stream
+
+
+class FramePredictor(nn.Module):
+    """Stacked LSTM predicting the next per-frame vector (inputs standardised by stored statistics).
+
+    ``forward(x)`` with ``x`` (B, T, D) raw vectors returns ``(predictions (B, T-1, D), loss)``.
+    """
+
+    def __init__(self, input_dim: int, hidden_dim: int = 128, num_layers: int = 2, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.input_dim = int(input_dim)
+        self.encoder = StackedLSTMEncoder(EncoderConfig(input_dim=self.input_dim, hidden_dim=hidden_dim,
+                                                        num_layers=num_layers, dropout=dropout))
+        self.head = nn.Linear(hidden_dim, self.input_dim)
+        self.register_buffer("x_mean", torch.zeros(self.input_dim))
+        self.register_buffer("x_std", torch.ones(self.input_dim))
+
+    def set_statistics(self, mean: np.ndarray, std: np.ndarray) -> None:
+        self.x_mean = torch.as_tensor(mean, dtype=torch.float32).clone()
+        self.x_std = torch.as_tensor(np.maximum(std, 1e-6), dtype=torch.float32).clone()
+
+    def standardise(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.x_mean) / self.x_std
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if x.dim() != 3 or x.shape[-1] != self.input_dim:
+            raise InputShapeError(f"frame stream expects (B, T, {self.input_dim}) input, got {tuple(x.shape)}")
+        z = self.standardise(x)  # (B, T, D)
+        h, _ = self.encoder(z[:, :-1])  # (B, T-1, H)
+        pred = self.head(h)  # (B, T-1, D)
+        loss = ((pred - z[:, 1:]) ** 2).mean()
+        return pred, loss
+
+    @torch.inference_mode()
+    def errors(self, x: np.ndarray) -> np.ndarray:
+        """Per-frame prediction error of a whole ``(T, D)`` sequence; NaN for the first frame."""
+        z = self.standardise(torch.from_numpy(np.asarray(x, np.float32))[None])  # (1, T, D)
+        h, _ = self.encoder(z)
+        pred = self.head(h)[0]  # (T, D): pred[t] predicts z[t + 1]
+        err = ((pred[:-1] - z[0, 1:]) ** 2).mean(1).double().numpy()
+        return np.concatenate([[np.nan], err])
+
+
+def build_frame_predictor(model_config: dict[str, Any]) -> FramePredictor:
+    """Registry builder for the frame-stream LSTM trained by the engine."""
+    return FramePredictor(int(model_config["input_dim"]), int(model_config.get("hidden_dim", 128)),
+                          int(model_config.get("num_layers", 2)), float(model_config.get("dropout", 0.1)))
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+
+class AnomalyModel(nn.Module):
+    """The fused model: stream submodules + per-stream normalisation statistics (all buffers).
+
+    Args:
+        cfg: the :class:`AnomalyConfig`.
+        map_shape: magnitude-map ``(mh, mw)`` of the training videos.
+        frame_size: working ``(w, h)`` of the training videos (region coordinates).
+        bank_size: objects kNN bank rows (objects stream).
+        crop_bank_size, crop_dim: crops-stream bank rows and crop feature width.
+        frame_input_dim: frame-stream vector length (frame stream).
+        descriptor_dim, appearance_dim: parts of that vector (for input checks).
+    """
+
+    def __init__(self, cfg: AnomalyConfig, map_shape: tuple[int, int], frame_size: tuple[int, int],
+                 bank_size: int = 1, frame_input_dim: int = 0, descriptor_dim: int = 0,
+                 appearance_dim: int = 0, crop_bank_size: int = 1, crop_dim: int = 0) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.map_shape = (int(map_shape[0]), int(map_shape[1]))
+        self.frame_size = (int(frame_size[0]), int(frame_size[1]))
+        self.descriptor_dim = int(descriptor_dim)
+        self.appearance_dim = int(appearance_dim)
+        self.speed = SpeedStream(cfg.speed, self.map_shape)  # always: objects use its scale map too
+        self.objects = KNNDensity(bank_size, len(cfg.objects.indices), cfg.objects.k) if cfg.uses("objects") else None
+        self.crops = None
+        if cfg.uses("crops"):
+            if crop_dim < 1:
+                raise InputShapeError("anomaly: the crops stream needs the crop feature width (crop_dim)")
+            self.crops = CropDensity(crop_bank_size, crop_dim, cfg.crops.pca_dim, cfg.crops.k)
+        self.frame = None
+        if cfg.uses("frame"):
+            self.frame = FramePredictor(frame_input_dim, cfg.frame.hidden_dim, cfg.frame.num_layers, cfg.frame.dropout)
+        n = len(cfg.streams)
+        self.register_buffer("stream_mean", torch.zeros(n, dtype=torch.float64))
+        self.register_buffer("stream_std", torch.ones(n, dtype=torch.float64))
+
+    # -- config round trip ------------------------------------------------------------------------
+    def model_config(self) -> dict[str, Any]:
+        return {"config": to_dict(self.cfg), "map_shape": list(self.map_shape), "frame_size": list(self.frame_size),
+                "bank_size": int(self.objects.bank.shape[0]) if self.objects is not None else 1,
+                "crop_bank_size": int(self.crops.knn.bank.shape[0]) if self.crops is not None else 1,
+                "crop_dim": int(self.crops.in_dim) if self.crops is not None else 0,
+                "frame_input_dim": int(self.frame.input_dim) if self.frame is not None else 0,
+                "descriptor_dim": self.descriptor_dim, "appearance_dim": self.appearance_dim}
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def object_vectors(self, region_attrs: np.ndarray) -> np.ndarray:
+        """Raw region attributes -> the normalised vectors the objects stream uses."""
+        if region_attrs.size and region_attrs.shape[1] != len(ATTRIBUTE_NAMES):
+            raise InputShapeError(f"region attributes have {region_attrs.shape[1]} columns, "
+                                  f"expected {len(ATTRIBUTE_NAMES)}")
+        norm = normalise_attributes(region_attrs.reshape(-1, len(ATTRIBUTE_NAMES)), self.speed.scale_map.numpy(),
+                                    self.frame_size, self.cfg.motion.map_stride)
+        return norm[:, self.cfg.objects.indices]
+
+    def frame_vector(self, f: FrameFeatures) -> np.ndarray:
+        parts = []
+        if self.cfg.frame.appearance:
+            if f.appearance is None:
+                raise InputShapeError("frame stream needs appearance features, none were given")
+            if f.appearance.shape[-1] != self.appearance_dim:
+                raise InputShapeError(f"appearance feature has {f.appearance.shape[-1]} dims, the checkpoint "
+                                      f"expects {self.appearance_dim} (different backbone/feature_dim?)")
+            parts.append(f.appearance)
+        if self.cfg.frame.motion:
+            if f.descriptor.shape[-1] != self.descriptor_dim:
+                raise InputShapeError(f"motion descriptor has {f.descriptor.shape[-1]} dims, the checkpoint "
+                                      f"expects {self.descriptor_dim} (different motion.grid?)")
+            parts.append(f.descriptor)
+        return np.concatenate(parts).astype(np.float32)
+
+    def delay_frames(self, fps: float) -> int:
+        """Frames a live scorer lags behind its input (centred temporal windows)."""
+        k = self.kernel(fps)
+        return self.speed.radius + len(k) // 2
+
+    def kernel(self, fps: float) -> np.ndarray:
+        return gaussian_kernel(self.cfg.smooth_sigma_s * fps, self.cfg.smooth_truncate)
+
+    def scorer(self, fps: float, *, normalise: bool = True) -> StreamScorer:
+        """A fresh streaming scorer for one video at ``fps``."""
+        return StreamScorer(self, fps, normalise=normalise)
+
+    def fuse(self, raw: dict[str, float], normalise: bool = True) -> tuple[float, dict[str, float]]:
+        """Raw stream scores -> (fused score, z per stream). NaN raw scores count as z = 0 (typical)."""
+        z = {}
+        for i, name in enumerate(self.cfg.streams):
+            v = raw[name]
+            if not math.isfinite(v):
+                z[name] = 0.0
+                continue
+            z[name] = (v - float(self.stream_mean[i])) / float(self.stream_std[i]) if normalise else v
+        w = self.cfg.stream_weights
+        vals = [z[n] * wi for n, wi in zip(self.cfg.streams, w, strict=True)]
+        fused = max(vals) if self.cfg.fusion == "max" else sum(vals) / sum(w)
+        return float(fused), z
+
+
+class StreamScorer:
+    """Scores :class:`FrameFeatures` one by one (see :class:`AnomalyModel`); emits with a fixed delay.
+
+    ``push(features) -> list[ScoredFrame]`` returns the frames that became final; ``finish()`` returns
+    the rest. Offline scoring is ``push`` for every frame then ``finish``.
+    """
+
+    def __init__(self, model: AnomalyModel, fps: float, *, normalise: bool = True) -> None:
+        if not fps or fps <= 0 or not math.isfinite(fps):
+            raise InputShapeError(f"scoring needs a positive frame rate, got {fps}")
+        self.model = model
+        self.fps = float(fps)
+        self.normalise = normalise
+        self._fill = _LeadingFill()
+        self._speed = CenteredWindow(model.speed.radius, model.speed.window_score)
+        k = model.kernel(fps)
+        self._smooth = CenteredWindow(len(k) // 2, lambda xs: float(np.dot(k, xs)))
+        self._pending: dict[int, dict[str, Any]] = {}  # position -> frame info + immediate raw scores
+        self._fused: dict[int, tuple[float, dict[str, float]]] = {}
+        self._n = 0
+        self._lstm_state: Any = None
+        self._lstm_pred: torch.Tensor | None = None
+        self._done = False
+
+    def _immediate(self, f: FrameFeatures) -> dict[str, float]:
+        m = self.model
+        raw: dict[str, float] = {}
+        if m.objects is not None:
+            attrs = np.asarray(f.region_attrs, np.float32)
+            if not np.isfinite(attrs).all():
+                raise InputShapeError(f"frame {f.frame_index}: region attributes contain NaN/inf")
+            d = m.objects.score(m.object_vectors(attrs))
+            raw["objects"] = float(d.max()) if len(d) else 0.0
+        if m.crops is not None:
+            if f.region_crops is None:
+                raise InputShapeError(f"frame {f.frame_index}: the crops stream needs object crop features, none "
+                                      "were given")
+            crops = np.asarray(f.region_crops, np.float32)
+            if crops.size == 0:
+                crops = np.zeros((0, m.crops.in_dim), np.float32)
+            if len(crops) != len(f.region_attrs):
+                raise InputShapeError(f"frame {f.frame_index}: {len(crops)} crop features for "
+                                      f"{len(f.region_attrs)} regions")
+            if not np.isfinite(crops).all():
+                raise InputShapeError(f"frame {f.frame_index}: crop features contain NaN/inf")
+            d = m.crops.score(crops)
+            raw["crops"] = float(d.max()) if len(d) else 0.0
+        if m.frame is not None:
+            x = m.frame_vector(f)
+            if not np.isfinite(x).all():
+                raise InputShapeError(f"frame {f.frame_index}: features contain NaN/inf")
+            with torch.inference_mode():
+                z = m.frame.standardise(torch.from_numpy(x)[None])  # (1, D)
+                err = float("nan")
+                if self._lstm_pred is not None:
+                    err = float(((self._lstm_pred - z) ** 2).mean())
+                h, self._lstm_state = m.frame.encoder.step(z, self._lstm_state)
+                self._lstm_pred = m.frame.head(h)
+            raw["frame"] = err
+        return raw
+
+    def _complete(self, pos: int, speed_score: float) -> list[ScoredFrame]:
+        info = self._pending[pos]
+        raw = dict(info["raw"])
+        raw["speed"] = speed_score
+        raw = {k: raw[k] for k in self.model.cfg.streams}
+        fused, _ = self.model.fuse(raw, self.normalise)
+        self._fused[pos] = (fused, raw)
+        return self._smoothed(self._smooth.push(fused))
+
+    def _smoothed(self, ready: list[tuple[int, float]]) -> list[ScoredFrame]:
+        out = []
+        for q, value in ready:
+            info = self._pending.pop(q)
+            fused, raw = self._fused.pop(q)
+            out.append(ScoredFrame(position=q, frame_index=info["frame_index"], timestamp_s=info["timestamp_s"],
+                                   raw=raw, fused=fused, score=float(value)))
+        return out
+
+    def push(self, f: FrameFeatures) -> list[ScoredFrame]:
+        if self._done:
+            raise RuntimeError("StreamScorer.push after finish(); make a new scorer")
+        mm = np.asarray(f.magnitude_map, np.float32)
+        if not np.isfinite(mm).all():
+            raise InputShapeError(f"frame {f.frame_index}: magnitude map contains NaN/inf")
+        pos = self._n
+        self._n += 1
+        self._pending[pos] = {"frame_index": int(f.frame_index), "timestamp_s": float(f.timestamp_s),
+                              "raw": self._immediate(f)}
+        out: list[ScoredFrame] = []
+        norm = self.model.speed.normalise(mm)
+        for m in self._fill.push(norm, bool(f.valid)):
+            for q, s in self._speed.push(m):
+                out.extend(self._complete(q, s))
+        return out
+
+    def finish(self) -> list[ScoredFrame]:
+        self._done = True
+        out: list[ScoredFrame] = []
+        for m in self._fill.finish(self.model.map_shape):
+            for q, s in self._speed.push(m):
+                out.extend(self._complete(q, s))
+        for q, s in self._speed.finish():
+            out.extend(self._complete(q, s))
+        out.extend(self._smoothed(self._smooth.finish()))
+        return out
+
+
+def score_frames(model: AnomalyModel, frames: Iterable[FrameFeatures], fps: float,
+                 normalise: bool = True) -> list[ScoredFrame]:
+    """Offline scoring: the streaming scorer over every frame, then flushed."""
+    sc = model.scorer(fps, normalise=normalise)
+    out: list[ScoredFrame] = []
+    for f in frames:
+        out.extend(sc.push(f))
+    out.extend(sc.finish())
+    return out
+
+
+def build_model(model_config: dict[str, Any]) -> AnomalyModel:
+    """Registry builder: rebuild an :class:`AnomalyModel` (empty buffers) from its checkpoint config."""
+    try:
+        cfg = from_dict(AnomalyConfig, dict(model_config["config"]))
+        return AnomalyModel(cfg, tuple(model_config["map_shape"]), tuple(model_config["frame_size"]),
+                            int(model_config.get("bank_size", 1)), int(model_config.get("frame_input_dim", 0)),
+                            int(model_config.get("descriptor_dim", 0)), int(model_config.get("appearance_dim", 0)),
+                            int(model_config.get("crop_bank_size", 1)), int(model_config.get("crop_dim", 0)))
+    except (KeyError, TypeError, ValueError, InputShapeError) as exc:
+        raise CheckpointError(f"anomaly model_config is malformed: {exc}") from None
+
+
+def stack_scored(frames: Sequence[ScoredFrame], streams: Sequence[str]) -> dict[str, np.ndarray]:
+    """Parallel arrays from a list of :class:`ScoredFrame` (``score``, ``fused``, ``raw_<stream>``...)."""
+    out = {
+        "frame_index": np.array([f.frame_index for f in frames], np.int64),
+        "timestamp_s": np.array([f.timestamp_s for f in frames], np.float64),
+        "score": np.array([f.score for f in frames], np.float64),
+        "fused": np.array([f.fused for f in frames], np.float64),
+    }
+    for s in streams:
+        out[f"raw_{s}"] = np.array([f.raw[s] for f in frames], np.float64)
+    return out
+
+
+__all__ = [
+    "STREAMS", "MODEL_NAME", "FRAME_MODEL_NAME", "SpeedStreamConfig", "ObjectStreamConfig", "CropStreamConfig",
+    "FrameStreamConfig", "CropDensity",
+    "AnomalyConfig", "FrameFeatures", "ScoredFrame", "CenteredWindow", "gaussian_kernel", "smooth_scores",
+    "SpeedMapFitter", "SpeedStream", "KNNDensity", "FramePredictor", "build_frame_predictor", "AnomalyModel",
+    "StreamScorer", "score_frames", "build_model", "stack_scored",
+]
