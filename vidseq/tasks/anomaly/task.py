@@ -12,9 +12,9 @@ Example::
 
 Metrics of :func:`evaluate` (micro = all test frames pooled):
     ``auc_micro``         the final score, normalised with training statistics only (what a live system
-                          has); ``auc_microminmax``: the same scores min-max normalised per test video
+                          has); ``auc_micro_minmax``: the same scores min-max normalised per test video
                           (what FFP/MNAD-style papers report);
-    ``auc_micro_<stream>`` / ``auc_microminmax_<stream>``: each stream alone (standardised, smoothed);
+    ``auc_micro_<stream>`` / ``auc_micro_minmax_<stream>``: each stream alone (standardised, smoothed);
     ``auc_micro_unsmoothed``: the fused score before temporal smoothing;
     ``auc_micro_unsup_self``: the unsupervised self-referential mode, fitted on each test video itself;
     ``precision``/``recall``/``fpr`` at the calibrated threshold (hysteresis applied).
@@ -171,7 +171,7 @@ def evaluate(model: Path, data: Path, *, overrides: Sequence[str] = ()) -> dict[
     flags = np.concatenate([cal.flags(s) for s in final])
     tp, fp = int((flags & (y == 1)).sum()), int((flags & (y == 0)).sum())
     metrics: dict[str, Any] = {
-        "auc_micro": auc, "auc_microminmax": auc_mm,
+        "auc_micro": auc, "auc_micro_minmax": auc_mm,
         "threshold": cal.threshold, "precision": tp / max(int(flags.sum()), 1), "recall": tp / max(int(y.sum()), 1),
         "fpr": fp / max(int((y == 0).sum()), 1), "frames": int(len(y)), "anomalous_frames": int(y.sum()),
         "clips": len(refs), "streams": list(cfg.streams), "feature_seconds": round(t_feat, 2),
@@ -192,14 +192,14 @@ def _variants(model: AnomalyModel, scored: list[ClipScores], feats: list[ClipFea
     if len(model.cfg.streams) > 1:
         for s in model.cfg.streams:
             z = [smooth_scores(c.z(model, s), model.kernel(c.fps)) for c in scored]
-            out[f"auc_micro_{s}"], out[f"auc_microminmax_{s}"] = micro_aucs(labels, z)
-    out["auc_micro_unsmoothed"], out["auc_microminmax_unsmoothed"] = micro_aucs(
+            out[f"auc_micro_{s}"], out[f"auc_micro_minmax_{s}"] = micro_aucs(labels, z)
+    out["auc_micro_unsmoothed"], out["auc_micro_minmax_unsmoothed"] = micro_aucs(
         labels, [c.arrays["fused"] for c in scored])
     unsup = []
     for cf in feats:
         m, _, _ = fit_unsupervised(cf, model.cfg, None)
         unsup.append(score_clip(m, cf).arrays["score"])
-    out["auc_micro_unsup_self"], out["auc_microminmax_unsup_self"] = micro_aucs(labels, unsup)
+    out["auc_micro_unsup_self"], out["auc_micro_minmax_unsup_self"] = micro_aucs(labels, unsup)
     return out
 
 

@@ -10,7 +10,7 @@ Test labels must not choose the model, so candidates are compared on *pseudo-ano
    validation clips are in ``train``) and with injected pseudo-anomalies (labelled);
 3. every candidate in the grid (stream subset x secondary weight x fusion x smoothing x speed window x
    speed frame quantile) is scored from the same raw stream scores: micro AUC over all pseudo clips with
-   the training-statistics normalisation (``auc_micro``) and with per-clip min-max (``auc_microminmax``);
+   the training-statistics normalisation (``auc_micro``) and with per-clip min-max (``auc_micro_minmax``);
 4. the candidate with the highest mean of the two wins (ties within 0.001 go to fewer streams, then to
    the smaller grid index).
 
@@ -237,7 +237,7 @@ def _pseudo_job(args: tuple[Any, ...]) -> tuple[ClipFeatures, np.ndarray, np.nda
                                 _WORKER["crops"])
 
 
-def pseudoclips_of(specs: Sequence[tuple[Any, Sequence[str], int]], cfg: AnomalyConfig, sel: SelectionConfig,
+def pseudo_clips(specs: Sequence[tuple[Any, Sequence[str], int]], cfg: AnomalyConfig, sel: SelectionConfig,
                  donors: Callable[[], Sequence[Any]], donor_ids: Sequence[str], backbone: Any,
                  cache_dir: str | None, *, crops: Any = None, workers: int = 1, device: str = "cpu",
                  desc: str = "pseudo clips", progress: bool = False,
@@ -388,7 +388,7 @@ def evaluate_candidates(cands: Sequence[Candidate], folds: Sequence[FoldScores],
                                "fusion": c.fusion, "smooth_sigma_s": c.smooth_sigma_s, "speed_window": c.speed_window,
                                "speed_frame_quantile": c.speed_frame_quantile, "speed_temporal": c.speed_temporal,
                                "speed_cell": c.speed_cell, "auc_micro": auc,
-                               "auc_microminmax": auc_mm, "criterion": (auc + auc_mm) / 2}
+                               "auc_micro_minmax": auc_mm, "criterion": (auc + auc_mm) / 2}
         for j, kind in enumerate(present):
             row[f"auc_micro_{kind}"] = float(by_kind[j])
         rows.append(row)
@@ -440,7 +440,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
                 ks = [sel.pseudo.kinds[(counter + j) % len(sel.pseudo.kinds)] for j in range(sel.pseudo.segments)]
                 counter += sel.pseudo.segments
                 specs.append((refs[i], ks, (sel.pseudo.seed + rnd) * 1000 + i))
-        for cf, y, kd in pseudoclips_of(specs, base, sel, donors, [r.clip_id for r in donor_refs], backbone, cache,
+        for cf, y, kd in pseudo_clips(specs, base, sel, donors, [r.clip_id for r in donor_refs], backbone, cache,
                                       crops=crops, workers=tc.workers, device=tc.device,
                                       desc=f"fold {k + 1}/{sel.folds} pseudo clips", progress=tc.progress):
             pseudo.append(cf)
@@ -492,7 +492,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
             w.writerow({k: (json.dumps(v) if isinstance(v, list) else v) for k, v in r.items()})
     save_config(tuned, out / "anomaly.yaml")  # last: its presence means the run completed
     return {"chosen": best["label"], "pseudo_auc_micro": best["auc_micro"],
-            "pseudo_auc_microminmax": best["auc_microminmax"], "candidates": len(rows),
+            "pseudo_auc_micro_minmax": best["auc_micro_minmax"], "candidates": len(rows),
             "pseudo_frames": summary["pseudo_frames"], "seconds": summary["seconds"],
             "config": str(out / "anomaly.yaml")}
 
@@ -534,7 +534,7 @@ def grid_report(data: Path, tune_dir: Path, *, split: str = "test", overrides: S
     pseudo = {r["label"]: r for r in chosen["rows"]}
     for r in rows:
         p = pseudo.get(r["label"], {})
-        r["pseudo_auc_micro"], r["pseudo_auc_microminmax"] = p.get("auc_micro"), p.get("auc_microminmax")
+        r["pseudo_auc_micro"], r["pseudo_auc_micro_minmax"] = p.get("auc_micro"), p.get("auc_micro_minmax")
         r["pseudo_criterion"] = p.get("criterion")
         for k in [k for k in r if k.startswith("auc_micro_") and k.split("auc_micro_")[1] in KINDS]:
             del r[k]
