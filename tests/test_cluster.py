@@ -199,3 +199,35 @@ def test_serial_path_does_not_import_ray(tmp_path: Path, tiny_video: Path) -> No
             "assert rc == 0, rc; assert 'ray' not in sys.modules, 'ray imported'; print('ok')")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.strip().endswith("ok"), r.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_score_on_ray_equals_serial_and_reruns_skip(tmp_path: Path, ray_local, make_video) -> None:
+    videos = [str(make_video(tmp_path / f"{n}.avi", n_frames=16)) for n in ("a", "b")]
+    opts = ["-q", "score", *videos, "--unsupervised", "--fit-seconds", "0.5"]
+    assert main([*opts, "--out", str(tmp_path / "serial")]) == 0
+    assert main([*opts, "--out", str(tmp_path / "ray"), "--ray", "auto", "--no-progress"]) == 0
+    for n in ("a", "b"):
+        assert (tmp_path / "ray" / f"{n}_scores.csv").read_text() == \
+            (tmp_path / "serial" / f"{n}_scores.csv").read_text()
+        ray_doc = json.loads((tmp_path / "ray" / f"{n}_events.json").read_text())
+        serial_doc = json.loads((tmp_path / "serial" / f"{n}_events.json").read_text())
+        assert ray_doc["events"] == serial_doc["events"] and ray_doc["threshold"] == serial_doc["threshold"]
+    assert main([*opts, "--out", str(tmp_path / "ray"), "--ray", "auto", "--no-progress"]) == 0
+    assert summary_of(tmp_path / "ray")["counts"]["skipped_complete"] == 2
+
+
+def test_score_rerun_skips_until_settings_change(tmp_path: Path, make_video,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    video = str(make_video(tmp_path / "v.avi", n_frames=16))
+    args = ["score", video, "--unsupervised", "--fit-seconds", "0.5", "--out", str(tmp_path / "o")]
+    assert main(args) == 0
+    events = tmp_path / "o" / "v_events.json"
+    assert json.loads(events.read_text())["settings_hash"]
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "already complete" in capsys.readouterr().out
+    assert main([*args, "--force"]) == 0
+    assert "already complete" not in capsys.readouterr().out
+    assert main([*args[:-4], "--fit-seconds", "1", "--out", str(tmp_path / "o")]) == 0
+    assert json.loads(events.read_text())["mode"] == "unsupervised-first-1s"

@@ -29,6 +29,7 @@ complete it; the tests and ``docs/cluster.md`` use this to show the recovery pat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import logging
 import os
@@ -243,6 +244,11 @@ def run_on_ray(job: VideoJob, sources: list[str], stems: dict[str, str], out: Pa
         ClusterError: Ray missing, unreachable, or a worker cannot write ``out``.
     """
     ray = _import_ray()
+    # workers on other nodes have their own working directory: hand them absolute paths
+    out = Path(out).resolve()
+    job = dataclasses.replace(job, out=out)  # type: ignore[type-var]
+    stems = {_absolute(s): stem for s, stem in stems.items()}
+    sources = [_absolute(s) for s in sources]
     progress = progress or (lambda line: log.info("%s", line))
     chaos = frozenset(s.strip() for s in os.environ.get(CHAOS_ENV, "").split(",") if s.strip())
     t0 = time.perf_counter()
@@ -340,6 +346,11 @@ def run_on_ray(job: VideoJob, sources: list[str], stems: dict[str, str], out: Pa
                 ray.kill(actor)
         if started_here:
             ray.shutdown()
+
+
+def _absolute(spec: str) -> str:
+    """An existing local path as an absolute path; URLs, camera indexes and missing paths unchanged."""
+    return str(Path(spec).resolve()) if "://" not in spec and Path(spec).exists() else spec
 
 
 def _first_line(exc: BaseException) -> str:
