@@ -161,9 +161,11 @@ class VideoWorker:
         log.info("%s: attempt %d on %s", source, attempt, where)
         if attempt == 1 and stem in self.chaos_stems:
             self._kill_when_started(stem)
+        cpu0 = time.process_time()
         try:
             res = self.job.run(source, stem)
-            return {"ok": True, "result": res.as_dict(), "log": buf.getvalue(), "worker": where}
+            return {"ok": True, "result": res.as_dict(), "log": buf.getvalue(), "worker": where,
+                    "cpu_s": round(time.process_time() - cpu0, 3)}
         except VidseqError as exc:
             log.error("%s: %s", source, exc)
             return {"ok": False, "reason": str(exc), "log": buf.getvalue(), "worker": where}
@@ -326,7 +328,7 @@ def run_on_ray(job: VideoJob, sources: list[str], stems: dict[str, str], out: Pa
             if res["ok"]:
                 r = VideoResult(**res["result"])
                 entry = {"source": src, "stem": stems[src], "output": r.output, "frames": r.frames,
-                         "seconds": r.seconds, "attempts": attempt, "worker": res["worker"]}
+                         "seconds": r.seconds, "cpu_s": res["cpu_s"], "attempts": attempt, "worker": res["worker"]}
                 (summary.done if r.status == "complete" else summary.skipped_complete).append(entry)
                 report(r.line)
                 for note in r.notes:
