@@ -231,3 +231,14 @@ def test_score_rerun_skips_until_settings_change(tmp_path: Path, make_video,
     assert "already complete" not in capsys.readouterr().out
     assert main([*args[:-4], "--fit-seconds", "1", "--out", str(tmp_path / "o")]) == 0
     assert json.loads(events.read_text())["mode"] == "unsupervised-first-1s"
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1", "nonsense"])
+def test_unreachable_cluster_is_one_line(tmp_path: Path, tiny_video: Path, address: str,
+                                         capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("ray")
+    rc = main(["extract", str(tiny_video), "--out", str(tmp_path / "o"), "--ray", address, "--backbone",
+               "resnet18", "--no-pretrained", "--no-progress"])
+    assert rc == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("vidseq extract: error: ") and ("cannot reach Ray" in last or "expected auto" in last)

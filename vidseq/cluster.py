@@ -198,7 +198,12 @@ def _import_ray() -> Any:
 
 
 def _connect(ray: Any, opts: RayOptions) -> bool:
-    """Start or join Ray; returns whether this call started it (and must shut it down)."""
+    """Start or join Ray; returns whether this call started it (and must shut it down).
+
+    A process that already runs Ray (``ray.init`` done, e.g. a notebook or a test) keeps using it.
+    """
+    if opts.address != "auto":
+        _check_reachable(opts.address)
     if ray.is_initialized():
         return False
     env = {k: v for k, v in os.environ.items() if k.startswith("VIDSEQ_")}
@@ -216,6 +221,19 @@ def _connect(ray: Any, opts: RayOptions) -> bool:
         raise ClusterError(f"cannot {'start' if opts.address == 'auto' else 'join'} Ray "
                            f"({opts.address}): {first}") from None
     return True
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail in seconds, not after Ray's minute of retries, when nothing listens at ``[ray://]HOST:PORT``."""
+    hostport = address.split("://", 1)[-1].rstrip("/")
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ClusterError(f"--ray {address}: expected auto, HOST:PORT or ray://HOST:PORT")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise ClusterError(f"cannot reach Ray at {address} ({exc.strerror or exc}); start it with "
+                           "`ray start --head` or give its address") from None
 
 
 def _worker_count(ray: Any, opts: RayOptions, n_sources: int) -> int:
