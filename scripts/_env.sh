@@ -17,7 +17,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
-extras=${VIDSEQ_EXTRAS:-samples,caption,test}
+extras=${VIDSEQ_EXTRAS:-samples,caption,ray,test}
 stamp="$VENV/.vidseq-installed-$( (cat "$VIDSEQ_ROOT/pyproject.toml"; echo "$extras") | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ]; then
   echo "installing vidseq and its dependencies into $VENV (first run takes a few minutes)" >&2

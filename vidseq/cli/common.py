@@ -5,9 +5,12 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vidseq.config import default_config_path, load_config, parse_override
+
+if TYPE_CHECKING:
+    from vidseq.jobs import VideoJob
 
 T = TypeVar("T")
 
@@ -95,5 +98,58 @@ def for_each_source(command: str, sources: list[str], run_one: Callable[[str], N
             failed += 1
     if failed:
         print(f"vidseq {command}: {failed} of {len(sources)} sources failed", file=sys.stderr)
+        return 2
+    return 0
+
+
+def add_ray_args(parser: argparse.ArgumentParser) -> None:
+    """``--ray [auto|ADDRESS]`` and its knobs (see docs/cluster.md)."""
+    g = parser.add_argument_group("cluster (Ray; pip install 'vidseq[ray]')")
+    g.add_argument("--ray", nargs="?", const="auto", default=None, metavar="auto|ADDRESS",
+                   help="one video per Ray worker: 'auto' starts a local Ray sized to this machine, ADDRESS "
+                        "joins a cluster (e.g. ray://head:10001); --out must be shared storage on every node")
+    g.add_argument("--ray-workers", type=int, default=None, metavar="N",
+                   help="worker actors (default: cluster CPUs / --ray-cpus, at most one per video)")
+    g.add_argument("--ray-cpus", type=float, default=1.0, metavar="C", help="CPUs per worker (default 1)")
+    g.add_argument("--ray-gpus", type=float, default=0.0, metavar="G", help="GPUs per worker (default 0)")
+    g.add_argument("--ray-retries", type=int, default=2, metavar="N",
+                   help="retries of a video whose worker died (default 2)")
+
+
+def run_jobs(job: VideoJob, sources: list[str], stems: dict[str, str], out: Path,
+             args: argparse.Namespace) -> int:
+    """Run ``job`` on every source: serially here, or on Ray actors with ``--ray`` (Ray is imported only then).
+
+    Both paths call the same ``job.run``; exit code 2 when any source failed.
+    """
+    import sys
+
+    if getattr(args, "ray", None) is None:
+        job.setup()
+
+        def run_one(spec: str) -> None:
+            res = job.run(spec, stems[spec])
+            print(res.line)
+            for note in res.notes:
+                print(f"  note: {note}", file=sys.stderr)
+
+        return for_each_source(job.command, sources, run_one)
+
+    from vidseq.cluster import RayOptions, run_on_ray
+
+    if args.ray_retries < 0:
+        from vidseq.errors import ConfigError
+
+        raise ConfigError(f"--ray-retries must be >= 0, got {args.ray_retries}")
+    opts = RayOptions(address=args.ray, workers=args.ray_workers, cpus_per_worker=args.ray_cpus,
+                      gpus_per_worker=args.ray_gpus, max_retries=args.ray_retries)
+    show = not getattr(args, "no_progress", False)
+    summary = run_on_ray(job, sources, stems, out, opts,
+                         report=lambda line: print(line, file=sys.stderr if line.startswith("vidseq ") else
+                                                   sys.stdout, flush=True),
+                         progress=(lambda line: print(line, file=sys.stderr, flush=True)) if show else None)
+    if summary.failed:
+        print(f"vidseq {job.command}: {len(summary.failed)} of {summary.total} sources failed "
+              f"(see {out / 'run_summary.json'})", file=sys.stderr)
         return 2
     return 0

@@ -9,10 +9,11 @@ from pathlib import Path
 
 from vidseq.cli.common import (
     add_config_args,
+    add_ray_args,
     check_single_source,
     expand_sources,
-    for_each_source,
     resolve_config,
+    run_jobs,
     unique_stems,
 )
 
@@ -39,17 +40,15 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] | mps")
     p.add_argument("--no-progress", action="store_true")
     add_config_args(p, "extract")
+    add_ray_args(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from vidseq.config import save_config
-    from vidseq.features.extractor import (
-        ExtractConfig,
-        backbone_from_config,
-        extract_features,
-    )
+    from vidseq.features.extractor import ExtractConfig
+    from vidseq.jobs import ExtractJob
 
     flags = {k: getattr(args, k) for k in ("backbone", "weights", "pretrained", "feature_dim", "imgsz",
                                             "batch_size", "stride", "start_s", "end_s", "max_frames", "device")}
@@ -57,20 +56,12 @@ def run(args: argparse.Namespace) -> int:
     sources = expand_sources(args.sources)
     stems = unique_stems(sources)
     check_single_source(sources)
-    backbone = backbone_from_config(cfg)
+    job = ExtractJob(cfg, args.out, progress=not args.no_progress and sys.stderr.isatty() and args.ray is None)
+    if args.ray is None:  # serial: load the backbone here (errors before any output), as before
+        backbone = job.backbone
+        w = backbone.weights
+        print(f"backbone {backbone.name} ({backbone.feature_dim}-d) weights: "
+              f"{w.path if w.pretrained else 'random init'} [{w.source}]", file=sys.stderr)
     args.out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, args.out / "extract_config.yaml")
-    w = backbone.weights
-    print(f"backbone {backbone.name} ({backbone.feature_dim}-d) weights: "
-          f"{w.path if w.pretrained else 'random init'} [{w.source}]", file=sys.stderr)
-
-    def run_one(spec: str) -> None:
-        target = args.out / f"{stems[spec]}.npz"
-        seq = extract_features(spec, backbone, batch_size=cfg.batch_size, stride=cfg.stride,
-                               start_s=cfg.start_s, end_s=cfg.end_s, max_frames=cfg.max_frames,
-                               prefetch=cfg.prefetch, out_path=target,
-                               progress=not args.no_progress and sys.stderr.isatty())
-        status = "cache hit" if seq.meta.get("cache_hit") else f"{seq.meta.get('fps_achieved')} frames/s"
-        print(f"{target}\t{len(seq)} frames x {seq.feature_dim}\t{status}")
-
-    return for_each_source("extract", sources, run_one)
+    return run_jobs(job, sources, stems, args.out, args)

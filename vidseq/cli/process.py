@@ -8,10 +8,11 @@ from pathlib import Path
 
 from vidseq.cli.common import (
     add_config_args,
+    add_ray_args,
     check_single_source,
     expand_sources,
-    for_each_source,
     resolve_config,
+    run_jobs,
     unique_stems,
 )
 
@@ -35,13 +36,15 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="re-run videos already processed with the same settings")
     p.add_argument("--no-progress", action="store_true")
     add_config_args(p, "process")
+    add_ray_args(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
     from vidseq.config import save_config
-    from vidseq.pipeline import ProcessConfig, process_video
+    from vidseq.jobs import ProcessJob
+    from vidseq.pipeline import ProcessConfig
 
     flags = {"backbone_weights": args.weights, "anomaly.model": args.anomaly_model,
              "trajectory.model": args.trajectory_model, "caption.model": args.caption_model,
@@ -52,18 +55,6 @@ def run(args: argparse.Namespace) -> int:
     check_single_source(sources)
     args.out.mkdir(parents=True, exist_ok=True)
     save_config(cfg, args.out / "process_config.yaml")
-
-    def run_one(spec: str) -> None:
-        res = process_video(spec, args.out / stems[spec], cfg, force=args.force,
-                            progress=not args.no_progress and sys.stderr.isatty())
-        s = res.summary
-        if res.status == "skipped":
-            print(f"{res.out_dir}\talready complete (same content and settings; --force to redo)")
-        else:
-            c = s.get("counts", {})
-            print(f"{res.out_dir}\t{res.frames} frames\t{s.get('fps_achieved')} frames/s\t"
-                  f"{c.get('tracks', 0)} tracks\t{c.get('events', 0)} anomaly events")
-        for note in s.get("notes", []):
-            print(f"  note: {note}", file=sys.stderr)
-
-    return for_each_source("process", sources, run_one)
+    job = ProcessJob(cfg, args.out, force=args.force,
+                     progress=not args.no_progress and sys.stderr.isatty() and args.ray is None)
+    return run_jobs(job, sources, stems, args.out, args)

@@ -1,9 +1,11 @@
-"""``vidseq score VIDEO --model CKPT [--out DIR]``: per-frame anomaly scores and events of one video.
+"""``vidseq score VIDEO... --model CKPT [--out DIR]``: per-frame anomaly scores and events of videos.
 
-Writes ``DIR/<stem>_scores.csv`` (``frame_index,timestamp_s,score,is_anomaly``; rows are flushed as
+Per video, writes ``DIR/<stem>_scores.csv`` (``frame_index,timestamp_s,score,is_anomaly``; rows are flushed as
 they are scored, into a temporary file renamed at the end) and ``DIR/<stem>_events.json`` (threshold,
 events, mode). ``--unsupervised`` needs no model: normality is fitted on the video itself (the first
 ``--fit-seconds``, or the whole file) and the outputs say ``"mode": "unsupervised-..."``.
+A video already scored with the same content and settings is skipped (``--force`` redoes it);
+``--ray`` spreads the videos over Ray workers (docs/cluster.md).
 
 Examples::
 
@@ -17,6 +19,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from vidseq.cli.common import add_ray_args, expand_sources, run_jobs, unique_stems
 from vidseq.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -31,7 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                "  vidseq score clip.avi --unsupervised --fit-seconds 20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("video", help="video file, image folder, webcam index or stream URL (unsupervised: files only)")
+    p.add_argument("sources", nargs="+", metavar="VIDEO",
+                   help="video files, image folders, folders of videos, globs, webcam index or stream URL "
+                        "(unsupervised: files only)")
     p.add_argument("--model", type=Path, default=None, metavar="CKPT", help="checkpoint from `vidseq train anomaly`")
     p.add_argument("--out", type=Path, default=Path("."), metavar="DIR", help="output folder (default: .)")
     p.add_argument("--unsupervised", action="store_true",
@@ -42,59 +47,28 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="unsupervised: task config whose 'model' section is used (default configs/anomaly.yaml)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--device", default="cpu", help="backbone device for the frame stream (default cpu)")
+    p.add_argument("--force", action="store_true", help="re-score videos already scored with the same settings")
+    p.add_argument("--no-progress", action="store_true", help="no progress lines (with --ray)")
+    add_ray_args(p)
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidseq.io import atomic_open, atomic_write_json
-    from vidseq.tasks.anomaly.scoring import (
-        ScoreRow,
-        VideoScores,
-        score_video,
-        score_video_unsupervised,
-    )
+    from vidseq.jobs import ScoreJob
 
     if args.unsupervised == (args.model is not None):
         raise ConfigError("give either --model CKPT or --unsupervised")
     if args.fit_seconds is not None and (not args.unsupervised or args.fit_seconds <= 0):
         raise ConfigError("--fit-seconds needs --unsupervised and a positive value")
-    stem = Path(str(args.video)).stem or "source"
-    csv_path = args.out / f"{stem}_scores.csv"
-    json_path = args.out / f"{stem}_events.json"
-    result: VideoScores
-    with atomic_open(csv_path, "w", encoding="utf-8", newline="") as fh:
-        fh.write("frame_index,timestamp_s,score,is_anomaly\n")
-        count = 0
+    unsupervised = None
+    if args.unsupervised:
+        from vidseq.config import default_config_path, load_config
+        from vidseq.tasks.anomaly.config import AnomalyTaskConfig
 
-        def on_row(r: ScoreRow) -> None:
-            nonlocal count
-            fh.write(f"{r.frame_index},{r.timestamp_s:.4f},{r.score:.6f},{int(r.is_anomaly)}\n")
-            count += 1
-            if count % 100 == 0:
-                fh.flush()
-
-        if args.unsupervised:
-            from vidseq.config import default_config_path, load_config
-            from vidseq.tasks.anomaly.config import AnomalyTaskConfig
-
-            path = args.config if args.config is not None else default_config_path("anomaly")
-            cfg = load_config(AnomalyTaskConfig, path).model
-            result = score_video_unsupervised(args.video, cfg, fit_seconds=args.fit_seconds, on_row=on_row,
-                                              max_frames=args.max_frames)
-        else:
-            from vidseq.tasks.anomaly.task import load_anomaly_model
-
-            model, cal, _ = load_anomaly_model(args.model)
-            result = score_video(args.video, model, cal, on_row=on_row, max_frames=args.max_frames,
-                                 device=args.device)
-    doc = result.events_dict()
-    if args.model is not None:
-        doc["model"] = str(args.model)
-    atomic_write_json(json_path, doc)
-    flagged = sum(r.is_anomaly for r in result.rows)
-    label = "UNSUPERVISED " if result.mode != "trained" else ""
-    print(f"{label}mode={result.mode} frames={len(result.rows)} flagged={flagged} events={len(result.events)} "
-          f"threshold={result.calibration.threshold:.4g}")
-    print(f"wrote {csv_path} and {json_path}")
-    return 0
+        path = args.config if args.config is not None else default_config_path("anomaly")
+        unsupervised = load_config(AnomalyTaskConfig, path).model
+    sources = expand_sources(args.sources)
+    job = ScoreJob(args.out, model=args.model, unsupervised=unsupervised, fit_seconds=args.fit_seconds,
+                   max_frames=args.max_frames, device=args.device, force=args.force)
+    return run_jobs(job, sources, unique_stems(sources), args.out, args)
