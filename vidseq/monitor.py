@@ -115,7 +115,7 @@ class _ClipWriter:
         from vidseq.video.sinks import VideoSink
 
         self.path = path
-        self.sink = VideoSink(path, fps, size)
+        self.sink = VideoSink(path, fps, size, atomic=True)  # under its name only once complete
         for img in pre:
             self.sink.write(img)
         self.close_at: float | None = None
@@ -436,7 +436,7 @@ class _PipelineContext:
         self.rule = AlertRule(cam.cfg.alerts)
         self.ring: deque[np.ndarray] = deque(maxlen=1)
         self.clip: _ClipWriter | None = None
-        self.clip_event: str | None = None
+        self.clip_events: list[str] = []  # events whose clip is the one recording
         self.dropped_before = 0  # counters of earlier source objects (reconnects)
         self.reconnects_before = 0
         self.active_id: str | None = None
@@ -536,6 +536,10 @@ class _PipelineContext:
             with atomic_open(cam.out / thumb, "wb") as fh:
                 fh.write(buf.tobytes())
         clip = f"{stem}.mp4" if cfg.save_clips else None
+        if clip is not None and self.clip is not None:
+            # the previous event's clip is still recording (post-roll): it goes on and holds this event too
+            clip = self.clip.path.name
+            self.clip.close_at = None
         rec = {"type": "alert", "id": event_id, "camera": cam.name, "frame_index": frame.frame_index, **started,
                "clip": clip, "thumbnail": thumb if ok else None, "wall_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         cam._log.write(rec)
@@ -546,14 +550,15 @@ class _PipelineContext:
         if clip is not None and self.clip is None:
             # atomic: the clip appears under its name only once complete (a browser never gets half a file)
             self.clip = _ClipWriter(cam.out / clip, fps, size, list(self.ring))
-            self.clip_event = event_id
+        if clip is not None:
+            self.clip_events.append(event_id)
 
     def _close_clip(self) -> None:
         if self.clip is not None:
             self.clip.close()
-            if self.clip_event is not None:
-                self.cam._update_event(self.clip_event, clip_ready=True)
-            self.clip, self.clip_event = None, None
+            for event_id in self.clip_events:
+                self.cam._update_event(event_id, clip_ready=True)
+            self.clip, self.clip_events = None, []
 
     def source_closed(self, src: Any) -> None:
         self.dropped_before += src.stats.dropped
