@@ -449,6 +449,7 @@ class _PipelineContext:
         self.ring = deque(maxlen=max(1, round(cfg.alerts.pre_roll_s * info.fps)))
         self.head = next((h for h in self.proc.heads if h.name == "anomaly"), None)
         cam.fps_source = info.fps
+        cam.stats.started = time.monotonic()  # fps counts from here, not from the model load
         log.info("%s: monitoring %s (%s, %.1f fps); anomaly: %s", cam.name, cam.source, info.kind, info.fps,
                  self.head.describe() if self.head is not None else "not available")
         cam._base = {"camera": cam.name, "source": cam.source, "config": to_dict(cfg), **self.proc.describe()}
