@@ -264,6 +264,8 @@ class CameraMonitor:
         self._score_seq = 0
         self._events: list[dict[str, Any]] = []
         self._events_version = 0
+        self._reopens = 0  # sources reopened by this monitor after a failure (persistent cameras)
+        self._base: dict[str, Any] = {"camera": name, "source": self.source, "config": to_dict(cfg)}
 
     # -- live state (any thread) -------------------------------------------------------------------
     @property
@@ -351,8 +353,8 @@ class CameraMonitor:
             with self._lock:
                 self._live = False
             self.result = {"camera": self.name, "source": self.source, "status": "stopped",
-                           **self.stats.summary()}
-            atomic_write_json(self.out / "monitor_summary.json", {**getattr(self, "_base", {}), **self.result})
+                           "state": self.state()[0], **self.stats.summary()}
+            atomic_write_json(self.out / "monitor_summary.json", {**self._base, **self.result})
         return self.result
 
     def _run(self, stop: threading.Event) -> None:
@@ -379,6 +381,7 @@ class CameraMonitor:
             with self._lock:
                 self._live = live
             if not first:
+                self._reopens += 1
                 self.stats.reconnects += 1
             first, backoff = False, 0.5
             try:
@@ -476,8 +479,7 @@ class _PipelineContext:
                 stats.latency_ms.append((now - cap) * 1000.0)
             stats.frames += 1
             stats.dropped = self.dropped_before + src.stats.dropped
-            reconnects = self.reconnects_before + src.stats.reconnects
-            stats.reconnects = max(stats.reconnects, reconnects)
+            stats.reconnects = cam._reopens + self.reconnects_before + src.stats.reconnects
             if (frame.image.shape[1], frame.image.shape[0]) != size:  # a reconnected camera changed size
                 size = (frame.image.shape[1], frame.image.shape[0])
                 self._close_clip()
@@ -601,8 +603,7 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     cam = CameraMonitor(camera_name(source), source, out_dir, cfg)
     with _StopOnSignals(stop):
         cam.run(stop)
-    base = getattr(cam, "_base", {"source": str(source), "config": to_dict(cfg)})
-    return {**base, "status": "stopped", **cam.stats.summary()}
+    return {**cam._base, "status": "stopped", **cam.stats.summary()}
 
 
 def check_sources(specs: list[CameraSpec]) -> None:
@@ -623,6 +624,7 @@ def run_cameras(cams: list[CameraMonitor], stop: threading.Event, *, keep_alive:
     stops the others, and its error is raised once all threads have finished.
     """
     failures: list[VidseqError] = []
+    crashed: list[str] = []
 
     def work(cam: CameraMonitor) -> None:
         try:
@@ -634,8 +636,8 @@ def run_cameras(cams: list[CameraMonitor], stop: threading.Event, *, keep_alive:
                 stop.set()
         except Exception:  # a bug: log it with its traceback, stop everything
             log.exception("%s: camera thread crashed", cam.name)
+            crashed.append(cam.name)
             stop.set()
-            raise
 
     threads = [threading.Thread(target=work, args=(c,), name=f"vidseq-camera-{c.name}", daemon=True) for c in cams]
     timed = any(c.cfg.duration_s is not None for c in cams)
@@ -645,7 +647,7 @@ def run_cameras(cams: list[CameraMonitor], stop: threading.Event, *, keep_alive:
         idle_said = False
         while not stop.is_set():
             alive = any(t.is_alive() for t in threads)
-            if not alive and (not keep_alive or timed or failures):
+            if not alive and (not keep_alive or timed or failures or crashed):
                 break
             if not alive and not idle_said:
                 idle_said = True
@@ -657,6 +659,8 @@ def run_cameras(cams: list[CameraMonitor], stop: threading.Event, *, keep_alive:
             t.join()
     if failures:
         raise failures[0]
+    if crashed:
+        raise RuntimeError(f"camera thread(s) {', '.join(crashed)} crashed (traceback above)")
     return [c.result or {"camera": c.name, "status": "not started"} for c in cams]
 
 

@@ -98,7 +98,7 @@ def test_dead_camera_reconnects_while_the_other_scores(tmp_path: Path, make_vide
     """Two cameras, one a dead URL: the good one learns and scores, the dead one says reconnecting; the
     dashboard shows both; stopping ends every thread."""
     cfg = load_config(MonitorConfig, None, [*FAST, "realtime=true"])
-    video = make_video(tmp_path / "good.avi", n_frames=150, size=(96, 64), fps=15.0)
+    video = make_video(tmp_path / "good.avi", n_frames=600, size=(96, 64), fps=15.0)  # 40 s: outlasts a slow start
     dead_url = f"http://127.0.0.1:{closed_port()}/cam.mjpg"
     cams = [CameraMonitor("good", str(video), tmp_path / "good", cfg, persistent=True),
             CameraMonitor("dead", dead_url, tmp_path / "dead", cfg, persistent=True)]
@@ -109,7 +109,7 @@ def test_dead_camera_reconnects_while_the_other_scores(tmp_path: Path, make_vide
                               kwargs={"announce": urls.append}, name="test-serve")
     server.start()
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # generous: the box may be loaded
         while not urls and time.monotonic() < deadline:
             time.sleep(0.05)
         base = urls[0].split()[1].rstrip("/")
@@ -151,3 +151,15 @@ def test_cli_cameras_file_runs_each_camera_into_its_folder(tmp_path: Path, make_
     assert rows[0]["frames"] > 0 and rows[1]["frames"] == 0
     for name in ("lobby", "gone"):
         assert (out / name / "monitor_summary.json").is_file() and (out / name / "events.jsonl").is_file()
+
+
+def test_cli_port_in_use_is_one_line(tmp_path: Path, make_video, capsys: pytest.CaptureFixture[str]) -> None:
+    video = make_video(tmp_path / "cam.avi")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen(1)
+        port = busy.getsockname()[1]
+        assert main(["monitor", "--source", str(video), "--out", str(tmp_path / "out"), "--web",
+                     f"127.0.0.1:{port}", *[a for kv in FAST for a in ("--set", kv)]]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith(f"vidseq monitor: error: cannot listen on 127.0.0.1:{port}")

@@ -34,7 +34,7 @@ FAST = ["pipeline.backbone_weights=yolov8n.yaml", "pipeline.tracker.imgsz=128", 
         "alerts.pre_roll_s=0.5", "alerts.post_roll_s=0.5"]
 
 
-def write_event_video(path: Path, seconds: float = 40.0, fps: float = 15.0, size: tuple[int, int] = (160, 120),
+def write_event_video(path: Path, seconds: float = 90.0, fps: float = 15.0, size: tuple[int, int] = (160, 120),
                       first_burst_s: float = 3.0, calm_s: float = 3.0, burst_s: float = 1.5) -> Path:
     """A calm scene (one square gliding back and forth) with bursts of flashing squares (the anomalies)."""
     import cv2
