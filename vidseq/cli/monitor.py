@@ -44,8 +44,16 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     import threading
 
-    from vidseq.monitor import CameraMonitor, CameraSpec, MonitorConfig, camera_name, check_sources, \
-        load_cameras, run_cameras, run_monitor
+    from vidseq.monitor import (
+        CameraMonitor,
+        CameraSpec,
+        MonitorConfig,
+        camera_name,
+        check_sources,
+        load_cameras,
+        run_cameras,
+        run_monitor,
+    )
 
     flags = {"pipeline.anomaly.model": args.anomaly_model, "duration_s": args.duration, "realtime": args.realtime,
              "show": args.show, "pipeline.device": args.device}

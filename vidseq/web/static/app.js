@@ -3,6 +3,8 @@
 "use strict";
 
 const TOKEN = new URLSearchParams(location.search).get("token");
+// the server has set the token as an HttpOnly cookie; keep it out of the address bar, history and bookmarks
+if (TOKEN) history.replaceState(null, "", location.pathname);
 const CHART_SECONDS = 60;
 const tiles = new Map();   // camera name -> {el, scores: [[t, s, anomalous]], threshold}
 const events = new Map();  // event id -> li element
