@@ -364,38 +364,40 @@ class CameraMonitor:
         t_end = None if self.cfg.duration_s is None else time.monotonic() + self.cfg.duration_s
         backoff, first = 0.5, True
         ctx = _PipelineContext(self)
-        while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
-            self._set_state("connecting" if first else "reconnecting")
-            try:
-                src = open_source(self.source, realtime=self.cfg.realtime)
-            except CameraError as exc:
-                if not self.persistent:
-                    raise
-                log.warning("%s: %s; retrying in %.1f s", self.name, exc, backoff)
-                self._set_state("reconnecting", str(exc))
-                if stop.wait(backoff):
-                    break
-                backoff = min(backoff * 2, 8.0)
-                first = False
-                continue
-            with self._lock:
-                self._live = live
-            if not first:
-                self._reopens += 1
-                self.stats.reconnects += 1
-            first, backoff = False, 0.5
-            try:
-                ctx.play(src, stop, t_end)
-            except CameraError as exc:
-                if not self.persistent:
-                    raise
-                log.warning("%s: %s; reconnecting", self.name, exc)
-            finally:
-                ctx.source_closed(src)
-                src.close()
-            if not live:
-                break  # a file ended
-        ctx.close()
+        try:
+            while not stop.is_set() and (t_end is None or time.monotonic() < t_end):
+                self._set_state("connecting" if first else "reconnecting")
+                try:
+                    src = open_source(self.source, realtime=self.cfg.realtime)
+                except CameraError as exc:
+                    if not self.persistent:
+                        raise
+                    log.warning("%s: %s; retrying in %.1f s", self.name, exc, backoff)
+                    self._set_state("reconnecting", str(exc))
+                    if stop.wait(backoff):
+                        break
+                    backoff = min(backoff * 2, 8.0)
+                    first = False
+                    continue
+                with self._lock:
+                    self._live = live
+                if not first:
+                    self._reopens += 1
+                    self.stats.reconnects += 1
+                first, backoff = False, 0.5
+                try:
+                    ctx.play(src, stop, t_end)
+                except CameraError as exc:
+                    if not self.persistent:
+                        raise
+                    log.warning("%s: %s; reconnecting", self.name, exc)
+                finally:
+                    ctx.source_closed(src)
+                    src.close()
+                if not live:
+                    break  # a file ended
+        finally:
+            ctx.close()  # an open clip is finished even when the loop ends with an error
 
     def _publish(self, img: np.ndarray, now: float, score: float | None, is_anomaly: bool, ready: bool,
                  head: Any) -> None:

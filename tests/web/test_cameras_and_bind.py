@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 
 from vidseq.cli import main
@@ -163,3 +164,16 @@ def test_cli_port_in_use_is_one_line(tmp_path: Path, make_video, capsys: pytest.
                      f"127.0.0.1:{port}", *[a for kv in FAST for a in ("--set", kv)]]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith(f"vidseq monitor: error: cannot listen on 127.0.0.1:{port}")
+
+
+def test_a_live_camera_without_frames_shows_reconnecting(tmp_path: Path) -> None:
+    from vidseq.monitor import STALL_S
+
+    cam = CameraMonitor("door", "rtsp://door.local/stream", tmp_path, load_config(MonitorConfig, None, []))
+    assert cam.state()[0] == "connecting"
+    cam._live = True  # as after opening a live source and scoring a frame
+    cam._publish(np.zeros((4, 4, 3), np.uint8), time.monotonic(), 0.1, False, True, head=object())
+    assert cam.state()[0] == "scoring"
+    cam._last_frame_at = time.monotonic() - STALL_S - 1  # the reader stopped delivering (lost stream)
+    state, detail = cam.state()
+    assert state == "reconnecting" and detail.startswith("no frame for")
