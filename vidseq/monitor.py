@@ -58,13 +58,17 @@ class MonitorConfig:
     realtime: bool = True  # a file source is played at its own fps like a camera
 
 
+LATENCY_WINDOW = 100_000  # frames whose latency the summary's median/p95 cover
+
+
 @dataclass
 class MonitorStats:
     frames: int = 0
     dropped: int = 0
     reconnects: int = 0
     alerts: int = 0
-    latency_ms: list[float] = field(default_factory=list)  # capture -> score, per frame
+    # capture -> score per frame, the last LATENCY_WINDOW frames (a monitor may run for weeks)
+    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> dict[str, Any]:

@@ -177,3 +177,12 @@ def test_a_live_camera_without_frames_shows_reconnecting(tmp_path: Path) -> None
     cam._last_frame_at = time.monotonic() - STALL_S - 1  # the reader stopped delivering (lost stream)
     state, detail = cam.state()
     assert state == "reconnecting" and detail.startswith("no frame for")
+
+
+def test_latency_history_is_bounded_for_long_runs() -> None:
+    from vidseq.monitor import LATENCY_WINDOW, MonitorStats
+
+    stats = MonitorStats()
+    stats.latency_ms.extend([5.0] * LATENCY_WINDOW + [7.0] * 10)
+    assert len(stats.latency_ms) == LATENCY_WINDOW and stats.latency_ms[-1] == 7.0
+    assert stats.summary()["latency_ms_median"] == 5.0
