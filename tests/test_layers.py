@@ -1,7 +1,7 @@
 """The layer rule of the package is a test: import-linter contracts in pyproject.toml, plus private names.
 
-Layers (top to bottom): cli -> monitor -> pipeline -> viz -> tasks -> train -> models -> sequences | tracking
--> features -> video -> config -> io -> registry -> errors. A module may import only layers below its own;
+Layers (top to bottom): cli -> cluster | web -> jobs | monitor -> pipeline -> viz -> tasks -> train -> models
+-> sequences | tracking -> features -> video -> config -> io -> registry -> errors. A module may import only layers below its own;
 imports inside functions count (import-linter/grimp reads every import statement). Tasks are independent of
 each other, and models never import video, io, the extractor, train or tasks.
 """
