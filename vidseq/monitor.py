@@ -10,6 +10,7 @@ the anomaly head learns normality from the first seconds (said on screen and in 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import signal
 import threading
@@ -21,12 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from vidseq.config import to_dict
+from vidseq.config import setting, to_dict
 from vidseq.io import atomic_write_json
 from vidseq.pipeline import FrameDrawer, FrameProcessor, ProcessConfig
 from vidseq.tasks.stream import FrameResult
 
 log = logging.getLogger(__name__)
+
+STATUS_LOG_INTERVAL_S = 30.0
+"""Seconds between the status log lines of a running monitor."""
 
 
 @dataclass(frozen=True)
@@ -44,7 +48,7 @@ class MonitorConfig:
 
     pipeline: ProcessConfig = field(default_factory=ProcessConfig)
     alerts: AlertSettings = field(default_factory=AlertSettings)
-    duration_s: float | None = None  # stop after this long (None: until the source ends or Ctrl-C)
+    duration_s: float | None = setting(None, gt=0.0)  # stop after this long (None: until the source ends or Ctrl-C)
     save_clips: bool = True
     show: bool = False  # on-screen window (needs a display)
     realtime: bool = True  # a file source is played at its own fps like a camera
@@ -132,6 +136,7 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     info = src.info
     proc = FrameProcessor(cfg.pipeline, info.fps)
     drawer = FrameDrawer(cfg.pipeline, info.fps)
+    drawer.status_lines = 2  # _draw_status: counters + the warm-up line
     stats = MonitorStats()
     rule = AlertRule(cfg.alerts)
     ring: deque[np.ndarray] = deque(maxlen=max(1, round(cfg.alerts.pre_roll_s * info.fps)))
@@ -147,6 +152,9 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     base = {"source": str(source), "config": to_dict(cfg), **proc.describe()}
     window = "vidseq monitor"
     t_end = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
+    last_log = time.monotonic()
+    status = "stopped"
+    error: str | None = None
     try:
         with JsonlSink(out / "events.jsonl", append=True) as events:
             for frame in src:
@@ -192,12 +200,27 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
                         break
                 if stats.frames % 50 == 0:
                     atomic_write_json(status_path, {**base, "status": "running", **stats.summary()})
+                if time.monotonic() - last_log >= STATUS_LOG_INTERVAL_S:  # a service log shows it is alive
+                    last_log = time.monotonic()
+                    st = stats.summary()
+                    log.info("%d frames, %.1f frames/s, dropped %d, reconnects %d, alerts %d, lag p95 %s ms",
+                             st["frames"], st["fps"], st["dropped"], st["reconnects"], st["alerts"],
+                             st["latency_ms_p95"])
                 if stop.is_set() or (t_end is not None and time.monotonic() >= t_end):
                     break
+    except KeyboardInterrupt:
+        status = "interrupted"
+        raise
+    except BaseException as exc:
+        status, error = "failed", str(exc) or type(exc).__name__
+        raise
     finally:
         if clip is not None:
             clip.close()
         src.close()
+        if status != "stopped":  # the loop did not end normally: say so instead of leaving "running"
+            with contextlib.suppress(OSError):
+                atomic_write_json(status_path, {**base, "status": status, "error": error, **stats.summary()})
         if prev_handler is not None:
             signal.signal(signal.SIGINT, prev_handler)
         if cfg.show:

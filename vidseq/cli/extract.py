@@ -12,6 +12,7 @@ from vidseq.cli.common import (
     check_single_source,
     expand_sources,
     for_each_source,
+    prepare_output_dir,
     resolve_config,
     unique_stems,
 )
@@ -30,12 +31,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False, default=None,
                    help="random init (recorded in metadata)")
     p.add_argument("--feature-dim", type=int, default=None, help="output width (default 512)")
-    p.add_argument("--imgsz", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--stride", type=int, default=None)
-    p.add_argument("--start-s", type=float, default=None)
-    p.add_argument("--end-s", type=float, default=None)
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--imgsz", type=int, default=None, help="backbone input size (px)")
+    p.add_argument("--batch-size", type=int, default=None, help="frames per forward pass")
+    p.add_argument("--stride", type=int, default=None, metavar="N", help="every N-th frame (default 1)")
+    p.add_argument("--start-s", type=float, default=None, metavar="S", help="start at S seconds")
+    p.add_argument("--end-s", type=float, default=None, metavar="S", help="stop at S seconds")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] | mps")
     p.add_argument("--no-progress", action="store_true")
     add_config_args(p, "extract")
@@ -50,6 +51,7 @@ def run(args: argparse.Namespace) -> int:
         backbone_from_config,
         extract_features,
     )
+    from vidseq.io import OutputLock, remove_if_empty
 
     flags = {k: getattr(args, k) for k in ("backbone", "weights", "pretrained", "feature_dim", "imgsz",
                                             "batch_size", "stride", "start_s", "end_s", "max_frames", "device")}
@@ -57,8 +59,13 @@ def run(args: argparse.Namespace) -> int:
     sources = expand_sources(args.sources)
     stems = unique_stems(sources)
     check_single_source(sources)
-    backbone = backbone_from_config(cfg)
-    args.out.mkdir(parents=True, exist_ok=True)
+    created = prepare_output_dir(args.out)
+    try:
+        backbone = backbone_from_config(cfg)
+    except BaseException:
+        if created:
+            remove_if_empty(args.out)
+        raise
     save_config(cfg, args.out / "extract_config.yaml")
     w = backbone.weights
     print(f"backbone {backbone.name} ({backbone.feature_dim}-d) weights: "
@@ -66,10 +73,11 @@ def run(args: argparse.Namespace) -> int:
 
     def run_one(spec: str) -> None:
         target = args.out / f"{stems[spec]}.npz"
-        seq = extract_features(spec, backbone, batch_size=cfg.batch_size, stride=cfg.stride,
-                               start_s=cfg.start_s, end_s=cfg.end_s, max_frames=cfg.max_frames,
-                               prefetch=cfg.prefetch, out_path=target,
-                               progress=not args.no_progress and sys.stderr.isatty())
+        with OutputLock(target):  # two runs writing the same file: the second fails with one line
+            seq = extract_features(spec, backbone, batch_size=cfg.batch_size, stride=cfg.stride,
+                                   start_s=cfg.start_s, end_s=cfg.end_s, max_frames=cfg.max_frames,
+                                   prefetch=cfg.prefetch, out_path=target,
+                                   progress=not args.no_progress and sys.stderr.isatty())
         status = "cache hit" if seq.meta.get("cache_hit") else f"{seq.meta.get('fps_achieved')} frames/s"
         print(f"{target}\t{len(seq)} frames x {seq.feature_dim}\t{status}")
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vidseq.cli.common import add_config_args, resolve_config
+from vidseq.cli.common import add_config_args, prepare_output_dir, resolve_config
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -15,27 +15,36 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "backoff, anomaly alerts (threshold, minimum duration, cooldown), event clips "
                                    "with pre/post-roll, events.jsonl log.")
     p.add_argument("--source", required=True, help="webcam index (0), rtsp:// or http(s):// URL, or a video file")
-    p.add_argument("--out", "-o", type=Path, default=Path("runs/monitor"))
-    p.add_argument("--anomaly-model", default=None)
-    p.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    p.add_argument("--out", "-o", type=Path, default=Path("runs/monitor"), metavar="DIR",
+                   help="folder for events.jsonl, event clips and monitor_summary.json (default runs/monitor)")
+    p.add_argument("--anomaly-model", default=None, help="checkpoint from `vidseq train anomaly` "
+                   "(default: learn normality from the first anomaly.fit_s seconds)")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after S seconds (> 0; default: until the source ends or Ctrl-C)")
     p.add_argument("--realtime", dest="realtime", action="store_const", const=True, default=None,
                    help="play a file at its own fps as if it were a camera (default for files)")
     p.add_argument("--as-fast-as-possible", dest="realtime", action="store_const", const=False,
                    help="read a file as fast as processing allows")
     p.add_argument("--show", dest="show", action="store_const", const=True, default=None, help="on-screen window")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] | mps (default auto)")
     add_config_args(p, "monitor")
     p.set_defaults(func=run)
     return p
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidseq.io import remove_if_empty
     from vidseq.monitor import MonitorConfig, run_monitor
 
     flags = {"pipeline.anomaly.model": args.anomaly_model, "duration_s": args.duration, "realtime": args.realtime,
              "show": args.show, "pipeline.device": args.device}
     cfg = resolve_config(MonitorConfig, "monitor", args, flags)
-    result = run_monitor(args.source, args.out, cfg)
+    created = prepare_output_dir(args.out)
+    try:
+        result = run_monitor(args.source, args.out, cfg)
+    finally:
+        if created:
+            remove_if_empty(args.out)
     keys = ("frames", "fps", "dropped", "reconnects", "alerts", "latency_ms_median", "latency_ms_p95")
     print(json.dumps({k: result.get(k) for k in keys}))
     print(f"events: {args.out / 'events.jsonl'}")

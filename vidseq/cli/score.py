@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from vidseq.errors import ConfigError
 
@@ -40,6 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="unsupervised: fit on the first S seconds (default: the whole video)")
     p.add_argument("--config", type=Path, default=None, metavar="YAML",
                    help="unsupervised: task config whose 'model' section is used (default configs/anomaly.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="unsupervised: override a key of that config (repeatable), e.g. "
+                        "--set model.smooth_sigma_s=0.5 (a trained model's settings come from its checkpoint)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--device", default="cpu", help="backbone device for the frame stream (default cpu)")
     p.set_defaults(func=run)
@@ -47,6 +51,39 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidseq.cli.common import check_single_source, prepare_output_dir
+    from vidseq.io import OutputLock, remove_if_empty
+    from vidseq.video.sources import source_kind
+
+    if args.unsupervised == (args.model is not None):
+        raise ConfigError("give either --model CKPT or --unsupervised")
+    if args.fit_seconds is not None and (not args.unsupervised or args.fit_seconds <= 0):
+        raise ConfigError("--fit-seconds needs --unsupervised and a positive value")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.overrides and not args.unsupervised:
+        raise ConfigError("--set applies to --unsupervised; a trained model's settings come from its checkpoint")
+    cfg = None
+    if args.unsupervised:  # every setting is checked before any work or any file
+        from vidseq.cli.common import resolve_config
+        from vidseq.tasks.anomaly.config import AnomalyTaskConfig
+
+        cfg = resolve_config(AnomalyTaskConfig, "anomaly", args, {}).model
+    if source_kind(str(args.video)) in ("file", "folder"):
+        check_single_source([str(args.video)])
+    created = prepare_output_dir(args.out)  # an unwritable folder fails now, not after the scoring
+    stem = Path(str(args.video)).stem or "source"
+    csv_path = args.out / f"{stem}_scores.csv"
+    json_path = args.out / f"{stem}_events.json"
+    try:
+        with OutputLock(csv_path):
+            return _score(args, cfg, csv_path, json_path)
+    finally:
+        if created:
+            remove_if_empty(args.out)
+
+
+def _score(args: argparse.Namespace, cfg: Any, csv_path: Path, json_path: Path) -> int:
     from vidseq.io import atomic_open, atomic_write_json
     from vidseq.tasks.anomaly.scoring import (
         ScoreRow,
@@ -55,14 +92,11 @@ def run(args: argparse.Namespace) -> int:
         score_video_unsupervised,
     )
 
-    if args.unsupervised == (args.model is not None):
-        raise ConfigError("give either --model CKPT or --unsupervised")
-    if args.fit_seconds is not None and (not args.unsupervised or args.fit_seconds <= 0):
-        raise ConfigError("--fit-seconds needs --unsupervised and a positive value")
-    stem = Path(str(args.video)).stem or "source"
-    csv_path = args.out / f"{stem}_scores.csv"
-    json_path = args.out / f"{stem}_events.json"
     result: VideoScores
+    if not args.unsupervised:  # a bad checkpoint fails before the output file is opened
+        from vidseq.tasks.anomaly.task import load_anomaly_model
+
+        model, cal, _ = load_anomaly_model(args.model)
     with atomic_open(csv_path, "w", encoding="utf-8", newline="") as fh:
         fh.write("frame_index,timestamp_s,score,is_anomaly\n")
         count = 0
@@ -75,17 +109,9 @@ def run(args: argparse.Namespace) -> int:
                 fh.flush()
 
         if args.unsupervised:
-            from vidseq.config import default_config_path, load_config
-            from vidseq.tasks.anomaly.config import AnomalyTaskConfig
-
-            path = args.config if args.config is not None else default_config_path("anomaly")
-            cfg = load_config(AnomalyTaskConfig, path).model
             result = score_video_unsupervised(args.video, cfg, fit_seconds=args.fit_seconds, on_row=on_row,
                                               max_frames=args.max_frames)
         else:
-            from vidseq.tasks.anomaly.task import load_anomaly_model
-
-            model, cal, _ = load_anomaly_model(args.model)
             result = score_video(args.video, model, cal, on_row=on_row, max_frames=args.max_frames,
                                  device=args.device)
     doc = result.events_dict()

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from vidseq import __version__
+from vidseq.config import setting
 from vidseq.errors import EmptyVideoError, InputShapeError, VidseqError
 from vidseq.features.backbones import Backbone
 from vidseq.io import atomic_path, sha256_file, sha256_files
@@ -260,15 +261,15 @@ class ExtractConfig:
     backbone: str = "mobilenet_v2"
     weights: str | None = None  # explicit weights file; None = resolver order (see vidseq.features.weights)
     pretrained: bool = True
-    feature_dim: int | None = 512  # None keeps the backbone's native width
-    imgsz: int | None = None  # None = backbone default (224 torchvision, 320 YOLO)
-    batch_size: int = 16
-    stride: int = 1
+    feature_dim: int | None = setting(512, ge=1)  # None keeps the backbone's native width
+    imgsz: int | None = setting(None, ge=32, le=8192)  # None = backbone default (224 torchvision, 320 YOLO)
+    batch_size: int = setting(16, ge=1)
+    stride: int = setting(1, ge=1)
     start_s: float | None = None
     end_s: float | None = None
-    max_frames: int | None = None
+    max_frames: int | None = setting(None, ge=1)
     device: str = "auto"
-    prefetch: int = 4
+    prefetch: int = setting(4, ge=1)
     half: bool | None = None  # None = fp16 on CUDA only
 
     def __post_init__(self) -> None:

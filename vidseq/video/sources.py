@@ -217,6 +217,8 @@ class FileSource(VideoSource):
             self._cap.release()
             raise CorruptVideoError(f"video has no decodable stream: {self.path}")
         self.info = VideoInfo(str(self.path), "file", fps, width, height, count if count > 0 else None)
+        self.truncated = False  # set after reading: far fewer frames decoded than the container announced
+        self.frames_read = 0  # source frames decoded or skipped by the last full read
 
     def _frames(self) -> Iterator[Frame]:
         import cv2
@@ -252,8 +254,10 @@ class FileSource(VideoSource):
             self.close()
         if not got_any and index == 0:
             raise EmptyVideoError(f"video has no decodable frames (empty, truncated or corrupt): {self.path}")
+        self.frames_read = index
         if self.info.frame_count and index < self.info.frame_count * 0.9 and self.max_frames is None \
                 and self.end_s is None:
+            self.truncated = True
             log.warning("%s: decoded %d of %d frames the container announced (truncated file?)",
                         self.path, index, self.info.frame_count)
 
@@ -389,8 +393,10 @@ class LiveSource(VideoSource):
         self._t0 = time.monotonic()
         cap = self._open()
         if cap is None:
-            what = f"camera {self.spec}" if self.kind == "camera" else f"stream {self.spec}"
-            raise CameraError(f"cannot open {what} (not connected, busy, or no permission)")
+            if self.kind == "camera":
+                raise CameraError(f"cannot open camera {self.spec} (not connected, busy, or no permission)")
+            raise CameraError(f"cannot open stream {self.spec} (nothing answers at that address within "
+                              f"{self.open_timeout_s:g} s, or it refused the connection or the path)")
         ok, image = cap.read()
         if not ok or image is None:
             cap.release()
