@@ -178,6 +178,7 @@ class OutputLock:
         host = socket.gethostname()
         for _ in range(5):
             try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
             except OSError as exc:
                 raise OutputError(f"cannot create lock file {self.path}: {exc.strerror or exc}") from None
