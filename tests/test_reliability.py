@@ -18,14 +18,20 @@ import pytest
 from conftest import write_video
 
 from vidseq.cli import build_parser, main
-from vidseq.config import DEFAULT_RANGE, default_config_path, field_range, load_config, setting
+from vidseq.config import (
+    DEFAULT_RANGE,
+    default_config_path,
+    field_range,
+    load_config,
+    setting,
+)
 from vidseq.errors import CameraError, ConfigError, OutputError, OutputLockedError
 from vidseq.io import OutputLock, ensure_writable_dir
 from vidseq.pipeline import FrameProcessor, ProcessConfig, process_video
 from vidseq.registry import CONFIGS
 
 FAST = ["backbone_weights=yolov8n.yaml", "tracker.imgsz=128", "trajectory.model=null"]
-FAST_ARGS = sum((["--set", s] for s in FAST), [])
+FAST_ARGS = [arg for s in FAST for arg in ("--set", s)]
 
 
 def fast_cfg(**extra: object) -> ProcessConfig:
@@ -55,7 +61,7 @@ class FailingProcessor(FrameProcessor):
         super().__init__(cfg, fps)
         self.at, self.exc = at, exc
 
-    def step(self, frame):  # noqa: ANN001, ANN201
+    def step(self, frame):
         if frame.frame_index == self.at:
             raise self.exc
         return super().step(frame)
@@ -66,9 +72,9 @@ class FailingProcessor(FrameProcessor):
 def test_second_run_into_the_same_folder_is_refused(tmp_path: Path) -> None:
     video = write_video(tmp_path / "v.avi", n_frames=4)
     out = tmp_path / "o" / "v"
-    with OutputLock(out):  # another run holds it (flock: a second open file description conflicts)
-        with pytest.raises(OutputLockedError, match=rf"being written by another run \(pid {os.getpid()} on "):
-            process_video(video, out, fast_cfg(), progress=False)
+    # another run holds it (flock: a second open file description conflicts, even in one process)
+    with OutputLock(out), pytest.raises(OutputLockedError, match=rf"being written by another run \(pid {os.getpid()} "):
+        process_video(video, out, fast_cfg(), progress=False)
     assert not out.exists()
     assert process_video(video, out, fast_cfg(), progress=False).status == "complete"
     assert not (out.parent / ".v.lock").exists()
@@ -388,7 +394,7 @@ def test_cli_without_tty_logs_progress(tmp_path: Path) -> None:
     code = ("import vidseq.pipeline as p; p.PROGRESS_LOG_INTERVAL_S = 0.0; from vidseq.cli import main; "
             f"raise SystemExit(main(['process', {str(video)!r}, '--out', {str(tmp_path / 'o')!r}, "
             f"*{FAST_ARGS!r}]))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=False,
                        env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert r.returncode == 0, r.stderr
     assert "v.avi: 4/4 frames" in r.stderr
