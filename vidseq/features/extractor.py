@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -81,7 +82,7 @@ def load_features(path: str | Path) -> FeatureSequence:
     try:
         with np.load(p, allow_pickle=False) as z:
             seq = FeatureSequence(z["features"], z["frame_index"], z["timestamp_s"], json.loads(str(z["meta"])))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # a cut or overwritten file is not a zip
         raise VidseqError(f"cannot read feature file {p}: {exc}") from None
     if not np.isfinite(seq.features).all():
         raise InputShapeError(f"feature file {p} holds NaN/inf values")

@@ -268,28 +268,35 @@ class FileSource(VideoSource):
             cap.release()
 
 
+def _read_image(path: Path) -> np.ndarray | None:
+    """``cv2.imread`` as BGR, or None when the file cannot be decoded -- including headers that claim more
+    pixels than OpenCV allows (it raises ``cv2.error`` for those instead of returning None)."""
+    import cv2
+
+    try:
+        return cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+
+
 class FolderSource(VideoSource):
     """An image sequence: every jpg/png/tif/bmp of a folder, natural sort, one fps for all."""
 
     def __init__(self, path: str | Path, *, fps: float = 25.0, **kw: object) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]
-        import cv2
-
         self.path = Path(path)
         if not self.path.is_dir():
             raise SourceNotFoundError(f"image folder not found: {self.path}")
         self.files = list_images(self.path)
         if not self.files:
             raise EmptyVideoError(f"image folder has no {'/'.join(sorted(s[1:] for s in IMAGE_EXTENSIONS))} files: {self.path}")
-        first = cv2.imread(str(self.files[0]), cv2.IMREAD_COLOR)
+        first = _read_image(self.files[0])
         if first is None:
             raise CorruptVideoError(f"cannot decode image: {self.files[0]}")
         h, w = first.shape[:2]
         self.info = VideoInfo(str(self.path), "folder", float(fps), w, h, len(self.files))
 
     def _frames(self) -> Iterator[Frame]:
-        import cv2
-
         fps = self.info.fps
         size = (self.info.height, self.info.width)
         first = 0
@@ -301,7 +308,7 @@ class FolderSource(VideoSource):
             if index % self.stride:
                 continue
             path = self.files[index]
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = _read_image(path)
             if image is None:
                 raise CorruptVideoError(f"cannot decode image: {path}")
             if image.shape[:2] != size:
