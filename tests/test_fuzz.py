@@ -255,7 +255,7 @@ def test_annotation_csv_values(corpus: dict[str, Path], tmp_path_factory, row: i
 
     ds = tmp_path_factory.mktemp("ds") / "ds"
     shutil.copytree(corpus["ds"], ds)
-    csv_path = sorted((ds / "tracks").glob("*.csv"))[0]
+    csv_path = min((ds / "tracks").glob("*.csv"))
     lines = csv_path.read_text().splitlines()
     r = lines[row % len(lines)].split(",")
     r[col % len(r)] = value
@@ -320,11 +320,11 @@ def test_malformed_summary_json_is_rerun(text: str, corpus: dict[str, Path], tmp
 # -- checkpoints that are not ours, or tampered ------------------------------------------------------
 
 class Evil:
-    def __reduce__(self):  # noqa: ANN204 - a pickle that would run code on load
+    def __reduce__(self):
         return (Path.touch, (Path(EVIL_MARKER),))
 
 
-EVIL_MARKER = "/tmp/vidseq-fuzz-evil-marker"  # noqa: S108 - must be a fixed path inside the pickle
+EVIL_MARKER = "/tmp/vidseq-fuzz-evil-marker"
 
 
 def not_ours(kind: str, d: Path) -> Path:
