@@ -389,6 +389,18 @@ def test_progress_is_logged_at_an_interval_without_a_tty(tmp_path: Path, caplog:
     assert not [r for r in caplog.records if "frames/s" in r.getMessage()]
 
 
+def test_extract_logs_progress_without_a_tty(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    from vidseq.features.backbones import create_backbone
+    from vidseq.features.extractor import extract_features
+
+    video = write_video(tmp_path / "v.avi", n_frames=8)
+    backbone = create_backbone("resnet18", pretrained=False, imgsz=32, feature_dim=8, device="cpu")
+    caplog.set_level(logging.INFO, logger="vidseq.features.extractor")
+    extract_features(video, backbone, batch_size=2, progress=False, log_every_s=0.0)
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("extract v.avi:")]
+    assert len(lines) == 4 and lines[-1].startswith("extract v.avi: 8/8 frames")
+
+
 def test_cli_without_tty_logs_progress(tmp_path: Path) -> None:
     video = write_video(tmp_path / "v.avi", n_frames=4)
     code = ("import vidseq.pipeline as p; p.PROGRESS_LOG_INTERVAL_S = 0.0; from vidseq.cli import main; "
@@ -463,3 +475,93 @@ def test_truncated_input_is_recorded(tmp_path: Path, capsys) -> None:
     assert "truncated input" in capsys.readouterr().err
     s_full = process_video(full, tmp_path / "f", fast_cfg(), progress=False).summary
     assert "truncated" not in s_full
+
+
+# -- monitor: constant memory over long runs -------------------------------------------------------
+
+def test_monitor_keeps_a_bounded_latency_window() -> None:
+    from vidseq.monitor import LATENCY_WINDOW, MonitorStats
+
+    stats = MonitorStats()
+    for i in range(LATENCY_WINDOW + 500):
+        stats.latency_ms.append(float(i))
+    assert len(stats.latency_ms) == LATENCY_WINDOW  # a week-long run does not grow a list per frame
+    assert stats.summary()["latency_ms_median"] == pytest.approx(500 + (LATENCY_WINDOW - 1) / 2, abs=1)
+
+
+class StallingMjpegServer:
+    """127.0.0.1 MJPEG server that sends ``n_frames`` frames and then keeps the connection open, silent."""
+
+    def __init__(self, n_frames: int = 30) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        _, jpg = cv2.imencode(".jpg", np.full((64, 96, 3), 120, np.uint8))
+        data = jpg.tobytes()
+        self.stop = threading.Event()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.0"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:  # http.server API name
+                self.send_response(200)
+                self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
+                self.end_headers()
+                try:
+                    for _ in range(n_frames):
+                        self.wfile.write(b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
+                                         + data + b"\r\n")
+                        self.wfile.flush()
+                        server.stop.wait(0.04)
+                    server.stop.wait(120)  # stall: connected, nothing sent
+                except OSError:
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/s.mjpg"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.timeout(60)
+def test_monitor_stops_during_a_stalled_stream(tmp_path: Path) -> None:
+    """Ctrl-C (the stop event) and --duration end the monitor even while the stream sends nothing; without the
+    fix the loop waits for the read timeout and then keeps reconnecting for a minute (the test times out)."""
+    import threading
+
+    from vidseq.monitor import MonitorConfig, run_monitor
+
+    server = StallingMjpegServer()
+    try:
+        cfg = load_config(MonitorConfig, None, [f"pipeline.{s}" for s in FAST])
+        stop = threading.Event()
+        threading.Timer(3.0, stop.set).start()  # what Ctrl-C does
+        result = run_monitor(server.url, tmp_path / "m", cfg, stop=stop)
+        assert result["status"] == "stopped" and result["frames"] > 0
+        assert json.loads((tmp_path / "m" / "monitor_summary.json").read_text())["status"] == "stopped"
+    finally:
+        server.close()
+
+
+def test_monitor_forgets_long_finished_tracks() -> None:
+    from vidseq.monitor import FINISHED_TRACKS_KEEP_S, forget_finished_tracks
+    from vidseq.tracking.tracks import Track
+
+    def track(tid: int, last_s: float) -> Track:
+        t = Track(tid, "person")
+        t.add(0, last_s, np.array([0, 0, 1, 1], np.float32), 0.9, None)
+        return t
+
+    proc = FrameProcessor(fast_cfg(), 10.0)
+    proc.tracker.finished[:] = [track(1, 0.0), track(2, 100.0 - FINISHED_TRACKS_KEEP_S / 2)]
+    forget_finished_tracks(proc, 100.0)
+    assert [t.track_id for t in proc.tracker.finished] == [2]

@@ -29,6 +29,9 @@ from vidseq.tasks.stream import FrameResult
 
 log = logging.getLogger(__name__)
 
+LATENCY_WINDOW = 10_000
+"""Frames whose latency the monitor keeps for its median/p95."""
+
 STATUS_LOG_INTERVAL_S = 30.0
 """Seconds between the status log lines of a running monitor."""
 
@@ -60,7 +63,9 @@ class MonitorStats:
     dropped: int = 0
     reconnects: int = 0
     alerts: int = 0
-    latency_ms: list[float] = field(default_factory=list)  # capture -> score, per frame
+    # capture -> score, per frame; the last LATENCY_WINDOW frames only, so a monitor running for weeks keeps
+    # constant memory (percentiles are over that window)
+    latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     started: float = field(default_factory=time.monotonic)
 
     def summary(self) -> dict[str, Any]:
@@ -155,6 +160,18 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     last_log = time.monotonic()
     status = "stopped"
     error: str | None = None
+    finished = threading.Event()
+    if info.kind in ("camera", "stream"):
+        # a stalled stream yields nothing, so the loop below would not see Ctrl-C or the deadline until the read
+        # timeout and the reconnect window ran out: close the source from outside when it is time to stop
+        def close_when_due() -> None:
+            while not finished.wait(0.25):
+                if stop.is_set() or (t_end is not None and time.monotonic() >= t_end + 1.0):
+                    log.info("stopping: no frame arrived in time; closing %s", source)
+                    src.close()
+                    return
+
+        threading.Thread(target=close_when_due, name="vidseq-monitor-stop", daemon=True).start()
     try:
         with JsonlSink(out / "events.jsonl", append=True) as events:
             for frame in src:
@@ -200,6 +217,7 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
                         break
                 if stats.frames % 50 == 0:
                     atomic_write_json(status_path, {**base, "status": "running", **stats.summary()})
+                    forget_finished_tracks(proc, frame.timestamp_s)
                 if time.monotonic() - last_log >= STATUS_LOG_INTERVAL_S:  # a service log shows it is alive
                     last_log = time.monotonic()
                     st = stats.summary()
@@ -215,6 +233,7 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
         status, error = "failed", str(exc) or type(exc).__name__
         raise
     finally:
+        finished.set()
         if clip is not None:
             clip.close()
         src.close()
@@ -233,6 +252,17 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     result = {**base, "status": "stopped", **stats.summary()}
     atomic_write_json(status_path, result)
     return result
+
+
+FINISHED_TRACKS_KEEP_S = 30.0
+"""A live monitor forgets tracks that ended longer ago than this (the heads have long let go of them)."""
+
+
+def forget_finished_tracks(proc: FrameProcessor, now_s: float) -> None:
+    """Keep memory and per-frame work flat over days: ``process`` keeps every track for its summary, a live
+    monitor never reports finished tracks, and the heads walk the finished list each step."""
+    finished = proc.tracker.finished
+    finished[:] = [t for t in finished if now_s - t.timestamp_s[-1] < FINISHED_TRACKS_KEEP_S]
 
 
 def _draw_status(img: np.ndarray, r: FrameResult, stats: MonitorStats, head: Any, fps: float) -> None:

@@ -19,6 +19,8 @@ from vidseq.cli.common import (
 
 log = logging.getLogger(__name__)
 
+PROGRESS_LOG_INTERVAL_S = 10.0  # seconds between progress log lines without a terminal
+
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = sub.add_parser("extract", help="per-frame features of videos / image folders (cached)",
@@ -71,13 +73,16 @@ def run(args: argparse.Namespace) -> int:
     print(f"backbone {backbone.name} ({backbone.feature_dim}-d) weights: "
           f"{w.path if w.pretrained else 'random init'} [{w.source}]", file=sys.stderr)
 
+    bar = not args.no_progress and sys.stderr.isatty()
+    log_every = None if args.no_progress or bar else PROGRESS_LOG_INTERVAL_S
+
     def run_one(spec: str) -> None:
         target = args.out / f"{stems[spec]}.npz"
         with OutputLock(target):  # two runs writing the same file: the second fails with one line
             seq = extract_features(spec, backbone, batch_size=cfg.batch_size, stride=cfg.stride,
                                    start_s=cfg.start_s, end_s=cfg.end_s, max_frames=cfg.max_frames,
                                    prefetch=cfg.prefetch, out_path=target,
-                                   progress=not args.no_progress and sys.stderr.isatty())
+                                   progress=bar, log_every_s=log_every)
         status = "cache hit" if seq.meta.get("cache_hit") else f"{seq.meta.get('fps_achieved')} frames/s"
         print(f"{target}\t{len(seq)} frames x {seq.feature_dim}\t{status}")
 

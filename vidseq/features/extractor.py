@@ -171,6 +171,7 @@ def extract_features(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     content_sha256: str | None = None,
+    log_every_s: float | None = None,
 ) -> FeatureSequence:
     """Extract one feature vector per frame of ``spec``.
 
@@ -180,6 +181,7 @@ def extract_features(
         out_path: write the result there; if a file with the same cache key exists, load it instead.
         cache_dir: alternatively, cache as ``<cache_dir>/<stem>-<key16>.npz``.
         progress: tqdm bar with frames/s.
+        log_every_s: log a progress line at this interval instead (no terminal: CI logs, services).
 
     Returns:
         The :class:`FeatureSequence`; ``meta["cache_hit"]`` says whether it came from disk.
@@ -210,7 +212,8 @@ def extract_features(
                     return cached
             except VidseqError:
                 log.warning("ignoring unreadable cache file %s", target)
-        seq = _run(src, backbone, batch_size=batch_size, prefetch=prefetch, progress=progress)
+        seq = _run(src, backbone, batch_size=batch_size, prefetch=prefetch, progress=progress,
+                   log_every_s=log_every_s)
     seq.meta.update({
         "source": str(spec), "source_kind": src.info.kind, "content_sha256": digest, "cache_key": key,
         "fps": src.info.fps, "width": src.info.width, "height": src.info.height,
@@ -226,7 +229,7 @@ def extract_features(
 
 
 def _run(src: VideoSource, backbone: Backbone, *, batch_size: int, prefetch: int,
-         progress: bool) -> FeatureSequence:
+         progress: bool, log_every_s: float | None = None) -> FeatureSequence:
     from tqdm import tqdm
 
     feats: list[np.ndarray] = []
@@ -235,6 +238,9 @@ def _run(src: VideoSource, backbone: Backbone, *, batch_size: int, prefetch: int
     stop = threading.Event()
     t0 = time.perf_counter()
     name = Path(str(src.info.source)).name
+    expected = src.expected_frames()
+    last_log = t0
+    done = 0
     with tqdm(total=src.expected_frames(), unit="frame", desc=f"extract {name}", disable=not progress,
               dynamic_ncols=True, leave=False) as bar, torch.inference_mode():
         for batch, fi, fts in _prefetch_batches(src, backbone, batch_size, prefetch, stop):
@@ -243,6 +249,11 @@ def _run(src: VideoSource, backbone: Backbone, *, batch_size: int, prefetch: int
             idx.append(fi)
             ts.append(fts)
             bar.update(len(fi))
+            done += len(fi)
+            if log_every_s is not None and time.perf_counter() - last_log >= log_every_s:
+                last_log = time.perf_counter()
+                log.info("extract %s: %d%s frames, %.1f frames/s", name, done, f"/{expected}" if expected else "",
+                         done / max(last_log - t0, 1e-9))
     elapsed = time.perf_counter() - t0
     if not feats:
         raise EmptyVideoError(f"no frames decoded from {src.info.source}")
