@@ -9,6 +9,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 import typing
 from pathlib import Path
 
@@ -490,7 +491,8 @@ def test_monitor_keeps_a_bounded_latency_window() -> None:
 
 
 class StallingMjpegServer:
-    """127.0.0.1 MJPEG server that sends ``n_frames`` frames and then keeps the connection open, silent."""
+    """127.0.0.1 MJPEG server that sends ``n_frames`` frames and then keeps the connection open, silent;
+    reconnections get no frames at all."""
 
     def __init__(self, n_frames: int = 30) -> None:
         import threading
@@ -499,6 +501,8 @@ class StallingMjpegServer:
         _, jpg = cv2.imencode(".jpg", np.full((64, 96, 3), 120, np.uint8))
         data = jpg.tobytes()
         self.stop = threading.Event()
+        self.stalled = threading.Event()
+        self.connections = 0
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -511,12 +515,14 @@ class StallingMjpegServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=f")
                 self.end_headers()
+                server.connections += 1
                 try:
-                    for _ in range(n_frames):
+                    for _ in range(n_frames if server.connections == 1 else 0):
                         self.wfile.write(b"--f\r\nContent-Type: image/jpeg\r\nContent-Length: %d\r\n\r\n" % len(data)
                                          + data + b"\r\n")
                         self.wfile.flush()
                         server.stop.wait(0.04)
+                    server.stalled.set()
                     server.stop.wait(120)  # stall: connected, nothing sent
                 except OSError:
                     pass
@@ -533,20 +539,38 @@ class StallingMjpegServer:
 
 
 @pytest.mark.timeout(60)
-def test_monitor_stops_during_a_stalled_stream(tmp_path: Path) -> None:
-    """Ctrl-C (the stop event) and --duration end the monitor even while the stream sends nothing; without the
-    fix the loop waits for the read timeout and then keeps reconnecting for a minute (the test times out)."""
+def test_monitor_stops_during_a_stalled_stream(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """Ctrl-C (the stop event) ends the monitor while the stream sends nothing: the source is closed from
+    outside instead of the loop waiting for the read timeout (10 s) and reconnects."""
     import threading
 
-    from vidseq.monitor import MonitorConfig, run_monitor
+    from vidseq import monitor
 
-    server = StallingMjpegServer()
+    stepped = threading.Event()
+
+    class Processor(FrameProcessor):
+        def step(self, frame):
+            stepped.set()
+            return super().step(frame)
+
+    monkeypatch.setattr(monitor, "FrameProcessor", Processor)
+    server = StallingMjpegServer(n_frames=60)
+    stop = threading.Event()
+
+    def ctrl_c_during_the_stall() -> None:
+        server.stalled.wait(50)
+        stepped.wait(50)
+        time.sleep(1.0)  # the loop is now waiting for a frame that does not come
+        stop.set()
+
+    threading.Thread(target=ctrl_c_during_the_stall, daemon=True).start()
     try:
-        cfg = load_config(MonitorConfig, None, [f"pipeline.{s}" for s in FAST])
-        stop = threading.Event()
-        threading.Timer(3.0, stop.set).start()  # what Ctrl-C does
-        result = run_monitor(server.url, tmp_path / "m", cfg, stop=stop)
-        assert result["status"] == "stopped" and result["frames"] > 0
+        cfg = load_config(monitor.MonitorConfig, None, [f"pipeline.{s}" for s in FAST])
+        caplog.set_level(logging.INFO, logger="vidseq.monitor")
+        result = monitor.run_monitor(server.url, tmp_path / "m", cfg, stop=stop)
+        assert "no frame arrived in time" in caplog.text  # ended by closing the stalled source
+        assert result["status"] == "stopped" and result["frames"] > 0 and result["reconnects"] == 0
         assert json.loads((tmp_path / "m" / "monitor_summary.json").read_text())["status"] == "stopped"
     finally:
         server.close()
