@@ -68,12 +68,10 @@ def run(args: argparse.Namespace) -> int:
     log_every = None if args.no_progress or bar else PROGRESS_LOG_INTERVAL_S
 
     def run_one(spec: str) -> None:
-        try:
-            res = process_video(spec, args.out / stems[spec], cfg, force=args.force, progress=bar,
-                                log_every_s=log_every)
-        finally:
-            if (args.out / stems[spec]).exists():  # the settings of what is in DIR, written beside it
-                save_config(cfg, args.out / "process_config.yaml")
+        res = process_video(spec, args.out / stems[spec], cfg, force=args.force, progress=bar,
+                            log_every_s=log_every)
+        # the settings of the results in DIR, beside them (a failed run's settings are in its summary.json)
+        save_config(cfg, args.out / "process_config.yaml")
         s = res.summary
         if res.status == "skipped":
             print(f"{res.out_dir}\talready complete (same content and settings; --force to redo)")

@@ -494,7 +494,7 @@ def _as_int(text: str) -> int | None:
         v = float(text)
     except ValueError:
         return None
-    if not math.isfinite(v) or not v.is_integer():
+    if not math.isfinite(v) or not v.is_integer() or abs(v) >= 2**63:  # frame/id columns are int64
         return None
     return int(v)
 
