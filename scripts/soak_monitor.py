@@ -11,7 +11,8 @@ frames, latency p50/p95 and reconnects; the last line is JSON::
     {"minutes": .., "rss_growth_mb": .., "fd_growth": .., "threads_growth": .., "reconnects": ..,
      "latency_p95_ms": .., ...}
 
-Growth is measured from the first sample after the warm-up (models loaded, normality learnt) to the last one.
+Growth is measured from the first sample after the warm-up (``--warmup-s`` passed and the unsupervised anomaly
+head has fitted its normality model, read from the monitor's log) to the last one.
 Targets (issue 17): RSS growth < 50 MB over 30 min, no fd/thread growth, every drop reconnected.
 
     python scripts/soak_monitor.py                 # 30 minutes
@@ -152,6 +153,12 @@ class MisbehavingMjpegServer:
         self.httpd.server_close()
 
 
+def warmed_up(log_path: Path) -> bool:
+    """The monitor's log says the anomaly head has fitted (or it has a trained model / no anomaly head)."""
+    text = log_path.read_text(errors="replace") if log_path.is_file() else ""
+    return "fitted normality" in text or ("monitoring" in text and "unsupervised" not in text)
+
+
 def proc_stats(pid: int) -> dict[str, float]:
     """RSS (MB), open fds and threads of a live process, from /proc."""
     status = Path(f"/proc/{pid}/status").read_text()
@@ -215,7 +222,8 @@ def main() -> int:
                        "server": {"connections": server.connections, "drops": server.drops,
                                   "stalls": server.stalls, "refused": server.refused}}
                 samples.append(row)
-                if baseline is None and t >= warmup_s:
+                # baseline: past the warm-up and after the unsupervised anomaly head fitted its normality model
+                if baseline is None and t >= warmup_s and warmed_up(log_path):
                     baseline = row
                 print(json.dumps(row), flush=True)
             stdout, _ = proc.communicate(timeout=120)
@@ -231,7 +239,7 @@ def main() -> int:
     if not samples:
         print(json.dumps({"error": f"monitor exited early with code {proc.returncode}; see {log_path}"}))
         return 2
-    first = baseline or samples[0]
+    first = baseline or next((r for r in samples if r["t_s"] >= warmup_s), samples[0])
     last = samples[-1]
     interruptions = server.drops + server.stalls
     result = {
@@ -245,6 +253,7 @@ def main() -> int:
         "frames": final.get("frames", last.get("frames")),
         "interruptions": interruptions,  # drops + stalls the server caused
         "every_drop_reconnected": (final.get("reconnects") or 0) >= interruptions - 1,  # the last may be cut by the end
+        "baseline_t_s": first["t_s"],
         "rss_mb": {"baseline": first["rss_mb"], "last": last["rss_mb"], "max": max(s["rss_mb"] for s in samples)},
         "exit_code": proc.returncode,
     }
