@@ -589,3 +589,39 @@ def test_monitor_forgets_long_finished_tracks() -> None:
     proc.tracker.finished[:] = [track(1, 0.0), track(2, 100.0 - FINISHED_TRACKS_KEEP_S / 2)]
     forget_finished_tracks(proc, 100.0)
     assert [t.track_id for t in proc.tracker.finished] == [2]
+
+
+@pytest.mark.timeout(120)
+def test_monitor_stops_cleanly_on_sigterm(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A service manager stops the monitor with SIGTERM: it ends like Ctrl-C, status "stopped", not "running".
+    (The handler run_monitor installs is called directly: a real signal could reach pytest after the run.)"""
+    import signal
+    import threading
+
+    from vidseq import monitor
+
+    stepped = threading.Event()
+    seen: dict[str, object] = {}
+
+    class Processor(FrameProcessor):
+        def step(self, frame):
+            stepped.set()
+            return super().step(frame)
+
+    def service_manager_stop() -> None:
+        stepped.wait(60)
+        handler = signal.getsignal(signal.SIGTERM)
+        seen["handler"] = handler
+        if callable(handler):
+            handler(signal.SIGTERM, None)
+
+    monkeypatch.setattr(monitor, "FrameProcessor", Processor)
+    video = write_video(tmp_path / "v.avi", n_frames=600, fps=25.0)
+    cfg = load_config(monitor.MonitorConfig, None, [f"pipeline.{s}" for s in FAST])
+    before = signal.getsignal(signal.SIGTERM)
+    threading.Thread(target=service_manager_stop, daemon=True).start()
+    result = monitor.run_monitor(str(video), tmp_path / "m", cfg)  # realtime: 24 s of video
+    assert callable(seen.get("handler")) and seen["handler"] is not before  # run_monitor handles SIGTERM
+    assert result["status"] == "stopped" and 0 < result["frames"]
+    assert json.loads((tmp_path / "m" / "monitor_summary.json").read_text())["status"] == "stopped"
+    assert signal.getsignal(signal.SIGTERM) == before  # and puts the previous handler back

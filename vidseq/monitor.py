@@ -151,9 +151,11 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     anomaly_head = next((h for h in proc.heads if h.name == "anomaly"), None)
     log.info("monitoring %s (%s, %.1f fps); anomaly: %s", source, info.kind, info.fps,
              anomaly_head.describe() if anomaly_head is not None else "not available")
-    prev_handler = None
+    prev_handlers: dict[int, Any] = {}
     if threading.current_thread() is threading.main_thread():
-        prev_handler = signal.signal(signal.SIGINT, lambda *_: stop.set())
+        # Ctrl-C and a service manager's SIGTERM both stop cleanly (monitor_summary.json says "stopped")
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            prev_handlers[sig] = signal.signal(sig, lambda *_: stop.set())
     base = {"source": str(source), "config": to_dict(cfg), **proc.describe()}
     window = "vidseq monitor"
     t_end = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
@@ -240,8 +242,8 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
         if status != "stopped":  # the loop did not end normally: say so instead of leaving "running"
             with contextlib.suppress(OSError):
                 atomic_write_json(status_path, {**base, "status": status, "error": error, **stats.summary()})
-        if prev_handler is not None:
-            signal.signal(signal.SIGINT, prev_handler)
+        for sig, handler in prev_handlers.items():
+            signal.signal(sig, handler)
         if cfg.show:
             try:
                 import cv2
