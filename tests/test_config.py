@@ -37,7 +37,7 @@ def test_defaults_file_and_overrides(tmp_path: Path) -> None:
     ("text", "overrides", "match"),
     [
         ("lrr: 1\n", [], "unknown config key 'lrr' \\(did you mean 'lr'\\?\\)"),
-        ("inner:\n  hiden: 3\n", [], "unknown config key 'inner.hiden' \\(did you mean 'hidden'\\?\\)"),
+        ("inner:\n  hiden: 3\n", [], "unknown config key 'inner.hiden' \\(did you mean 'inner.hidden'\\?\\)"),
         ("lr: fast\n", [], "lr: expected a number"),
         ("", ["inner.mode=c"], "inner.mode: 'c' is not one of"),
         ("", ["flag=maybe"], "expected true/false"),

@@ -14,6 +14,7 @@ import pytest
 
 from vidseq.cli import main
 from vidseq.config import load_config
+from vidseq.errors import OutputError
 from vidseq.pipeline import ProcessConfig, process_video
 
 # random-init YOLOv8n: no weights needed, exercises every stage and every output file
@@ -58,7 +59,10 @@ def test_rerun_skips_then_force(tmp_path: Path, make_video) -> None:
     assert process_video(video, tmp_path / "o", cfg, progress=False).status == "skipped"
     assert process_video(video, tmp_path / "o", cfg, force=True, progress=False).status == "complete"
     other = fast_cfg(max_frames=3)
-    res = process_video(video, tmp_path / "o", other, progress=False)
+    with pytest.raises(OutputError, match=r"other settings \(max_frames: None -> 3\).*--force"):
+        process_video(video, tmp_path / "o", other, progress=False)  # a complete result is never lost silently
+    assert json.loads((tmp_path / "o" / "summary.json").read_text())["frames"] == 5
+    res = process_video(video, tmp_path / "o", other, force=True, progress=False)
     assert res.status == "complete" and res.frames == 3
 
 
@@ -76,7 +80,8 @@ def test_cli_process_and_bad_input(tmp_path: Path, make_video, capsys: pytest.Ca
 
 @pytest.mark.slow
 def test_sigkill_then_rerun(tmp_path: Path, make_video) -> None:
-    """A run killed mid-way leaves valid files marked incomplete; the re-run overwrites and completes."""
+    """A run killed mid-way leaves its valid, incomplete files only in a hidden staging folder (nothing at the
+    final path); the re-run removes it and completes."""
     video = make_video(tmp_path / "long.avi", n_frames=400, size=(160, 120), fps=25.0)
     out = tmp_path / "o"
     cmd = [sys.executable, "-m", "vidseq", "process", str(video), "--out", str(out), "--no-progress",
@@ -86,7 +91,8 @@ def test_sigkill_then_rerun(tmp_path: Path, make_video) -> None:
     deadline = time.monotonic() + 120
     try:
         while time.monotonic() < deadline:
-            if summary.is_file() and json.loads(summary.read_text()).get("frames", 0) > 0:
+            staged = list(out.glob(".long.partial.*/summary.json"))
+            if staged and json.loads(staged[0].read_text()).get("frames", 0) > 0:
                 break
             time.sleep(0.2)
         else:
@@ -94,9 +100,10 @@ def test_sigkill_then_rerun(tmp_path: Path, make_video) -> None:
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    s = json.loads(summary.read_text())
+    assert not (out / "long").exists()  # nothing at the final path looks like a result
+    s = json.loads(staged[0].read_text())
     assert s["status"] == "running"  # marked incomplete
-    rows = read_csv(out / "long" / "frames.csv")  # a valid CSV of the frames done so far
+    rows = read_csv(staged[0].parent / "frames.csv")  # a valid CSV of the frames done so far
     assert 0 < len(rows) < 400
     assert [int(r["frame_index"]) for r in rows] == list(range(len(rows)))
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
@@ -104,6 +111,7 @@ def test_sigkill_then_rerun(tmp_path: Path, make_video) -> None:
     s = json.loads(summary.read_text())
     assert s["status"] == "complete" and s["frames"] == 400
     assert len(read_csv(out / "long" / "frames.csv")) == 400
+    assert not list(out.glob(".long.*"))  # the killed run's staging folder and the lock are gone
 
 
 @pytest.mark.slow

@@ -13,6 +13,12 @@ Example::
         batch_size: int = 16
 
     cfg = load_config(ExtractConfig, "configs/extract.yaml", ["batch_size=32"])
+
+Every numeric setting has a range, checked when the config is built (a one-line :class:`ConfigError`
+naming the full dotted key, e.g. ``anomaly.fit_s: -3.0 is out of range (>= 0)``). A field declares its
+range with :func:`setting` (``field`` metadata ``{"range": Range(...)}``); a numeric field without one
+gets :data:`DEFAULT_RANGE` (finite, >= 0), so a negative count, size or duration is never accepted.
+Tuples/lists of numbers are checked element by element; ``None`` (where the type allows it) is not checked.
 """
 
 from __future__ import annotations
@@ -31,6 +37,64 @@ from vidseq.errors import ConfigError
 from vidseq.registry import suggest
 
 T = TypeVar("T")
+
+
+@dataclasses.dataclass(frozen=True)
+class Range:
+    """Allowed values of a numeric setting: ``ge``/``gt`` lower and ``le``/``lt`` upper bounds (None: open).
+    Values must be finite unless ``allow_inf``."""
+
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
+    allow_inf: bool = False
+
+    def describe(self) -> str:
+        parts = [f">= {self.ge:g}" if self.ge is not None else "", f"> {self.gt:g}" if self.gt is not None else "",
+                 f"<= {self.le:g}" if self.le is not None else "", f"< {self.lt:g}" if self.lt is not None else ""]
+        return ", ".join(p for p in parts if p) or "finite"
+
+    def check(self, value: float, where: str) -> None:
+        import math
+
+        value = float(value) if isinstance(value, float) else int(value)
+        bad = (not self.allow_inf and not math.isfinite(value)) \
+            or (self.ge is not None and not value >= self.ge) or (self.gt is not None and not value > self.gt) \
+            or (self.le is not None and not value <= self.le) or (self.lt is not None and not value < self.lt)
+        if bad:
+            raise ConfigError(f"{where}: {value!r} is out of range ({self.describe()})")
+
+
+DEFAULT_RANGE = Range(ge=0)
+"""Range of a numeric setting that declares none: counts, sizes, durations and rates are never negative."""
+
+
+def setting(default: Any = dataclasses.MISSING, *, ge: float | None = None, gt: float | None = None,
+            le: float | None = None, lt: float | None = None, allow_inf: bool = False,
+            default_factory: Any = dataclasses.MISSING) -> Any:
+    """A dataclass field with a declared range: ``stride: int = setting(1, ge=1)``."""
+    meta = {"range": Range(ge=ge, gt=gt, le=le, lt=lt, allow_inf=allow_inf)}
+    if default_factory is not dataclasses.MISSING:
+        return dataclasses.field(default_factory=default_factory, metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def field_range(f: dataclasses.Field) -> Range:
+    """The declared range of a field, or :data:`DEFAULT_RANGE`."""
+    r = f.metadata.get("range") if f.metadata else None
+    return r if isinstance(r, Range) else DEFAULT_RANGE
+
+
+def _check_range(value: Any, rng: Range, where: str) -> None:
+    """Check a coerced value (number, or tuple/list of numbers, possibly nested) against ``rng``."""
+    if isinstance(value, bool) or value is None:
+        return
+    if isinstance(value, (int, float)):
+        rng.check(value, where)
+    elif isinstance(value, (list, tuple)):
+        for i, v in enumerate(value):
+            _check_range(v, rng, f"{where}[{i}]")
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -120,14 +184,17 @@ def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
     for key, value in data.items():
         if key not in fields:
             prefix = f"{where}." if where else ""
-            raise ConfigError(f"unknown config key '{prefix}{key}'{suggest(key, fields)}")
+            raise ConfigError(f"unknown config key '{prefix}{key}'{suggest(prefix + key, [prefix + k for k in fields])}")
         if isinstance(value, dict):
             # A partial nested section keeps the field's own default for the keys it does not set
             # (which may differ from the nested class's defaults, e.g. a task's TrainConfig).
             default = _field_default(fields[key])
             if dataclasses.is_dataclass(default) and not isinstance(default, type):
                 value = _deep_merge(to_dict(default), value)
-        kwargs[key] = _coerce(value, hints[key], f"{where}.{key}" if where else key)
+        full = f"{where}.{key}" if where else key
+        kwargs[key] = _coerce(value, hints[key], full)
+        if not dataclasses.is_dataclass(hints[key]):
+            _check_range(kwargs[key], field_range(fields[key]), full)
     try:
         obj = cls(**kwargs)
     except (TypeError, ValueError) as exc:

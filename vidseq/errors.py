@@ -75,3 +75,11 @@ class TrainingError(VidseqError):
 
 class SinkError(VidseqError):
     """An output cannot be written: no usable encoder, a frame of the wrong size, a row with unknown columns."""
+
+
+class OutputError(SinkError):
+    """An output folder cannot be created or written (read-only, no permission, not a folder, disk full)."""
+
+
+class OutputLockedError(OutputError):
+    """Another live run holds the lock of the same output."""

@@ -62,6 +62,7 @@ class ProcessJob:
     out: Path
     force: bool = False
     progress: bool = False
+    log_every_s: float | None = None  # progress log lines without a terminal
     command: str = "process"
 
     def setup(self) -> None:
@@ -74,7 +75,8 @@ class ProcessJob:
         from vidseq.pipeline import process_video
 
         t0 = time.perf_counter()
-        res = process_video(source, self.output_path(stem), self.cfg, force=self.force, progress=self.progress)
+        res = process_video(source, self.output_path(stem), self.cfg, force=self.force, progress=self.progress,
+                            log_every_s=self.log_every_s)
         s = res.summary
         if res.status == "skipped":
             line = f"{res.out_dir}\talready complete (same content and settings; --force to redo)"
@@ -96,6 +98,7 @@ class ExtractJob:
     cfg: Any  # ExtractConfig
     out: Path
     progress: bool = False
+    log_every_s: float | None = None  # progress log lines without a terminal
     command: str = "extract"
     _state: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
@@ -123,13 +126,16 @@ class ExtractJob:
 
     def run(self, source: str, stem: str) -> VideoResult:
         from vidseq.features.extractor import extract_features
+        from vidseq.io import OutputLock
 
         cfg = self.cfg
         target = self.output_path(stem)
         t0 = time.perf_counter()
-        seq = extract_features(source, self.backbone, batch_size=cfg.batch_size, stride=cfg.stride,
-                               start_s=cfg.start_s, end_s=cfg.end_s, max_frames=cfg.max_frames,
-                               prefetch=cfg.prefetch, out_path=target, progress=self.progress)
+        with OutputLock(target):  # two runs writing the same file: the second fails with one line
+            seq = extract_features(source, self.backbone, batch_size=cfg.batch_size, stride=cfg.stride,
+                                   start_s=cfg.start_s, end_s=cfg.end_s, max_frames=cfg.max_frames,
+                                   prefetch=cfg.prefetch, out_path=target, progress=self.progress,
+                                   log_every_s=self.log_every_s)
         hit = bool(seq.meta.get("cache_hit"))
         status = "cache hit" if hit else f"{seq.meta.get('fps_achieved')} frames/s"
         return VideoResult(str(source), stem, str(target), "skipped" if hit else "complete", len(seq),
@@ -202,6 +208,12 @@ class ScoreJob:
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
 
     def run(self, source: str, stem: str) -> VideoResult:
+        from vidseq.io import OutputLock
+
+        with OutputLock(self.out / f"{stem}_scores.csv"):  # a second run on the same files fails with one line
+            return self._run(source, stem)
+
+    def _run(self, source: str, stem: str) -> VideoResult:
         import json
 
         from vidseq.io import atomic_open, atomic_write_json

@@ -16,6 +16,7 @@ with backoff and shows ``reconnecting``; the others keep scoring.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import signal
@@ -28,13 +29,19 @@ from typing import Any
 
 import numpy as np
 
-from vidseq.config import read_yaml, to_dict, with_overrides
+from vidseq.config import read_yaml, setting, to_dict, with_overrides
 from vidseq.errors import CameraError, ConfigError, SourceNotFoundError, VidseqError
 from vidseq.io import atomic_open, atomic_write_json
 from vidseq.pipeline import FrameDrawer, FrameProcessor, ProcessConfig
 from vidseq.tasks.stream import FrameResult
 
 log = logging.getLogger(__name__)
+
+LATENCY_WINDOW = 10_000
+"""Frames whose latency the monitor keeps for its median/p95."""
+
+STATUS_LOG_INTERVAL_S = 30.0
+"""Seconds between the status log lines of a running monitor."""
 
 
 @dataclass(frozen=True)
@@ -53,13 +60,12 @@ class MonitorConfig:
 
     pipeline: ProcessConfig = field(default_factory=ProcessConfig)
     alerts: AlertSettings = field(default_factory=AlertSettings)
-    duration_s: float | None = None  # stop after this long (None: until the source ends or Ctrl-C)
+    duration_s: float | None = setting(None, gt=0.0)  # stop after this long (None: until the source ends or Ctrl-C)
     save_clips: bool = True
     show: bool = False  # on-screen window (needs a display)
     realtime: bool = True  # a file source is played at its own fps like a camera
 
 
-LATENCY_WINDOW = 100_000  # frames whose latency the summary's median/p95 cover
 
 
 @dataclass
@@ -68,7 +74,8 @@ class MonitorStats:
     dropped: int = 0
     reconnects: int = 0
     alerts: int = 0
-    # capture -> score per frame, the last LATENCY_WINDOW frames (a monitor may run for weeks)
+    # capture -> score, per frame; the last LATENCY_WINDOW frames only, so a monitor running for weeks keeps
+    # constant memory (percentiles are over that window)
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     started: float = field(default_factory=time.monotonic)
 
@@ -345,6 +352,7 @@ class CameraMonitor:
             VidseqError: a source that cannot be opened or is lost, unless ``persistent``.
         """
         self.out.mkdir(parents=True, exist_ok=True)
+        status, error = "stopped", None
         try:
             self._log.open()
             self._run(stop)
@@ -353,13 +361,21 @@ class CameraMonitor:
         except VidseqError as exc:
             self.error = exc
             self._set_state("failed", str(exc))
+            status, error = "failed", str(exc)
+            raise
+        except KeyboardInterrupt:
+            status = "interrupted"
+            raise
+        except BaseException as exc:  # the loop did not end normally: say so instead of leaving "running"
+            status, error = "failed", str(exc) or type(exc).__name__
             raise
         finally:
             with self._lock:
                 self._live = False
-            self.result = {"camera": self.name, "source": self.source, "status": "stopped",
+            self.result = {"camera": self.name, "source": self.source, "status": status, "error": error,
                            "state": self.state()[0], **self.stats.summary()}
-            atomic_write_json(self.out / "monitor_summary.json", {**self._base, **self.result})
+            with contextlib.suppress(OSError):
+                atomic_write_json(self.out / "monitor_summary.json", {**self._base, **self.result})
         return self.result
 
     def _run(self, stop: threading.Event) -> None:
@@ -390,13 +406,20 @@ class CameraMonitor:
                     self._reopens += 1
                     self.stats.reconnects += 1
                 first, backoff = False, 0.5
+                finished = threading.Event()
+                if live:
+                    threading.Thread(target=_close_when_due, args=(src, stop, t_end, finished, self.name),
+                                     name=f"vidseq-monitor-stop-{self.name}", daemon=True).start()
                 try:
                     ctx.play(src, stop, t_end)
                 except CameraError as exc:
+                    if stop.is_set() or (t_end is not None and time.monotonic() >= t_end):
+                        break  # closed from outside because it was time to stop
                     if not self.persistent:
                         raise
                     log.warning("%s: %s; reconnecting", self.name, exc)
                 finally:
+                    finished.set()
                     ctx.source_closed(src)
                     src.close()
                 if not live:
@@ -435,6 +458,17 @@ class CameraMonitor:
             self._events_version += 1
 
 
+def _close_when_due(src: Any, stop: threading.Event, t_end: float | None, finished: threading.Event,
+                    name: str) -> None:
+    """A stalled stream yields nothing, so the frame loop would not see Ctrl-C or the deadline until the read
+    timeout and the reconnect window ran out: close the source from outside when it is time to stop."""
+    while not finished.wait(0.25):
+        if stop.is_set() or (t_end is not None and time.monotonic() >= t_end + 1.0):
+            log.info("%s: stopping: no frame arrived in time; closing the source", name)
+            src.close()
+            return
+
+
 class _PipelineContext:
     """Pipeline state that survives reconnects: processor, drawer, alert rule, pre-roll ring, open clip."""
 
@@ -450,12 +484,14 @@ class _PipelineContext:
         self.dropped_before = 0  # counters of earlier source objects (reconnects)
         self.reconnects_before = 0
         self.active_id: str | None = None
+        self.last_log = time.monotonic()
 
     def _setup(self, info: Any) -> None:
         cam = self.cam
         cfg = cam.cfg
         self.proc = FrameProcessor(cfg.pipeline, info.fps)
         self.drawer = FrameDrawer(cfg.pipeline, info.fps)
+        self.drawer.status_lines = 2  # _draw_status: counters + the warm-up line
         self.ring = deque(maxlen=max(1, round(cfg.alerts.pre_roll_s * info.fps)))
         self.head = next((h for h in self.proc.heads if h.name == "anomaly"), None)
         cam.fps_source = info.fps
@@ -526,6 +562,13 @@ class _PipelineContext:
                     stop.set()
             if stats.frames % 50 == 0:
                 atomic_write_json(status_path, {**cam._base, "status": "running", **stats.summary()})
+                forget_finished_tracks(self.proc, frame.timestamp_s)
+            if now - self.last_log >= STATUS_LOG_INTERVAL_S:  # without a terminal, a service log shows it is alive
+                self.last_log = now
+                st = stats.summary()
+                log.info("%s: %d frames, %.1f frames/s, dropped %d, reconnects %d, alerts %d, lag p95 %s ms",
+                         cam.name, st["frames"], st["fps"], st["dropped"], st["reconnects"], st["alerts"],
+                         st["latency_ms_p95"])
             if stop.is_set() or (t_end is not None and time.monotonic() >= t_end):
                 break
 
@@ -669,6 +712,17 @@ def run_cameras(cams: list[CameraMonitor], stop: threading.Event, *, keep_alive:
     if crashed:
         raise RuntimeError(f"camera thread(s) {', '.join(crashed)} crashed (traceback above)")
     return [c.result or {"camera": c.name, "status": "not started"} for c in cams]
+
+
+FINISHED_TRACKS_KEEP_S = 30.0
+"""A live monitor forgets tracks that ended longer ago than this (the heads have long let go of them)."""
+
+
+def forget_finished_tracks(proc: FrameProcessor, now_s: float) -> None:
+    """Keep memory and per-frame work flat over days: ``process`` keeps every track for its summary, a live
+    monitor never reports finished tracks, and the heads walk the finished list each step."""
+    finished = proc.tracker.finished
+    finished[:] = [t for t in finished if now_s - t.timestamp_s[-1] < FINISHED_TRACKS_KEEP_S]
 
 
 def _draw_status(img: np.ndarray, r: FrameResult, stats: MonitorStats, head: Any, fps: float) -> None:

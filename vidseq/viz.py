@@ -122,9 +122,14 @@ def _blend_rect(image: np.ndarray, x0: int, y0: int, x1: int, y1: int, color: Co
     cv2.addWeighted(roi, 1.0 - alpha, np.full_like(roi, color), alpha, 0.0, dst=roi)
 
 
+def _label_height(text: str, style: Style) -> int:
+    _, th, base = _text_size(_ascii(text), style)
+    return th + base + 2 * max(1, style.margin // 2)
+
+
 def _label(image: np.ndarray, text: str, x: int, y: int, color: Color, style: Style,
-           text_color: Color = BLACK) -> None:
-    """Filled label box with its bottom-left at (x, y), kept inside the image."""
+           text_color: Color = BLACK, *, top: int = 0, bottom: int = 0) -> None:
+    """Filled label box with its bottom-left at (x, y), kept inside the image rows ``top`` .. ``h - bottom``."""
     import cv2
 
     text = _ascii(text)
@@ -132,7 +137,7 @@ def _label(image: np.ndarray, text: str, x: int, y: int, color: Color, style: St
     pad = max(1, style.margin // 2)
     h, w = image.shape[:2]
     x = int(np.clip(x, 0, max(0, w - tw - 2 * pad)))
-    y = int(np.clip(y, th + base + 2 * pad, h))
+    y = int(np.clip(y, min(h, top + th + base + 2 * pad), max(th + base + 2 * pad, h - bottom)))
     cv2.rectangle(image, (x, y - th - base - 2 * pad), (x + tw + 2 * pad, y), color, -1)
     cv2.putText(image, text, (x + pad, y - base - pad), FONT, style.font_scale, text_color, style.thickness,
                 cv2.LINE_AA)
@@ -150,8 +155,14 @@ def draw_tracks(
     show_label: bool = True,
     show_conf: bool = True,
     copy: bool = True,
+    top: int = 0,
+    bottom: int = 0,
 ) -> np.ndarray:
     """Draw boxes with ``#id label conf`` tags; each id keeps its colour across frames.
+
+    A tag sits above its box, or below it when there is no room above (never over the object when the
+    frame has room outside it), and stays out of the ``top``/``bottom`` rows that other overlays use
+    (status panel, score strip).
 
     Args:
         image: BGR uint8 (H, W, 3).
@@ -183,7 +194,14 @@ def draw_tracks(
             parts.append(f"{float(conf):.2f}")
         text = " ".join(p for p in parts if p)
         if text:
-            _label(out, text, p0[0], p0[1], color, style, _readable_text_color(color))
+            lh = _label_height(text, style)
+            if p0[1] - lh >= top:  # room above the box
+                y_label = p0[1]
+            elif p1[1] + lh <= h - bottom:  # below it
+                y_label = p1[1] + lh
+            else:  # a box filling the frame: inside, at its top
+                y_label = p0[1] + lh
+            _label(out, text, p0[0], y_label, color, style, _readable_text_color(color), top=top, bottom=bottom)
     return out
 
 
@@ -415,6 +433,22 @@ def _text_block(image: np.ndarray, lines: list[str], x: int, y: int, style: Styl
                     color, style.thickness, cv2.LINE_AA)
 
 
+def _caption_block_height(style: Style, n_lines: int) -> int:
+    _, th, base = _text_size("Ag", style)
+    return (th + base + max(1, style.margin // 2)) * n_lines + style.margin
+
+
+def caption_height(image: np.ndarray, text: str | None, max_lines: int | None = None) -> int:
+    """Rows a bottom :func:`draw_caption` band of ``text`` takes (0 without text), score strip excluded."""
+    if not text or not text.strip():
+        return 0
+    style = Style.for_image(image)
+    h, w = image.shape[:2]
+    if max_lines is None:
+        max_lines = 1 if h < 240 else 2 if h < 480 else 3
+    return _caption_block_height(style, len(_wrap(text, w - 4 * style.margin, style, max_lines)))
+
+
 def draw_caption(image: np.ndarray, text: str, *, position: str = "bottom", bottom_offset: int | None = None,
                  max_lines: int | None = None, copy: bool = True) -> np.ndarray:
     """A caption across the image (wrapped, at most ``max_lines``) on a translucent band.
@@ -434,8 +468,7 @@ def draw_caption(image: np.ndarray, text: str, *, position: str = "bottom", bott
     if max_lines is None:
         max_lines = 1 if h < 240 else 2 if h < 480 else 3
     lines = _wrap(text, w - 4 * style.margin, style, max_lines)
-    _, th, base = _text_size("Ag", style)
-    block_h = (th + base + max(1, style.margin // 2)) * len(lines) + style.margin
+    block_h = _caption_block_height(style, len(lines))
     if position == "top":
         y = 0
     else:
@@ -443,6 +476,16 @@ def draw_caption(image: np.ndarray, text: str, *, position: str = "bottom", bott
         y = max(0, h - offset - block_h)
     _text_block(out, lines, 0, y, style, WHITE, width=w - 2 * style.margin)
     return out
+
+
+def status_height(image: np.ndarray, n_lines: int) -> int:
+    """Rows a :func:`draw_status` panel of ``n_lines`` lines takes (so other overlays can keep clear of it)."""
+    if n_lines <= 0:
+        return 0
+    style = Style.for_image(image)
+    style = Style(style.font_scale * 0.85, style.thickness, style.line, style.margin)
+    _, th, base = _text_size("Ag", style)
+    return (th + base + max(1, style.margin // 2)) * n_lines + style.margin
 
 
 def draw_status(image: np.ndarray, lines: Sequence[str] | Mapping[str, Any], *, corner: str = "top-left",
@@ -463,9 +506,8 @@ def draw_status(image: np.ndarray, lines: Sequence[str] | Mapping[str, Any], *, 
     style = Style(style.font_scale * 0.85, style.thickness, style.line, style.margin)
     h, w = out.shape[:2]
     tw = max(_text_size(t, style)[0] for t in texts)
-    _, th, base = _text_size("Ag", style)
     block_w = tw + 2 * style.margin
-    block_h = (th + base + max(1, style.margin // 2)) * len(texts) + style.margin
+    block_h = status_height(out, len(texts))
     x = w - block_w if "right" in corner else 0
     y = h - block_h if "bottom" in corner else 0
     _text_block(out, texts, max(0, x), max(0, y), style, WHITE)

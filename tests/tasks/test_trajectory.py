@@ -253,7 +253,7 @@ def test_trajectory_yaml_loads() -> None:
     assert path is not None
     cfg = load_task_config(path)
     assert isinstance(cfg, TrajectoryTaskConfig) and cfg.model.pred_len == 12 and cfg.train.monitor == "val_ade"
-    with pytest.raises(ConfigError, match="did you mean 'hidden_dim'"):
+    with pytest.raises(ConfigError, match="did you mean 'model.hidden_dim'"):
         load_task_config(path, ["model.hiden_dim=3"])
     with pytest.raises(ConfigError, match="data.scene"):
         load_task_config(path, ["data.scene=zara3"])

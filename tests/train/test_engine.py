@@ -186,7 +186,7 @@ def test_non_finite_loss_stops_with_training_error(make_task, tmp_path: Path) ->
     ("train.epochs=0", "train.epochs must be >= 1"),
     ("train.lr=0", "train.lr must be > 0"),
     ("train.scheduler=linear", "is not one of"),
-    ("train.patiense=3", "did you mean 'patience'"),
+    ("train.patiense=3", "did you mean 'train.patience'"),
 ])
 def test_bad_train_config(toy, tmp_path: Path, override: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -32,8 +32,24 @@ COMMANDS: Registry[ModuleType] = Registry("command", {
 })
 
 
+DESCRIPTION = """\
+vidseq: detect, track, forecast, score and caption people and objects in video.
+
+Start with `vidseq process VIDEO --out runs/` (every output for a video file or image folder) or
+`vidseq monitor --source 0|rtsp://...|FILE` (live alerts). `vidseq COMMAND --help` lists each command's
+options; every command with a config takes `--config FILE` and `--set section.key=value`."""
+
+EPILOG = """\
+examples:
+  vidseq process clip.mp4 --out runs/ --max-frames 300
+  vidseq monitor --source rtsp://127.0.0.1:8554/cam --duration 600 --out runs/cam
+  vidseq score clip.avi --unsupervised --fit-seconds 20 --out scores/
+failure behaviour (locks, interrupted and failed runs): docs/failures.md"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vidseq", description=__doc__.splitlines()[0] if __doc__ else None)
+    parser = argparse.ArgumentParser(prog="vidseq", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"vidseq {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
@@ -77,3 +93,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:
+        from vidseq.io import is_output_oserror
+
+        if not is_output_oserror(exc):  # anything else is a bug: keep the traceback
+            raise
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"vidseq {args.command}: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2

@@ -15,11 +15,26 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 
+# a key that exists in each command's config, for the --set help example
+SET_EXAMPLES = {"process": "tracker.conf=0.4", "monitor": "alerts.cooldown_s=30", "extract": "batch_size=32",
+                "anomaly": "model.smooth_sigma_s=0.5", "trajectory": "train.epochs=5", "caption": "train.epochs=5",
+                "synth": "clips=4"}
+
+
 def add_config_args(parser: argparse.ArgumentParser, name: str) -> None:
     parser.add_argument("--config", type=Path, default=None,
                         help=f"YAML config (default: configs/{name}.yaml when present)")
+    example = SET_EXAMPLES.get(name, "KEY=VALUE")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key (repeatable), e.g. --set batch_size=32")
+                        help=f"override a config key with its full dotted name (repeatable), e.g. --set {example}")
+
+
+def prepare_output_dir(path: Path) -> bool:
+    """Create ``path`` if needed and check it is writable before any work starts (one-line error, exit 2).
+    Returns True if it was created (see :func:`vidseq.io.remove_if_empty`)."""
+    from vidseq.io import ensure_writable_dir
+
+    return ensure_writable_dir(path)
 
 
 def resolve_config(cls: type[T], name: str, args: argparse.Namespace, flags: dict[str, Any]) -> T:

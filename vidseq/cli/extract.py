@@ -12,12 +12,15 @@ from vidseq.cli.common import (
     add_ray_args,
     check_single_source,
     expand_sources,
+    prepare_output_dir,
     resolve_config,
     run_jobs,
     unique_stems,
 )
 
 log = logging.getLogger(__name__)
+
+PROGRESS_LOG_INTERVAL_S = 10.0  # seconds between progress log lines without a terminal
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -31,12 +34,12 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--no-pretrained", dest="pretrained", action="store_const", const=False, default=None,
                    help="random init (recorded in metadata)")
     p.add_argument("--feature-dim", type=int, default=None, help="output width (default 512)")
-    p.add_argument("--imgsz", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--stride", type=int, default=None)
-    p.add_argument("--start-s", type=float, default=None)
-    p.add_argument("--end-s", type=float, default=None)
-    p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--imgsz", type=int, default=None, help="backbone input size (px)")
+    p.add_argument("--batch-size", type=int, default=None, help="frames per forward pass")
+    p.add_argument("--stride", type=int, default=None, metavar="N", help="every N-th frame (default 1)")
+    p.add_argument("--start-s", type=float, default=None, metavar="S", help="start at S seconds")
+    p.add_argument("--end-s", type=float, default=None, metavar="S", help="stop at S seconds")
+    p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] | mps")
     p.add_argument("--no-progress", action="store_true")
     add_config_args(p, "extract")
@@ -48,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from vidseq.config import save_config
     from vidseq.features.extractor import ExtractConfig
+    from vidseq.io import remove_if_empty
     from vidseq.jobs import ExtractJob
 
     flags = {k: getattr(args, k) for k in ("backbone", "weights", "pretrained", "feature_dim", "imgsz",
@@ -56,12 +60,18 @@ def run(args: argparse.Namespace) -> int:
     sources = expand_sources(args.sources)
     stems = unique_stems(sources)
     check_single_source(sources)
-    job = ExtractJob(cfg, args.out, progress=not args.no_progress and sys.stderr.isatty() and args.ray is None)
-    if args.ray is None:  # serial: load the backbone here (errors before any output), as before
-        backbone = job.backbone
-        w = backbone.weights
-        print(f"backbone {backbone.name} ({backbone.feature_dim}-d) weights: "
-              f"{w.path if w.pretrained else 'random init'} [{w.source}]", file=sys.stderr)
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_config(cfg, args.out / "extract_config.yaml")
-    return run_jobs(job, sources, stems, args.out, args)
+    created = prepare_output_dir(args.out)  # an unwritable folder fails now, before any model loads
+    try:
+        bar = not args.no_progress and sys.stderr.isatty() and args.ray is None
+        log_every = None if args.no_progress or bar else PROGRESS_LOG_INTERVAL_S
+        job = ExtractJob(cfg, args.out, progress=bar, log_every_s=log_every)
+        if args.ray is None:  # serial: load the backbone here (errors before any output)
+            backbone = job.backbone
+            w = backbone.weights
+            print(f"backbone {backbone.name} ({backbone.feature_dim}-d) weights: "
+                  f"{w.path if w.pretrained else 'random init'} [{w.source}]", file=sys.stderr)
+        save_config(cfg, args.out / "extract_config.yaml")
+        return run_jobs(job, sources, stems, args.out, args)
+    finally:
+        if created:
+            remove_if_empty(args.out)

@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
-from vidseq.cli.common import add_config_args, resolve_config
+from vidseq.cli.common import add_config_args, prepare_output_dir, resolve_config
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -21,15 +22,18 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     what.add_argument("--cameras", type=Path, metavar="YAML",
                       help="several cameras in one process: a YAML file 'cameras: [{name, source, ...overrides}]'; "
                            "each camera writes to OUT/<name>/")
-    p.add_argument("--out", "-o", type=Path, default=Path("runs/monitor"))
-    p.add_argument("--anomaly-model", default=None)
-    p.add_argument("--duration", type=float, default=None, help="stop after N seconds")
+    p.add_argument("--out", "-o", type=Path, default=Path("runs/monitor"), metavar="DIR",
+                   help="folder for events.jsonl, event clips and monitor_summary.json (default runs/monitor)")
+    p.add_argument("--anomaly-model", default=None, help="checkpoint from `vidseq train anomaly` "
+                   "(default: learn normality from the first anomaly.fit_s seconds)")
+    p.add_argument("--duration", type=float, default=None, metavar="S",
+                   help="stop after S seconds (> 0; default: until the source ends or Ctrl-C)")
     p.add_argument("--realtime", dest="realtime", action="store_const", const=True, default=None,
                    help="play a file at its own fps as if it were a camera (default for files)")
     p.add_argument("--as-fast-as-possible", dest="realtime", action="store_const", const=False,
                    help="read a file as fast as processing allows")
     p.add_argument("--show", dest="show", action="store_const", const=True, default=None, help="on-screen window")
-    p.add_argument("--device", default=None)
+    p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] | mps (default auto)")
     p.add_argument("--web", nargs="?", const="127.0.0.1:8080", default=None, metavar="[HOST:]PORT",
                    help="serve the live dashboard (default address 127.0.0.1:8080; port 0 picks a free one); "
                         "an address beyond loopback needs --token")
@@ -42,18 +46,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    import threading
-
-    from vidseq.monitor import (
-        CameraMonitor,
-        CameraSpec,
-        MonitorConfig,
-        camera_name,
-        check_sources,
-        load_cameras,
-        run_cameras,
-        run_monitor,
-    )
+    from vidseq.io import remove_if_empty
+    from vidseq.monitor import MonitorConfig
 
     flags = {"pipeline.anomaly.model": args.anomaly_model, "duration_s": args.duration, "realtime": args.realtime,
              "show": args.show, "pipeline.device": args.device}
@@ -66,6 +60,27 @@ def run(args: argparse.Namespace) -> int:
         web = (bind, WebSettings(token=token, loopback_only=bind.host in ("127.0.0.1", "localhost")), generated)
     cfg = resolve_config(MonitorConfig, "monitor", args, flags)
     keys = ("frames", "fps", "dropped", "reconnects", "alerts", "latency_ms_median", "latency_ms_p95")
+    created = prepare_output_dir(args.out)  # an unwritable folder fails now, before any model loads
+    try:
+        return _run(args, cfg, web, keys)
+    finally:
+        if created:
+            remove_if_empty(args.out)
+
+
+def _run(args: argparse.Namespace, cfg: Any, web: Any, keys: tuple[str, ...]) -> int:
+    import threading
+
+    from vidseq.monitor import (
+        CameraMonitor,
+        CameraSpec,
+        camera_name,
+        check_sources,
+        load_cameras,
+        run_cameras,
+        run_monitor,
+    )
+
     if args.cameras is None and web is None:
         result = run_monitor(args.source, args.out, cfg)
         print(json.dumps({k: result.get(k) for k in keys}))

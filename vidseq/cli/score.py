@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="unsupervised: fit on the first S seconds (default: the whole video)")
     p.add_argument("--config", type=Path, default=None, metavar="YAML",
                    help="unsupervised: task config whose 'model' section is used (default configs/anomaly.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="unsupervised: override a key of that config (repeatable), e.g. "
+                        "--set model.smooth_sigma_s=0.5 (a trained model's settings come from its checkpoint)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--device", default="cpu", help="backbone device for the frame stream (default cpu)")
     p.add_argument("--force", action="store_true", help="re-score videos already scored with the same settings")
@@ -55,20 +58,34 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidseq.cli.common import check_single_source, prepare_output_dir
+    from vidseq.io import remove_if_empty
     from vidseq.jobs import ScoreJob
+    from vidseq.video.sources import source_kind
 
     if args.unsupervised == (args.model is not None):
         raise ConfigError("give either --model CKPT or --unsupervised")
     if args.fit_seconds is not None and (not args.unsupervised or args.fit_seconds <= 0):
         raise ConfigError("--fit-seconds needs --unsupervised and a positive value")
+    if args.max_frames is not None and args.max_frames < 1:
+        raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
+    if args.overrides and not args.unsupervised:
+        raise ConfigError("--set applies to --unsupervised; a trained model's settings come from its checkpoint")
     unsupervised = None
-    if args.unsupervised:
-        from vidseq.config import default_config_path, load_config
+    if args.unsupervised:  # every setting is checked before any work or any file
+        from vidseq.cli.common import resolve_config
         from vidseq.tasks.anomaly.config import AnomalyTaskConfig
 
-        path = args.config if args.config is not None else default_config_path("anomaly")
-        unsupervised = load_config(AnomalyTaskConfig, path).model
+        unsupervised = resolve_config(AnomalyTaskConfig, "anomaly", args, {}).model
     sources = expand_sources(args.sources)
+    files = [s for s in sources if source_kind(s) in ("file", "folder")]
+    if files:
+        check_single_source(files)
     job = ScoreJob(args.out, model=args.model, unsupervised=unsupervised, fit_seconds=args.fit_seconds,
                    max_frames=args.max_frames, device=args.device, force=args.force)
-    return run_jobs(job, sources, unique_stems(sources), args.out, args)
+    created = prepare_output_dir(args.out)  # an unwritable folder fails now, not after the scoring
+    try:
+        return run_jobs(job, sources, unique_stems(sources), args.out, args)
+    finally:
+        if created:
+            remove_if_empty(args.out)

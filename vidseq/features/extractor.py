@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 
 from vidseq import __version__
+from vidseq.config import setting
 from vidseq.errors import EmptyVideoError, InputShapeError, VidseqError
 from vidseq.features.backbones import Backbone
 from vidseq.io import atomic_path, sha256_file, sha256_files
@@ -80,7 +82,7 @@ def load_features(path: str | Path) -> FeatureSequence:
     try:
         with np.load(p, allow_pickle=False) as z:
             seq = FeatureSequence(z["features"], z["frame_index"], z["timestamp_s"], json.loads(str(z["meta"])))
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as exc:  # a cut or overwritten file is not a zip
         raise VidseqError(f"cannot read feature file {p}: {exc}") from None
     if not np.isfinite(seq.features).all():
         raise InputShapeError(f"feature file {p} holds NaN/inf values")
@@ -169,6 +171,7 @@ def extract_features(
     cache_dir: str | Path | None = None,
     progress: bool = True,
     content_sha256: str | None = None,
+    log_every_s: float | None = None,
 ) -> FeatureSequence:
     """Extract one feature vector per frame of ``spec``.
 
@@ -178,6 +181,7 @@ def extract_features(
         out_path: write the result there; if a file with the same cache key exists, load it instead.
         cache_dir: alternatively, cache as ``<cache_dir>/<stem>-<key16>.npz``.
         progress: tqdm bar with frames/s.
+        log_every_s: log a progress line at this interval instead (no terminal: CI logs, services).
 
     Returns:
         The :class:`FeatureSequence`; ``meta["cache_hit"]`` says whether it came from disk.
@@ -208,7 +212,8 @@ def extract_features(
                     return cached
             except VidseqError:
                 log.warning("ignoring unreadable cache file %s", target)
-        seq = _run(src, backbone, batch_size=batch_size, prefetch=prefetch, progress=progress)
+        seq = _run(src, backbone, batch_size=batch_size, prefetch=prefetch, progress=progress,
+                   log_every_s=log_every_s)
     seq.meta.update({
         "source": str(spec), "source_kind": src.info.kind, "content_sha256": digest, "cache_key": key,
         "fps": src.info.fps, "width": src.info.width, "height": src.info.height,
@@ -224,7 +229,7 @@ def extract_features(
 
 
 def _run(src: VideoSource, backbone: Backbone, *, batch_size: int, prefetch: int,
-         progress: bool) -> FeatureSequence:
+         progress: bool, log_every_s: float | None = None) -> FeatureSequence:
     from tqdm import tqdm
 
     feats: list[np.ndarray] = []
@@ -233,6 +238,9 @@ def _run(src: VideoSource, backbone: Backbone, *, batch_size: int, prefetch: int
     stop = threading.Event()
     t0 = time.perf_counter()
     name = Path(str(src.info.source)).name
+    expected = src.expected_frames()
+    last_log = t0
+    done = 0
     with tqdm(total=src.expected_frames(), unit="frame", desc=f"extract {name}", disable=not progress,
               dynamic_ncols=True, leave=False) as bar, torch.inference_mode():
         for batch, fi, fts in _prefetch_batches(src, backbone, batch_size, prefetch, stop):
@@ -241,6 +249,11 @@ def _run(src: VideoSource, backbone: Backbone, *, batch_size: int, prefetch: int
             idx.append(fi)
             ts.append(fts)
             bar.update(len(fi))
+            done += len(fi)
+            if log_every_s is not None and time.perf_counter() - last_log >= log_every_s:
+                last_log = time.perf_counter()
+                log.info("extract %s: %d%s frames, %.1f frames/s", name, done, f"/{expected}" if expected else "",
+                         done / max(last_log - t0, 1e-9))
     elapsed = time.perf_counter() - t0
     if not feats:
         raise EmptyVideoError(f"no frames decoded from {src.info.source}")
@@ -260,15 +273,15 @@ class ExtractConfig:
     backbone: str = "mobilenet_v2"
     weights: str | None = None  # explicit weights file; None = resolver order (see vidseq.features.weights)
     pretrained: bool = True
-    feature_dim: int | None = 512  # None keeps the backbone's native width
-    imgsz: int | None = None  # None = backbone default (224 torchvision, 320 YOLO)
-    batch_size: int = 16
-    stride: int = 1
+    feature_dim: int | None = setting(512, ge=1)  # None keeps the backbone's native width
+    imgsz: int | None = setting(None, ge=32, le=8192)  # None = backbone default (224 torchvision, 320 YOLO)
+    batch_size: int = setting(16, ge=1)
+    stride: int = setting(1, ge=1)
     start_s: float | None = None
     end_s: float | None = None
-    max_frames: int | None = None
+    max_frames: int | None = setting(None, ge=1)
     device: str = "auto"
-    prefetch: int = 4
+    prefetch: int = setting(4, ge=1)
     half: bool | None = None  # None = fp16 on CUDA only
 
     def __post_init__(self) -> None:

@@ -28,6 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from vidseq.config import setting
 from vidseq.errors import ConfigError, InputShapeError
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class RegionConfig:
     method: Literal["mog2", "knn", "flow"] = "mog2"
     history: int = 100
     var_threshold: float = 16.0
-    learning_rate: float = -1.0
+    learning_rate: float = setting(-1.0, ge=-1.0, le=1.0)
     flow_threshold: float = 0.5
     min_area: int = 40
     open_px: int = 3

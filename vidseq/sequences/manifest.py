@@ -494,7 +494,7 @@ def _as_int(text: str) -> int | None:
         v = float(text)
     except ValueError:
         return None
-    if not math.isfinite(v) or not v.is_integer():
+    if not math.isfinite(v) or not v.is_integer() or abs(v) >= 2**63:  # frame/id columns are int64
         return None
     return int(v)
 
@@ -649,7 +649,12 @@ def _line_index(text: str) -> dict[tuple[Any, ...], int]:
     except yaml.YAMLError:
         return lines
 
+    seen: set[int] = set()
+
     def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
+        if id(node) in seen:  # an alias of an enclosing node (`&a [*a]`): a cycle, not more content
+            return
+        seen.add(id(node))
         lines.setdefault(path, node.start_mark.line + 1)
         if isinstance(node, yaml.MappingNode):
             for k, v in node.value:

@@ -19,6 +19,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from vidseq.config import setting
 from vidseq.errors import BackboneError
 from vidseq.features.backbones import YoloBackbone
 from vidseq.video.sources import Frame
@@ -140,10 +141,10 @@ class TrackerConfig:
 
     detector: Literal["yolo", "regions"] = "yolo"  # regions: class-agnostic moving regions (static cameras)
     tracker: Literal["bytetrack", "botsort"] = "bytetrack"
-    conf: float = 0.25  # detections below are dropped before reporting (trackers still see >= 0.1)
-    iou: float = 0.7
-    imgsz: int = 640
-    max_det: int = 100
+    conf: float = setting(0.25, ge=0.0, le=1.0)  # detections below are dropped before reporting (trackers still see >= 0.1)
+    iou: float = setting(0.7, ge=0.0, le=1.0)
+    imgsz: int = setting(640, ge=32, le=8192)
+    max_det: int = setting(100, ge=1)
     class_agnostic: Literal["auto", "yes", "no"] = "auto"  # auto: yes unless the detector has COCO names
     track_timeout_s: float = 2.0  # a track unseen this long is finished (its forecast stops)
 

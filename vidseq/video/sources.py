@@ -217,6 +217,8 @@ class FileSource(VideoSource):
             self._cap.release()
             raise CorruptVideoError(f"video has no decodable stream: {self.path}")
         self.info = VideoInfo(str(self.path), "file", fps, width, height, count if count > 0 else None)
+        self.truncated = False  # set after reading: far fewer frames decoded than the container announced
+        self.frames_read = 0  # source frames decoded or skipped by the last full read
 
     def _frames(self) -> Iterator[Frame]:
         import cv2
@@ -252,8 +254,10 @@ class FileSource(VideoSource):
             self.close()
         if not got_any and index == 0:
             raise EmptyVideoError(f"video has no decodable frames (empty, truncated or corrupt): {self.path}")
+        self.frames_read = index
         if self.info.frame_count and index < self.info.frame_count * 0.9 and self.max_frames is None \
                 and self.end_s is None:
+            self.truncated = True
             log.warning("%s: decoded %d of %d frames the container announced (truncated file?)",
                         self.path, index, self.info.frame_count)
 
@@ -264,28 +268,35 @@ class FileSource(VideoSource):
             cap.release()
 
 
+def _read_image(path: Path) -> np.ndarray | None:
+    """``cv2.imread`` as BGR, or None when the file cannot be decoded -- including headers that claim more
+    pixels than OpenCV allows (it raises ``cv2.error`` for those instead of returning None)."""
+    import cv2
+
+    try:
+        return cv2.imread(str(path), cv2.IMREAD_COLOR)
+    except cv2.error:
+        return None
+
+
 class FolderSource(VideoSource):
     """An image sequence: every jpg/png/tif/bmp of a folder, natural sort, one fps for all."""
 
     def __init__(self, path: str | Path, *, fps: float = 25.0, **kw: object) -> None:
         super().__init__(**kw)  # type: ignore[arg-type]
-        import cv2
-
         self.path = Path(path)
         if not self.path.is_dir():
             raise SourceNotFoundError(f"image folder not found: {self.path}")
         self.files = list_images(self.path)
         if not self.files:
             raise EmptyVideoError(f"image folder has no {'/'.join(sorted(s[1:] for s in IMAGE_EXTENSIONS))} files: {self.path}")
-        first = cv2.imread(str(self.files[0]), cv2.IMREAD_COLOR)
+        first = _read_image(self.files[0])
         if first is None:
             raise CorruptVideoError(f"cannot decode image: {self.files[0]}")
         h, w = first.shape[:2]
         self.info = VideoInfo(str(self.path), "folder", float(fps), w, h, len(self.files))
 
     def _frames(self) -> Iterator[Frame]:
-        import cv2
-
         fps = self.info.fps
         size = (self.info.height, self.info.width)
         first = 0
@@ -297,7 +308,7 @@ class FolderSource(VideoSource):
             if index % self.stride:
                 continue
             path = self.files[index]
-            image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+            image = _read_image(path)
             if image is None:
                 raise CorruptVideoError(f"cannot decode image: {path}")
             if image.shape[:2] != size:
@@ -389,8 +400,10 @@ class LiveSource(VideoSource):
         self._t0 = time.monotonic()
         cap = self._open()
         if cap is None:
-            what = f"camera {self.spec}" if self.kind == "camera" else f"stream {self.spec}"
-            raise CameraError(f"cannot open {what} (not connected, busy, or no permission)")
+            if self.kind == "camera":
+                raise CameraError(f"cannot open camera {self.spec} (not connected, busy, or no permission)")
+            raise CameraError(f"cannot open stream {self.spec} (nothing answers at that address within "
+                              f"{self.open_timeout_s:g} s, or it refused the connection or the path)")
         ok, image = cap.read()
         if not ok or image is None:
             cap.release()

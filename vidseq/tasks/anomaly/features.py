@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import zipfile
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -66,7 +67,7 @@ def load_clip_features(path: str | Path) -> ClipFeatures:
                 region_frame=z["region_frame"], working_size=tuple(meta.pop("working_size")), meta=meta,
                 appearance=z["appearance"] if "appearance" in z.files else None,
                 region_crops=z["region_crops"].astype(np.float32) if "region_crops" in z.files else None)
-    except (OSError, KeyError, ValueError) as exc:
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise VidseqError(f"unreadable anomaly feature file {p}: {exc}") from None
 
 
@@ -156,7 +157,7 @@ def add_crop_features(path: str | Path, cf: ClipFeatures, encoder: CropEncoder, 
                     if str(z["key"]) == key and z["crops"].shape[0] == len(cf.region_attrs):
                         cf.region_crops = z["crops"].astype(np.float32)
                         return cf
-            except (OSError, KeyError, ValueError):
+            except (OSError, KeyError, ValueError, zipfile.BadZipFile):
                 log.warning("ignoring unreadable cache file %s", target)
     with open_source(path, max_frames=max_frames) as src:
         frames = tqdm(src, desc=f"object crops {cf.clip_id}", total=len(cf), disable=not progress, unit="f")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from vidseq.config import setting
 from vidseq.models.anomaly.calibrate import Calibration, find_events
 from vidseq.models.anomaly.clip import ClipFeatures
 from vidseq.models.anomaly.model import (
@@ -38,7 +39,7 @@ log = logging.getLogger(__name__)
 class AnomalySettings:
     enabled: bool = True
     model: str | None = None  # checkpoint; None = unsupervised: learn normality from the first fit_s seconds
-    fit_s: float = 5.0  # unsupervised warm-up (seconds of video treated as normal)
+    fit_s: float = setting(5.0, gt=0.0)  # unsupervised warm-up (seconds of video treated as normal)
     smooth_s: float | None = None  # override the model's score smoothing (s); 0 = none, lowest latency
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vidseq.config import setting
 from vidseq.tasks.caption.captioner import Captioner
 from vidseq.tasks.caption.inputs import shrink
 from vidseq.tasks.stream import FrameResult, StreamContext
@@ -24,8 +25,8 @@ log = logging.getLogger(__name__)
 class CaptionSettings:
     enabled: bool = True
     model: str | None = None  # checkpoint; None = no captions (noted in summary.json)
-    window_s: float = 4.0
-    beam: int = 3
+    window_s: float = setting(4.0, gt=0.0)
+    beam: int = setting(3, ge=1)
 
 
 class CaptionHead:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import zipfile
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -263,7 +264,7 @@ class ClipEncoder:
                 try:
                     with np.load(target, allow_pickle=False) as z:
                         return ClipInputs(z["features"], z["frame_index"], z["timestamp_s"])
-                except (OSError, ValueError, KeyError, InputShapeError):
+                except (OSError, ValueError, KeyError, InputShapeError, zipfile.BadZipFile):
                     log.warning("ignoring unreadable cache file %s", target)
         images, idx, ts, src_fps, scale = self._read(Path(path))
         boxes = None

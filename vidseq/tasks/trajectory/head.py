@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from vidseq.config import setting
 from vidseq.errors import VidseqError
 from vidseq.features.weights import weights_dir
 from vidseq.tasks.stream import FrameResult, StreamContext
@@ -23,9 +24,9 @@ from vidseq.tasks.trajectory.forecaster import TrajectoryForecaster, pixels_per_
 class TrajectorySettings:
     enabled: bool = True
     model: str | None = "auto"  # checkpoint; "auto" = weights/trajectory_lstm_ethucy.pt if present; None = constant velocity
-    step_s: float = 0.4  # the forecaster's time step (ETH/UCY: 0.4 s)
-    k: int = 1  # forecasts per track (best first)
-    min_points: int = 2  # history points (steps) before a track gets a forecast
+    step_s: float = setting(0.4, gt=0.0)  # the forecaster's time step (ETH/UCY: 0.4 s)
+    k: int = setting(1, ge=1)  # forecasts per track (best first)
+    min_points: int = setting(2, ge=1)  # history points (steps) before a track gets a forecast
 
 
 class TrajectoryHead:
