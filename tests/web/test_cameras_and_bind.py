@@ -86,7 +86,7 @@ def test_load_cameras_overrides_and_errors(tmp_path: Path) -> None:
         "cameras:\n  - {name: 'a b', source: 0}\n": "'name'",
         "cameras:\n  - {name: a}\n": "'source'",
         "cameras:\n  - {name: a, source: 0}\n  - {name: a, source: 1}\n": "duplicate",
-        "cameras:\n  - {name: a, source: 0, alerts: {treshold: 1}}\n": "did you mean 'threshold'",
+        "cameras:\n  - {name: a, source: 0, alerts: {treshold: 1}}\n": "did you mean 'alerts.threshold'",
         "cams: []\n": "unknown top-level key",
     }
     for text, message in bad.items():
