@@ -280,32 +280,12 @@ class FrameProcessor:
 
 
 def _calibration_frames(source: str | None, n: int) -> Callable[[], list[np.ndarray]]:
-    """A callable giving ``n`` frames spread over ``source`` (INT8 calibration: unlabeled frames of the
-    user's own video); its ``key`` (the source's content hash) enters the export cache key."""
     if source is None:
         raise VidseqError("precision int8 needs calibration frames: set calibration=VIDEO (a video or image "
                           "folder like the ones you will process; no labels needed)")
-    if n < 1:
-        raise VidseqError(f"calibration_frames must be >= 1, got {n}")
-    from vidseq.features.extractor import content_hash
+    from vidseq.features.extractor import calibration_frames
 
-    digest = content_hash(source)
-    if digest is None:
-        raise VidseqError(f"int8 calibration needs a video file or image folder, not a live source: {source}")
-
-    def frames() -> list[np.ndarray]:
-        with open_source(source) as probe:
-            total = probe.info.frame_count or n
-        step = max(1, total // n)
-        with open_source(source, stride=step, max_frames=n) as src:
-            out = [f.image for f in src]
-        if not out:
-            raise VidseqError(f"no frames decoded from calibration source {source}")
-        log.info("int8 calibration: %d frames of %s", len(out), source)
-        return out
-
-    frames.key = f"{digest}:{n}"  # type: ignore[attr-defined]
-    return frames
+    return calibration_frames(source, n)
 
 
 def _anomaly_head_factory() -> Callable[[ProcessConfig, FrameProcessor], Any] | None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from vidseq.cli.common import (
     add_config_args,
+    add_runtime_args,
     check_single_source,
     expand_sources,
     for_each_source,
@@ -38,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None)
     p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] | mps")
     p.add_argument("--no-progress", action="store_true")
+    add_runtime_args(p)
     add_config_args(p, "extract")
     p.set_defaults(func=run)
     return p
@@ -48,7 +50,8 @@ def run(args: argparse.Namespace) -> int:
     from vidseq.features.extractor import ExtractConfig, backbone_from_config, extract_features
 
     flags = {k: getattr(args, k) for k in ("backbone", "weights", "pretrained", "feature_dim", "imgsz",
-                                            "batch_size", "stride", "start_s", "end_s", "max_frames", "device")}
+                                            "batch_size", "stride", "start_s", "end_s", "max_frames", "device",
+                                            "runtime", "precision")}
     cfg = resolve_config(ExtractConfig, "extract", args, flags)
     sources = expand_sources(args.sources)
     stems = unique_stems(sources)
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     save_config(cfg, args.out / "extract_config.yaml")
     w = backbone.weights
     print(f"backbone {backbone.name} ({backbone.feature_dim}-d) weights: "
-          f"{w.path if w.pretrained else 'random init'} [{w.source}]", file=sys.stderr)
+          f"{w.path if w.pretrained else 'random init'} [{w.source}], runtime {backbone.runtime} "
+          f"{backbone.precision}", file=sys.stderr)
 
     def run_one(spec: str) -> None:
         target = args.out / f"{stems[spec]}.npz"

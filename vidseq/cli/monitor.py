@@ -6,7 +6,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vidseq.cli.common import add_config_args, resolve_config
+from vidseq.cli.common import add_config_args, add_runtime_args, resolve_config
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -24,6 +24,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="read a file as fast as processing allows")
     p.add_argument("--show", dest="show", action="store_const", const=True, default=None, help="on-screen window")
     p.add_argument("--device", default=None)
+    add_runtime_args(p)
     add_config_args(p, "monitor")
     p.set_defaults(func=run)
     return p
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     from vidseq.monitor import MonitorConfig, run_monitor
 
     flags = {"pipeline.anomaly.model": args.anomaly_model, "duration_s": args.duration, "realtime": args.realtime,
-             "show": args.show, "pipeline.device": args.device}
+             "show": args.show, "pipeline.device": args.device,
+             "pipeline.runtime": args.runtime, "pipeline.precision": args.precision}
     cfg = resolve_config(MonitorConfig, "monitor", args, flags)
     result = run_monitor(args.source, args.out, cfg)
     keys = ("frames", "fps", "dropped", "reconnects", "alerts", "latency_ms_median", "latency_ms_p95")

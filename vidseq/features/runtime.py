@@ -234,7 +234,8 @@ def cached_export(key: ExportKey, export: Callable[[Path], None], cache_dir: Pat
         export(tmp)
         if not (tmp / "model.xml").is_file() or not (tmp / "model.bin").is_file():
             raise BackboneError(f"OpenVINO export of {key.name} wrote no model.xml/model.bin")
-        (tmp / MANIFEST).write_text(json.dumps({**want, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
+        (tmp / MANIFEST).write_text(json.dumps({**want, "files": _file_digests(tmp),
+                                                "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")},
                                                indent=1, default=str))
         if final.exists():
             shutil.rmtree(final, ignore_errors=True)
@@ -254,15 +255,26 @@ def cached_export(key: ExportKey, export: Callable[[Path], None], cache_dir: Pat
     return final, False, elapsed
 
 
+def _file_digests(folder: Path) -> dict[str, str]:
+    from vidseq.io import sha256_file
+
+    return {name: sha256_file(folder / name) for name in ("model.xml", "model.bin")}
+
+
 def _manifest_matches(folder: Path, want: dict[str, Any]) -> bool:
+    """The folder holds an export for exactly this key, with files unchanged since it was written."""
     try:
         have = json.loads((folder / MANIFEST).read_text())
     except (OSError, ValueError):
         return False
-    if not (folder / "model.xml").is_file() or not (folder / "model.bin").is_file():
-        return False
     have.pop("created", None)
-    return json.loads(json.dumps(want, default=str)) == have
+    files = have.pop("files", None)
+    if json.loads(json.dumps(want, default=str)) != have:
+        return False
+    try:
+        return files == _file_digests(folder)
+    except OSError:
+        return False
 
 
 def export_torch_module(module: torch.nn.Module, example: torch.Tensor, folder: Path, *,
