@@ -131,13 +131,20 @@ def test_export_cache_hit_stale_rebuild_and_atomic(tmp_path: Path) -> None:
 @needs_openvino
 def test_backbone_export_is_cached_and_recorded(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("VIDSEQ_CACHE_DIR", str(tmp_path))
-    torch.manual_seed(0)
-    a = create_backbone("resnet18", pretrained=False, imgsz=32, runtime="openvino", precision="fp32")
-    assert a.export_info() is not None and a.export_info()["cache_hit"] is False
+    a = create_backbone("mobilenet_v2", imgsz=32, runtime="openvino", precision="fp32")  # packaged weights
+    assert a.export_info()["cache_hit"] is False
+    assert a.export_info()["weights_sha256"] == a.weights.sha256
     assert a.info()["runtime"] == "openvino" and a.info()["precision"] == "fp32"
     assert "export" not in a.info()  # info() keys feature caches: nothing run-dependent in it
-    b = create_backbone("resnet18", pretrained=False, imgsz=32, runtime="torch")
-    assert b.export_info() is None and b.info()["runtime"] == "torch"
+    b = create_backbone("mobilenet_v2", imgsz=32, runtime="openvino", precision="bf16")  # same fp32 IR
+    assert b.export_info()["cache_hit"] is True and b.export_info()["path"] == a.export_info()["path"]
+    before = sorted(p.name for p in (tmp_path / "openvino").iterdir())
+    torch.manual_seed(0)
+    r = create_backbone("resnet18", pretrained=False, imgsz=32, runtime="openvino")  # random init: never cached
+    assert r.export_info()["cache_hit"] is False
+    assert sorted(p.name for p in (tmp_path / "openvino").iterdir()) == before
+    t = create_backbone("resnet18", pretrained=False, imgsz=32, runtime="torch")
+    assert t.export_info() is None and t.info()["runtime"] == "torch"
 
 
 # -- equivalence ---------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ the native width. The mapping is recorded in every output's metadata.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -171,15 +172,9 @@ class Backbone(nn.Module):
         """How the OpenVINO network was obtained (cache hit, export/compile seconds, key), None for torch."""
         return None if self.export_record is None else self.export_record.as_dict()
 
-    def _weights_key(self) -> str:
-        """sha256 of the weights file, or of the parameters themselves (random init, no file)."""
-        if self.weights.sha256:
-            return self.weights.sha256
-        h = hashlib.sha256()
-        for name, t in self.state_dict().items():
-            h.update(name.encode())
-            h.update(t.detach().cpu().contiguous().numpy().tobytes())
-        return h.hexdigest()
+    def _weights_key(self) -> str | None:
+        """sha256 of the weights file; None for random init (its export is not cached: see load_network)."""
+        return self.weights.sha256 if self.weights.pretrained else None
 
     def _calibration_key(self) -> dict[str, Any]:
         calib = self._calibration if self.precision == "int8" else None
@@ -437,6 +432,27 @@ def letterbox(image: np.ndarray, hw: tuple[int, int], *, upscale: bool = False) 
     return Letterboxed(x, r, (dw, dh))
 
 
+def _int8_detection_check(module: nn.Module, folder: Path, samples: list[np.ndarray]) -> dict[str, Any]:
+    """Detections of the fresh INT8 export vs the fp32 PyTorch module on the calibration inputs (no labels
+    needed): share of frames with the same box count and mean best IoU of the fp32 boxes."""
+    from torchvision.ops import box_iou
+    from ultralytics.utils.nms import non_max_suppression
+
+    net = rt.CompiledNetwork(folder, "int8")
+    same, ious = 0, []
+    for x in samples:
+        with torch.no_grad():
+            ref = non_max_suppression(module(torch.from_numpy(x))[0], conf_thres=0.25, iou_thres=0.7)[0]
+        q = non_max_suppression(torch.from_numpy(net(x)[0]), conf_thres=0.25, iou_thres=0.7)[0]
+        same += int(len(ref) == len(q))
+        if len(ref) and len(q):
+            ious.extend(box_iou(ref[:, :4], q[:, :4]).max(dim=1).values.tolist())
+        elif len(ref):
+            ious.extend([0.0] * len(ref))
+    return {"frames": len(samples), "same_count": same / max(1, len(samples)),
+            "mean_iou": float(np.mean(ious)) if ious else 1.0, "reference": "fp32 torch", "conf": 0.25}
+
+
 class _DetectAndMap(nn.Module):
     """A YOLO detection model as one graph with two outputs: decoded predictions ``(B, 4 + nc, N)`` and the
     last backbone stage ``(B, C, h, w)`` (what is exported to OpenVINO; ultralytics' own export drops the map)."""
@@ -564,8 +580,15 @@ class YoloBackbone(Backbone):
                 module = _DetectAndMap(exp, self.hook_layer_index)
                 with torch.no_grad():
                     module(torch.zeros(shape))  # the head caches its anchors for this shape (traced as constants)
+                samples = [letterbox(im, hw).x for im in calib()] if calib is not None else None
                 rt.export_torch_module(module, torch.zeros(shape), folder,
-                                       calibration=calib and (lambda: [letterbox(im, hw).x for im in calib()]))
+                                       calibration=samples and (lambda: samples))
+                if samples:
+                    check = _int8_detection_check(module, folder, samples)
+                    (folder / "check.json").write_text(json.dumps(check))
+                    log.warning("int8 check on %d calibration frames vs fp32: same box count on %.0f%% of frames, "
+                                "mean IoU %.3f of matched boxes", check["frames"], 100 * check["same_count"],
+                                check["mean_iou"])
 
             net, self.export_record = rt.load_network(key, export, self.precision)
             self._ov_nets[hw] = net

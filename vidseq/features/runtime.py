@@ -171,8 +171,8 @@ def ir_precision(precision: str) -> str:
 class ExportKey:
     """Everything an exported network depends on; a cached export with a different key is stale."""
 
-    name: str  # e.g. "resnet18", "yolov8s-detect"
-    weights_sha256: str | None
+    name: str  # e.g. "resnet18", "yolo-yolov8s"
+    weights_sha256: str | None  # None: no weights file (random init): never cached
     input_shape: tuple[int, ...]  # (B, 3, H, W); B = -1 for a dynamic batch
     ir_precision: str  # fp32 | int8
     versions: dict[str, str | None] = field(default_factory=library_versions)
@@ -202,10 +202,11 @@ class ExportRecord:
     compile_s: float
     precision: str
     key: dict[str, Any]
+    check: dict[str, Any] | None = None  # int8: agreement with fp32 measured at export (check.json)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "cache_hit": self.cache_hit, "export_s": round(self.export_s, 2),
-                "compile_s": round(self.compile_s, 2), "precision": self.precision,
+        return {"path": self.path, "cache_hit": self.cache_hit, "threads": num_threads(), "export_s": round(self.export_s, 2),
+                "compile_s": round(self.compile_s, 2), "precision": self.precision, "check": self.check,
                 "key_sha256": hashlib.sha256(json.dumps(self.key, sort_keys=True, default=str).encode()).hexdigest(),
                 "weights_sha256": self.key.get("weights_sha256"), "input_shape": self.key.get("input_shape"),
                 "versions": self.key.get("versions")}
@@ -308,6 +309,16 @@ def quantize_int8(model: Any, samples: Sequence[np.ndarray]) -> Any:
     return nncf.quantize(model, dataset, subset_size=len(samples), preset=nncf.QuantizationPreset.MIXED)
 
 
+def num_threads() -> int | None:
+    """OpenVINO's thread cap: ``$VIDSEQ_NUM_THREADS``, else ``$OMP_NUM_THREADS`` (the budget PyTorch is given),
+    else None (all cores)."""
+    for var in ("VIDSEQ_NUM_THREADS", "OMP_NUM_THREADS"):
+        raw = os.environ.get(var, "").strip()
+        if raw.isdigit() and int(raw) > 0:
+            return int(raw)
+    return None
+
+
 @lru_cache(maxsize=1)
 def _core() -> Any:
     import openvino as ov
@@ -326,14 +337,19 @@ def _core() -> Any:
 class CompiledNetwork:
     """An OpenVINO network compiled for the CPU: numpy ``(B, 3, H, W)`` float32 in, list of outputs out."""
 
-    def __init__(self, folder: Path, precision: str, *, latency: bool = True) -> None:
+    def __init__(self, folder: Path, precision: str, *, latency: bool = True, cache: bool = True) -> None:
         import openvino as ov
 
         self.folder = folder
         self.precision = precision
         core = _core()
-        config = {"INFERENCE_PRECISION_HINT": _OV_HINT[precision],
-                  "PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT"}
+        config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _OV_HINT[precision],
+                                  "PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT"}
+        threads = num_threads()
+        if threads is not None:
+            config["INFERENCE_NUM_THREADS"] = threads
+        if not cache:
+            config["CACHE_DIR"] = ""
         t0 = time.perf_counter()
         try:
             self.compiled = core.compile_model(str(folder / "model.xml"), "CPU", config)
@@ -353,7 +369,18 @@ class CompiledNetwork:
 
 def load_network(key: ExportKey, export: Callable[[Path], None], precision: str, *, latency: bool = True,
                  cache_dir: Path | None = None) -> tuple[CompiledNetwork, ExportRecord]:
-    """Export (or reuse) and compile; an unreadable cached export is rebuilt once."""
+    """Export (or reuse) and compile; an unreadable cached export is rebuilt once.
+
+    A network without a weights file (``key.weights_sha256`` None: random init, different every time) is
+    exported to a temporary folder and compiled without touching any cache.
+    """
+    if key.weights_sha256 is None:
+        with tempfile.TemporaryDirectory(prefix="vidseq-ov-") as tmp:
+            t0 = time.perf_counter()
+            export(Path(tmp))
+            export_s = time.perf_counter() - t0
+            net = CompiledNetwork(Path(tmp), precision, latency=latency, cache=False)
+        return net, ExportRecord("(not cached: random init)", False, export_s, net.compile_s, precision, key.as_dict())
     folder, hit, export_s = cached_export(key, export, cache_dir)
     try:
         net = CompiledNetwork(folder, precision, latency=latency)
@@ -364,7 +391,13 @@ def load_network(key: ExportKey, export: Callable[[Path], None], precision: str,
         (folder / MANIFEST).unlink(missing_ok=True)
         folder, hit, export_s = cached_export(key, export, cache_dir)
         net = CompiledNetwork(folder, precision, latency=latency)
-    rec = ExportRecord(str(folder), hit, export_s, net.compile_s, precision, key.as_dict())
+    check = None
+    if (folder / "check.json").is_file():
+        try:
+            check = json.loads((folder / "check.json").read_text())
+        except (OSError, ValueError):
+            check = None
+    rec = ExportRecord(str(folder), hit, export_s, net.compile_s, precision, key.as_dict(), check)
     return net, rec
 
 
