@@ -57,6 +57,7 @@ class MonitorStats:
     alerts: int = 0
     latency_ms: list[float] = field(default_factory=list)  # capture -> score, per frame
     started: float = field(default_factory=time.monotonic)
+    profile: dict[str, Any] = field(default_factory=dict)  # per-stage seconds/share (FrameProcessor.profile)
 
     def summary(self) -> dict[str, Any]:
         lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
@@ -64,7 +65,8 @@ class MonitorStats:
         return {"frames": self.frames, "dropped": self.dropped, "reconnects": self.reconnects, "alerts": self.alerts,
                 "elapsed_s": round(elapsed, 2), "fps": round(self.frames / max(elapsed, 1e-9), 2),
                 "latency_ms_median": None if np.isnan(lat).all() else round(float(np.nanmedian(lat)), 1),
-                "latency_ms_p95": None if np.isnan(lat).all() else round(float(np.nanpercentile(lat, 95)), 1)}
+                "latency_ms_p95": None if np.isnan(lat).all() else round(float(np.nanpercentile(lat, 95)), 1),
+                "profile": self.profile}
 
 
 class AlertRule:
@@ -154,11 +156,15 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     base = {"source": str(source), "config": to_dict(cfg), **proc.describe()}
     window = "vidseq monitor"
     t_end = None if cfg.duration_s is None else time.monotonic() + cfg.duration_s
+    stage_s = {"decode (wait for a frame)": 0.0, "draw": 0.0, "alerts+clips": 0.0}  # plus the processor's own
     try:
         with JsonlSink(out / "events.jsonl", append=True) as events:
+            t_wait = time.perf_counter()
             for frame in src:
+                stage_s["decode (wait for a frame)"] += time.perf_counter() - t_wait
                 done = proc.step(frame)
                 if not done:
+                    t_wait = time.perf_counter()
                     continue
                 r = done[-1]  # live: only the newest completed result is shown and alerted on
                 frame = r.frame
@@ -168,8 +174,11 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
                 stats.frames += 1
                 stats.dropped = src.stats.dropped
                 stats.reconnects = src.stats.reconnects
+                t_draw = time.perf_counter()
                 img = drawer.draw(r, proc)
                 _draw_status(img, r, stats, anomaly_head, info.fps)
+                t_alert = time.perf_counter()
+                stage_s["draw"] += t_alert - t_draw
                 started, ended = rule.update(frame.timestamp_s, bool(r.is_anomaly), r.anomaly_score)
                 if started is not None:
                     stats.alerts += 1
@@ -197,11 +206,15 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
                     cv2.imshow(window, img)
                     if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                         break
+                stage_s["alerts+clips"] += time.perf_counter() - t_alert
                 if stats.frames % 50 == 0:
+                    stats.profile = proc.profile(stats.frames, stage_s)
                     atomic_write_json(status_path, {**base, "status": "running", **stats.summary()})
+                t_wait = time.perf_counter()
                 if stop.is_set() or (t_end is not None and time.monotonic() >= t_end):
                     break
     finally:
+        proc.close()
         if clip is not None:
             clip.close()
         src.close()
@@ -214,6 +227,7 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
                 cv2.destroyAllWindows()
             except Exception:  # noqa: BLE001 - no GUI backend: nothing to close
                 pass
+    stats.profile = proc.profile(stats.frames, stage_s)
     result = {**base, "status": "stopped", **stats.summary()}
     atomic_write_json(status_path, result)
     return result

@@ -80,6 +80,7 @@ class ProcessConfig:
     video: bool = True  # annotated.mp4
     plot: bool = True  # anomaly.png
     history_s: float = 3.0  # drawn path length
+    concurrent_heads: bool = True  # the anomaly head (flow, regions) runs in a thread beside the detector
 
 
 @dataclass
@@ -207,6 +208,8 @@ class FrameProcessor:
         if frame_hw is not None:
             self.tracker.prepare(frame_hw)
         self.notes: list[str] = []
+        self.stage_s: dict[str, float] = {}  # seconds per head
+        self._pool: Any = None  # one worker thread for heads that run beside the detector
         self._pending: deque[FrameResult] = deque()
         self._pending_index: dict[int, FrameResult] = {}
         # Networks the heads build (anomaly/caption feature backbones) take the run's runtime and precision.
@@ -251,19 +254,62 @@ class FrameProcessor:
         With no delaying head that is exactly this frame's result; otherwise results come out
         :attr:`delay_frames` frames later, and :meth:`finish` returns the rest at the end of a stream.
         """
-        dets, feature = self.tracker.update(frame)
-        result = FrameResult(frame, dets, feature)
-        keep = max(2, round(self.cfg.history_s * self.fps))
-        result.paths = {t.track_id: t.footpoints()[-keep:] for t in self.tracker.active(frame.frame_index)}
+        result = FrameResult(frame, Detections.empty(frame.frame_index, frame.timestamp_s), np.zeros(0, np.float32))
         self._pending.append(result)
         self._pending_index[frame.frame_index] = result
-        with self._scope():  # a head may build its backbone lazily, on its first frame
-            for head in self.heads:
-                head.step(result, self)
+        # Heads that read only the frame (the anomaly head: optical flow, moving regions, its own backbone)
+        # run in a worker thread while the detector runs here; OpenCV, OpenVINO and PyTorch release the GIL,
+        # so on two cores the two overlap. Results are identical to running them one after the other.
+        side = [h for h in self.heads if self._concurrent(h)]
+        futures = []
+        with self._scope():
+            if side:
+                pool = self._side_pool()
+                futures = [pool.submit(self._timed_step, h, result) for h in side]
+            try:
+                dets, feature = self.tracker.update(frame)
+                result.detections, result.feature = dets, feature
+                keep = max(2, round(self.cfg.history_s * self.fps))
+                result.paths = {t.track_id: t.footpoints()[-keep:] for t in self.tracker.active(frame.frame_index)}
+            finally:
+                for fut in futures:
+                    fut.result()  # re-raises a head's error here
+            for head in self.heads:  # a head may build its backbone lazily, on its first frame (in the scope)
+                if head not in side:
+                    self._timed_step(head, result)
         return self._release(self.delay_frames)
+
+    def _concurrent(self, head: Any) -> bool:
+        return self.cfg.concurrent_heads and bool(getattr(head, "reads_frame_only", head.name == "anomaly"))
+
+    def _side_pool(self) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidseq-heads")
+        return self._pool
+
+    def _timed_step(self, head: Any, result: FrameResult) -> None:
+        t0 = time.perf_counter()
+        with self._scope():
+            head.step(result, self)
+        self.stage_s[head.name] = self.stage_s.get(head.name, 0.0) + time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop the worker thread (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def profile(self, frames: int, extra: dict[str, float] | None = None) -> dict[str, Any]:
+        """Per-stage seconds, share of their sum and ms/frame: the tracker's stages (letterbox, detector,
+        nms+tracker or regions), each head (anomaly = flow + regions + crops + its LSTM steps, ...) and the
+        caller's ``extra`` stages (decode, draw, encode ...)."""
+        return stage_profile({**self.tracker.stage_s, **self.stage_s, **(extra or {})}, frames)
 
     def finish(self) -> list[FrameResult]:
         """End of stream: let heads complete their delayed outputs and return every held result."""
+        self.close()
         for head in self.heads:
             fin = getattr(head, "finish", None)
             if fin is not None:
@@ -277,6 +323,14 @@ class FrameProcessor:
             self._pending_index.pop(r.frame.frame_index, None)
             out.append(r)
         return out
+
+
+def stage_profile(stage_s: dict[str, float], frames: int) -> dict[str, Any]:
+    """``{stage: {"seconds", "share", "ms_per_frame"}}`` (stages that took no time are left out), largest first."""
+    total = sum(stage_s.values()) or 1e-9
+    rows = sorted(((k, v) for k, v in stage_s.items() if v > 0), key=lambda kv: -kv[1])
+    return {k: {"seconds": round(v, 3), "share": round(v / total, 3), "ms_per_frame": round(1000 * v / max(1, frames), 2)}
+            for k, v in rows}
 
 
 def _calibration_frames(source: str | None, n: int) -> Callable[[], list[np.ndarray]]:
@@ -365,7 +419,7 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
         n_frames = 0
         t0 = time.perf_counter()
         last_flush = t0
-        stage_s = {"pipeline": 0.0, "draw": 0.0, "encode": 0.0}
+        stage_s = {"pipeline": 0.0, "draw": 0.0, "encode": 0.0, "decode": 0.0, "write rows": 0.0}
         with CsvSink(out / "frames.csv", FRAMES_COLUMNS, flush_every=25, flush_interval_s=1.0) as frames_csv, \
                 CsvSink(out / "tracks.csv", TRACKS_COLUMNS, flush_every=50, flush_interval_s=1.0) as tracks_csv, \
                 JsonlSink(out / "forecasts.jsonl", flush_every=25, flush_interval_s=1.0) as forecasts_out, \
@@ -379,9 +433,11 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
                 def emit(results: list[FrameResult]) -> None:
                     nonlocal n_frames
                     for r in results:
-                        tb = time.perf_counter()
+                        tw = time.perf_counter()
                         _write_frame_rows(r, frames_csv, tracks_csv, forecasts_out, captions_out)
                         scores.append((r.frame.timestamp_s, r.anomaly_score, r.is_anomaly))
+                        tb = time.perf_counter()
+                        stage_s["write rows"] += tb - tw
                         if sink is not None and drawer is not None:
                             image = drawer.draw(r, proc)
                             tc = time.perf_counter()
@@ -390,8 +446,10 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
                             stage_s["encode"] += time.perf_counter() - tc
                         n_frames += 1
 
+                td = time.perf_counter()
                 for frame in src:
                     ta = time.perf_counter()
+                    stage_s["decode"] += ta - td
                     done = proc.step(frame)
                     stage_s["pipeline"] += time.perf_counter() - ta
                     emit(done)
@@ -401,11 +459,13 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
                         summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2))
                         atomic_write_json(summary_path, summary)
                         last_flush = now
+                    td = time.perf_counter()
                 ta = time.perf_counter()
                 done = proc.finish()
                 stage_s["pipeline"] += time.perf_counter() - ta
                 emit(done)
             finally:
+                proc.close()
                 if sink is not None:
                     sink.close()
         elapsed = time.perf_counter() - t0
@@ -414,6 +474,7 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
             status="complete", frames=n_frames, elapsed_s=round(elapsed, 2),
             fps_achieved=round(n_frames / max(elapsed, 1e-9), 2),
             stage_seconds={k: round(v, 2) for k, v in stage_s.items()},
+            profile=proc.profile(n_frames, {k: v for k, v in stage_s.items() if k != "pipeline"}),
             counts={"tracks": len(proc.tracker.all_tracks()), "events": len(events),
                     "anomalous_frames": int(sum(1 for _, _, a in scores if a))},
             finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -17,6 +17,7 @@ Normal/Fall), boxes are labelled class-agnostically as ``"object"``: its class n
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -173,6 +174,8 @@ class ObjectTracker:
         self.finished: list[Track] = []
         self._regions: _RegionTracking | None = None
         self._byte: Any = None  # ultralytics BYTETracker / BOTSORT, built on the first frame
+        # Seconds spent per stage since construction (read by the pipeline's profile).
+        self.stage_s: dict[str, float] = {"letterbox": 0.0, "detector": 0.0, "nms+tracker": 0.0, "regions": 0.0}
         self.input_hw: tuple[int, int] | None = None  # network input (H, W), set by prepare()
         self._frame_hw: tuple[int, int] | None = None
         if cfg.detector == "regions":
@@ -212,11 +215,18 @@ class ObjectTracker:
         if (h, w) != self._frame_hw:
             self.prepare((h, w))
         assert self.input_hw is not None
+        t0 = time.perf_counter()
         lb = letterbox(frame.image, self.input_hw, upscale=self.cfg.upscale)
+        t1 = time.perf_counter()
         pred, fmap = bb.detect(lb.x)  # (1, 4 + nc, N), (1, C, H/32, W/32)
+        t2 = time.perf_counter()
+        self.stage_s["letterbox"] += t1 - t0
+        self.stage_s["detector"] += t2 - t1
         frame_feature = self._frame_feature(fmap)
         if self.cfg.detector == "regions":
-            return self._update_regions(frame, fmap, lb, frame_feature)
+            out = self._update_regions(frame, fmap, lb, frame_feature)
+            self.stage_s["regions"] += time.perf_counter() - t2
+            return out
         det = non_max_suppression(pred, conf_thres=0.1, iou_thres=self.cfg.iou, max_det=self.cfg.max_det,
                                   nc=len(self.names) if self.names else 0)[0]  # (n, 6) x1 y1 x2 y2 conf cls
         det = det.numpy()
@@ -242,6 +252,7 @@ class ObjectTracker:
             feats = self._box_features(fmap, xyxy, lb)
             dets = Detections(frame.frame_index, frame.timestamp_s, xyxy, conf, cls, ids, labels, feats)
         self._update_tracks(dets)
+        self.stage_s["nms+tracker"] += time.perf_counter() - t2
         return dets, frame_feature
 
     def _frame_feature(self, fmap: torch.Tensor) -> np.ndarray:
