@@ -5,7 +5,7 @@ Prints frames/s for each and the ratio full / backbone-only (target on a 2-core 
 decoding hides behind the model), once per runtime (``--runtimes torch openvino``; OpenVINO at its default
 precision, ``openvino:fp32`` / ``openvino:int8`` pick one), and each runtime's backbone speed-up over torch.
 Speed does not depend on the weights' values, so backbones run with random init when pretrained weights are
-absent. OpenVINO's threads follow ``$VIDSEQ_NUM_THREADS`` / ``$OMP_NUM_THREADS`` like PyTorch's.
+absent. OpenVINO gets PyTorch's thread budget (``torch.get_num_threads()``) unless ``$VIDSEQ_NUM_THREADS`` is set.
 
     python scripts/bench_extract.py [--video PATH] [--configs resnet18@224 mobilenet_v2@224] [--repeat 3]
 """
@@ -98,7 +98,7 @@ def main() -> None:
     from vidseq.features.runtime import num_threads
 
     print(f"video {video.name}; {os.cpu_count()} CPUs ({cpu}); torch {torch.__version__} "
-          f"threads {torch.get_num_threads()}; OpenVINO threads {num_threads() or 'all'}; batch {args.batch_size}; "
+          f"threads {torch.get_num_threads()}; OpenVINO threads {num_threads()}; batch {args.batch_size}; "
           f"median of {args.repeat}; load average {os.getloadavg()}")
     print(f"{'config':<18}{'runtime':<16}{'weights':<9}{'decode fps':>11}{'backbone fps':>14}{'extract fps':>13}"
           f"{'ratio':>8}{'vs torch':>9}")

@@ -329,8 +329,8 @@ def stage_profile(stage_s: dict[str, float], frames: int) -> dict[str, Any]:
     """``{stage: {"seconds", "share", "ms_per_frame"}}`` (stages that took no time are left out), largest first."""
     total = sum(stage_s.values()) or 1e-9
     rows = sorted(((k, v) for k, v in stage_s.items() if v > 0), key=lambda kv: -kv[1])
-    return {k: {"seconds": round(v, 3), "share": round(v / total, 3), "ms_per_frame": round(1000 * v / max(1, frames), 2)}
-            for k, v in rows}
+    return {k: {"seconds": round(v, 3), "share": round(v / total, 3),
+                "ms_per_frame": round(1000 * v / max(1, frames), 2)} for k, v in rows}
 
 
 def _calibration_frames(source: str | None, n: int) -> Callable[[], list[np.ndarray]]:

@@ -20,7 +20,6 @@ the native width. The mapping is recorded in every output's metadata.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -34,7 +33,12 @@ from torch import nn
 
 from vidseq.errors import BackboneError, InputShapeError
 from vidseq.features import runtime as rt
-from vidseq.features.weights import RANDOM_INIT, ResolvedWeights, WeightsCandidate, resolve_weights
+from vidseq.features.weights import (
+    RANDOM_INIT,
+    ResolvedWeights,
+    WeightsCandidate,
+    resolve_weights,
+)
 
 log = logging.getLogger(__name__)
 
@@ -237,6 +241,7 @@ class TorchvisionBackbone(Backbone):
         super().__init__(native_dim=native_dim, **kw)
         self.name = name
         self.trunk = fuse_conv_bn(trunk).to(self.device, memory_format=torch.channels_last)
+        self._ov_net: rt.CompiledNetwork | None = None  # the OpenVINO export, built by prepare()
         if self.half:
             self.trunk.half()
 
@@ -258,7 +263,7 @@ class TorchvisionBackbone(Backbone):
             self._network()
 
     def _network(self) -> rt.CompiledNetwork:
-        net = getattr(self, "_ov_net", None)
+        net = self._ov_net
         if net is None:
             shape = (-1, 3, self.imgsz, self.imgsz)  # dynamic batch
             key = rt.ExportKey(self.name, self._weights_key(), shape, rt.ir_precision(self.precision),
@@ -460,7 +465,7 @@ class _DetectAndMap(nn.Module):
     def __init__(self, net: nn.Module, map_index: int) -> None:
         super().__init__()
         self.layers = net.model
-        self.save = set(int(i) for i in net.save)
+        self.save = {int(i) for i in net.save}
         self.map_index = map_index
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -203,9 +203,11 @@ class ExportRecord:
     precision: str
     key: dict[str, Any]
     check: dict[str, Any] | None = None  # int8: agreement with fp32 measured at export (check.json)
+    threads: int | None = None  # OpenVINO inference threads
 
     def as_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "cache_hit": self.cache_hit, "threads": num_threads(), "export_s": round(self.export_s, 2),
+        return {"path": self.path, "cache_hit": self.cache_hit, "threads": self.threads,
+                "export_s": round(self.export_s, 2),
                 "compile_s": round(self.compile_s, 2), "precision": self.precision, "check": self.check,
                 "key_sha256": hashlib.sha256(json.dumps(self.key, sort_keys=True, default=str).encode()).hexdigest(),
                 "weights_sha256": self.key.get("weights_sha256"), "input_shape": self.key.get("input_shape"),
@@ -282,9 +284,9 @@ def export_torch_module(module: torch.nn.Module, example: torch.Tensor, folder: 
                         dynamic_batch: bool = False,
                         calibration: Callable[[], Sequence[np.ndarray]] | None = None) -> None:
     """``module`` -> ``folder/model.{xml,bin}`` (fp32 weights; int8 when ``calibration`` yields inputs)."""
-    import openvino as ov
-
     import warnings
+
+    import openvino as ov
 
     module = module.eval()
     with torch.no_grad(), warnings.catch_warnings():
@@ -309,14 +311,14 @@ def quantize_int8(model: Any, samples: Sequence[np.ndarray]) -> Any:
     return nncf.quantize(model, dataset, subset_size=len(samples), preset=nncf.QuantizationPreset.MIXED)
 
 
-def num_threads() -> int | None:
-    """OpenVINO's thread cap: ``$VIDSEQ_NUM_THREADS``, else ``$OMP_NUM_THREADS`` (the budget PyTorch is given),
-    else None (all cores)."""
-    for var in ("VIDSEQ_NUM_THREADS", "OMP_NUM_THREADS"):
-        raw = os.environ.get(var, "").strip()
-        if raw.isdigit() and int(raw) > 0:
-            return int(raw)
-    return None
+def num_threads() -> int:
+    """OpenVINO's threads per network: ``$VIDSEQ_NUM_THREADS``, else PyTorch's own budget
+    (``torch.get_num_threads()``: the physical cores, ``$OMP_NUM_THREADS``, or what a worker process set with
+    ``torch.set_num_threads``), so both runtimes get the same cores and parallel workers do not oversubscribe."""
+    raw = os.environ.get("VIDSEQ_NUM_THREADS", "").strip()
+    if raw.isdigit() and int(raw) > 0:
+        return int(raw)
+    return max(1, torch.get_num_threads())
 
 
 @lru_cache(maxsize=1)
@@ -345,9 +347,8 @@ class CompiledNetwork:
         core = _core()
         config: dict[str, Any] = {"INFERENCE_PRECISION_HINT": _OV_HINT[precision],
                                   "PERFORMANCE_HINT": "LATENCY" if latency else "THROUGHPUT"}
-        threads = num_threads()
-        if threads is not None:
-            config["INFERENCE_NUM_THREADS"] = threads
+        self.threads = num_threads()
+        config["INFERENCE_NUM_THREADS"] = self.threads
         if not cache:
             config["CACHE_DIR"] = ""
         t0 = time.perf_counter()
@@ -380,7 +381,8 @@ def load_network(key: ExportKey, export: Callable[[Path], None], precision: str,
             export(Path(tmp))
             export_s = time.perf_counter() - t0
             net = CompiledNetwork(Path(tmp), precision, latency=latency, cache=False)
-        return net, ExportRecord("(not cached: random init)", False, export_s, net.compile_s, precision, key.as_dict())
+        return net, ExportRecord("(not cached: random init)", False, export_s, net.compile_s, precision, key.as_dict(),
+                                 threads=net.threads)
     folder, hit, export_s = cached_export(key, export, cache_dir)
     try:
         net = CompiledNetwork(folder, precision, latency=latency)
@@ -397,10 +399,11 @@ def load_network(key: ExportKey, export: Callable[[Path], None], precision: str,
             check = json.loads((folder / "check.json").read_text())
         except (OSError, ValueError):
             check = None
-    rec = ExportRecord(str(folder), hit, export_s, net.compile_s, precision, key.as_dict(), check)
+    rec = ExportRecord(str(folder), hit, export_s, net.compile_s, precision, key.as_dict(), check, net.threads)
     return net, rec
 
 
-__all__ = ["PRECISIONS", "RUNTIMES", "CompiledNetwork", "default_runtime", "runtime_scope", "ExportKey", "ExportRecord", "RuntimeUnavailableError",
-           "cached_export", "cpu_has_bf16", "export_cache_dir", "export_torch_module", "library_versions",
-           "load_network", "openvino_version", "quantize_int8", "resolve_precision", "resolve_runtime"]
+__all__ = ["PRECISIONS", "RUNTIMES", "CompiledNetwork", "ExportKey", "ExportRecord", "RuntimeUnavailableError",
+           "cached_export", "cpu_has_bf16", "default_runtime", "export_cache_dir", "export_torch_module",
+           "library_versions", "load_network", "num_threads", "openvino_version", "quantize_int8",
+           "resolve_precision", "resolve_runtime", "runtime_scope"]

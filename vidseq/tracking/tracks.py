@@ -26,7 +26,12 @@ import numpy as np
 import torch
 
 from vidseq.errors import BackboneError
-from vidseq.features.backbones import Letterboxed, YoloBackbone, letterbox, network_input_hw
+from vidseq.features.backbones import (
+    Letterboxed,
+    YoloBackbone,
+    letterbox,
+    network_input_hw,
+)
 from vidseq.video.sources import Frame
 
 log = logging.getLogger(__name__)
@@ -361,8 +366,8 @@ class _RegionTracking:
     """Background-subtraction regions (on a frame scaled to <= 480 px wide) tracked by ultralytics' ByteTrack."""
 
     def __init__(self, cfg: TrackerConfig, fps: float, max_width: int = 480) -> None:
-        from ultralytics.trackers.byte_tracker import BYTETracker
         from ultralytics.trackers.bot_sort import BOTSORT
+        from ultralytics.trackers.byte_tracker import BYTETracker
         from ultralytics.utils import YAML, IterableSimpleNamespace
         from ultralytics.utils.checks import check_yaml
 
