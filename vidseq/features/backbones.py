@@ -241,7 +241,7 @@ class TorchvisionBackbone(Backbone):
         super().__init__(native_dim=native_dim, **kw)
         self.name = name
         self.trunk = fuse_conv_bn(trunk).to(self.device, memory_format=torch.channels_last)
-        self._ov_net: rt.CompiledNetwork | None = None  # the OpenVINO export, built by prepare()
+        self._ov_nets: dict[tuple[int, int], rt.CompiledNetwork] = {}  # OpenVINO exports by input (H, W)
         if self.half:
             self.trunk.half()
 
@@ -254,29 +254,32 @@ class TorchvisionBackbone(Backbone):
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         if self.runtime == "openvino":
-            return torch.from_numpy(self._network()(x.float().numpy())[0])  # (B, native_dim)
+            if x.shape[0] == 0:
+                return torch.zeros(0, self.native_dim)
+            # OpenVINO networks have a fixed spatial size: one export per input size (the usual one is imgsz)
+            return torch.from_numpy(self._network((int(x.shape[2]), int(x.shape[3])))(x.float().numpy())[0])
         fmap = self.trunk(x)  # (B, C, h, w)
         return fmap.mean(dim=(2, 3))
 
     def prepare(self) -> None:
         if self.runtime == "openvino":
-            self._network()
+            self._network((self.imgsz, self.imgsz))
 
-    def _network(self) -> rt.CompiledNetwork:
-        net = self._ov_net
+    def _network(self, hw: tuple[int, int]) -> rt.CompiledNetwork:
+        net = self._ov_nets.get(hw)
         if net is None:
-            shape = (-1, 3, self.imgsz, self.imgsz)  # dynamic batch
+            shape = (-1, 3, *hw)  # dynamic batch
             key = rt.ExportKey(self.name, self._weights_key(), shape, rt.ir_precision(self.precision),
                                extra=self._calibration_key())
             module = _TrunkPooled(self.trunk).eval()
-            example = torch.zeros(1, 3, self.imgsz, self.imgsz)
+            example = torch.zeros(1, 3, *hw)
 
             def export(folder: Path) -> None:
                 rt.export_torch_module(module, example, folder, dynamic_batch=True,
                                        calibration=self._calibration_inputs())
 
             net, self.export_record = rt.load_network(key, export, self.precision)
-            self._ov_net = net
+            self._ov_nets[hw] = net
         return net
 
 

@@ -21,6 +21,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -33,7 +34,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from vidseq.errors import BackboneError
+from vidseq.errors import BackboneError, InputShapeError
 
 log = logging.getLogger(__name__)
 
@@ -340,8 +341,6 @@ class CompiledNetwork:
     """An OpenVINO network compiled for the CPU: numpy ``(B, 3, H, W)`` float32 in, list of outputs out."""
 
     def __init__(self, folder: Path, precision: str, *, latency: bool = True, cache: bool = True) -> None:
-        import openvino as ov
-
         self.folder = folder
         self.precision = precision
         core = _core()
@@ -358,13 +357,22 @@ class CompiledNetwork:
             raise BackboneError(f"cannot compile {folder / 'model.xml'} for the CPU: "
                                 f"{str(exc).strip().splitlines()[0]}") from None
         self.compile_s = time.perf_counter() - t0
-        self.request = self.compiled.create_infer_request()
         self.n_outputs = len(self.compiled.outputs)
-        self._ov = ov
+        pshape = self.compiled.input(0).get_partial_shape()
+        self.input_shape = tuple(-1 if d.is_dynamic else d.get_length() for d in pshape)  # -1: dynamic
+        # An infer request must not be used by two threads at once (it segfaults): one request per thread
+        # (e.g. a head's worker thread, or the caption task's clip-encoding pool).
+        self._local = threading.local()
 
     def __call__(self, x: np.ndarray) -> list[np.ndarray]:
         """Run once; returns copies of every output (the request's buffers are reused by the next call)."""
-        res = self.request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
+        if x.ndim != len(self.input_shape) or any(w != -1 and w != h for w, h in zip(self.input_shape, x.shape)) \
+                or x.shape[0] == 0:
+            raise InputShapeError(f"network {self.folder.name} takes {self.input_shape} (-1: any), got {x.shape}")
+        request = getattr(self._local, "request", None)
+        if request is None:
+            request = self._local.request = self.compiled.create_infer_request()
+        res = request.infer({0: np.ascontiguousarray(x, dtype=np.float32)})
         return [np.array(res[self.compiled.output(i)], copy=True) for i in range(self.n_outputs)]
 
 
