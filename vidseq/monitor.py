@@ -78,6 +78,7 @@ class MonitorStats:
     # constant memory (percentiles are over that window)
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
     started: float = field(default_factory=time.monotonic)
+    profile: dict[str, Any] = field(default_factory=dict)  # per-stage seconds/share (FrameProcessor.profile)
 
     def summary(self) -> dict[str, Any]:
         lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
@@ -85,7 +86,8 @@ class MonitorStats:
         return {"frames": self.frames, "dropped": self.dropped, "reconnects": self.reconnects, "alerts": self.alerts,
                 "elapsed_s": round(elapsed, 2), "fps": round(self.frames / max(elapsed, 1e-9), 2),
                 "latency_ms_median": None if np.isnan(lat).all() else round(float(np.nanmedian(lat)), 1),
-                "latency_ms_p95": None if np.isnan(lat).all() else round(float(np.nanpercentile(lat, 95)), 1)}
+                "latency_ms_p95": None if np.isnan(lat).all() else round(float(np.nanpercentile(lat, 95)), 1),
+                "profile": self.profile}
 
 
 class AlertRule:
@@ -485,11 +487,17 @@ class _PipelineContext:
         self.reconnects_before = 0
         self.active_id: str | None = None
         self.last_log = time.monotonic()
+        self.stage_s = {"decode (wait for a frame)": 0.0, "draw": 0.0, "alerts+clips": 0.0}  # + the processor's
 
     def _setup(self, info: Any) -> None:
         cam = self.cam
         cfg = cam.cfg
-        self.proc = FrameProcessor(cfg.pipeline, info.fps)
+        from vidseq.video.sources import source_kind
+
+        self.proc = FrameProcessor(cfg.pipeline, info.fps,
+                                   frame_hw=(info.height, info.width) if info.height and info.width else None,
+                                   calibration_source=cam.source if source_kind(cam.source) in ("file", "folder")
+                                   else None)
         self.drawer = FrameDrawer(cfg.pipeline, info.fps)
         self.drawer.status_lines = 2  # _draw_status: counters + the warm-up line
         self.ring = deque(maxlen=max(1, round(cfg.alerts.pre_roll_s * info.fps)))
@@ -510,9 +518,12 @@ class _PipelineContext:
         fps = info.fps
         size = (info.width, info.height)
         status_path = cam.out / "monitor_summary.json"
+        t_wait = time.perf_counter()
         for frame in src:
+            self.stage_s["decode (wait for a frame)"] += time.perf_counter() - t_wait
             done = self.proc.step(frame)
             if not done:
+                t_wait = time.perf_counter()
                 continue
             r = done[-1]  # live: only the newest completed result is shown and alerted on
             frame = r.frame
@@ -527,8 +538,11 @@ class _PipelineContext:
                 size = (frame.image.shape[1], frame.image.shape[0])
                 self._close_clip()
                 self.ring.clear()
+            t_draw = time.perf_counter()
             img = self.drawer.draw(r, self.proc)
             _draw_status(img, r, stats, self.head, fps)
+            t_alert = time.perf_counter()
+            self.stage_s["draw"] += t_alert - t_draw
             if cam.threshold is None and self.head is not None and getattr(self.head, "threshold", None) is not None:
                 cam.threshold = float(self.head.threshold)
             score = r.anomaly_score
@@ -555,12 +569,14 @@ class _PipelineContext:
                         frame.timestamp_s - (self.rule.last_alert or 0) > cfg.alerts.max_clip_s:
                     self._close_clip()
             self.ring.append(img)
+            self.stage_s["alerts+clips"] += time.perf_counter() - t_alert
             cam._publish(img, now, score, is_anomaly, bool(r.anomaly_ready), self.head)
             if cfg.show:
                 cv2.imshow(f"vidseq monitor: {cam.name}", img)
                 if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                     stop.set()
             if stats.frames % 50 == 0:
+                stats.profile = self.proc.profile(stats.frames, self.stage_s)
                 atomic_write_json(status_path, {**cam._base, "status": "running", **stats.summary()})
                 forget_finished_tracks(self.proc, frame.timestamp_s)
             if now - self.last_log >= STATUS_LOG_INTERVAL_S:  # without a terminal, a service log shows it is alive
@@ -571,6 +587,7 @@ class _PipelineContext:
                          st["latency_ms_p95"])
             if stop.is_set() or (t_end is not None and time.monotonic() >= t_end):
                 break
+            t_wait = time.perf_counter()
 
     def _start_event(self, started: dict[str, Any], frame: Any, img: np.ndarray, fps: float,
                      size: tuple[int, int]) -> None:
@@ -619,6 +636,9 @@ class _PipelineContext:
 
     def close(self) -> None:
         self._close_clip()
+        if self.proc is not None:
+            self.cam.stats.profile = self.proc.profile(self.cam.stats.frames, self.stage_s)
+            self.proc.close()
         if self.proc is not None and self.cam.cfg.show:
             try:
                 import cv2

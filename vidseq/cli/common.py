@@ -168,3 +168,12 @@ def run_jobs(job: VideoJob, sources: list[str], stems: dict[str, str], out: Path
               f"(see {out / 'run_summary.json'})", file=sys.stderr)
         return 2
     return 0
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """``--runtime`` / ``--precision`` (every network of the command; see vidseq.features.runtime)."""
+    parser.add_argument("--runtime", choices=("auto", "torch", "openvino"), default=None,
+                        help="auto = OpenVINO on CPU when installed, PyTorch on CUDA/MPS")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16", "int8"), default=None,
+                        help="auto = bf16 on a CPU with native bf16 (OpenVINO), else fp32; int8 = OpenVINO "
+                             "post-training quantisation calibrated on frames of your own video (needs nncf)")

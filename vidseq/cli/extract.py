@@ -10,6 +10,7 @@ from pathlib import Path
 from vidseq.cli.common import (
     add_config_args,
     add_ray_args,
+    add_runtime_args,
     check_single_source,
     expand_sources,
     prepare_output_dir,
@@ -42,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--max-frames", type=int, default=None, metavar="N", help="stop after N frames")
     p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] | mps")
     p.add_argument("--no-progress", action="store_true")
+    add_runtime_args(p)
     add_config_args(p, "extract")
     add_ray_args(p)
     p.set_defaults(func=run)
@@ -55,7 +57,8 @@ def run(args: argparse.Namespace) -> int:
     from vidseq.jobs import ExtractJob
 
     flags = {k: getattr(args, k) for k in ("backbone", "weights", "pretrained", "feature_dim", "imgsz",
-                                            "batch_size", "stride", "start_s", "end_s", "max_frames", "device")}
+                                            "batch_size", "stride", "start_s", "end_s", "max_frames", "device",
+                                            "runtime", "precision")}
     cfg = resolve_config(ExtractConfig, "extract", args, flags)
     sources = expand_sources(args.sources)
     stems = unique_stems(sources)
@@ -69,7 +72,8 @@ def run(args: argparse.Namespace) -> int:
             backbone = job.backbone
             w = backbone.weights
             print(f"backbone {backbone.name} ({backbone.feature_dim}-d) weights: "
-                  f"{w.path if w.pretrained else 'random init'} [{w.source}]", file=sys.stderr)
+                  f"{w.path if w.pretrained else 'random init'} [{w.source}], runtime {backbone.runtime} "
+                  f"{backbone.precision}", file=sys.stderr)
         save_config(cfg, args.out / "extract_config.yaml")
         return run_jobs(job, sources, stems, args.out, args)
     finally:

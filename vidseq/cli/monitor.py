@@ -8,7 +8,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vidseq.cli.common import add_config_args, prepare_output_dir, resolve_config
+from vidseq.cli.common import (
+    add_config_args,
+    add_runtime_args,
+    prepare_output_dir,
+    resolve_config,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -34,6 +39,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                    help="read a file as fast as processing allows")
     p.add_argument("--show", dest="show", action="store_const", const=True, default=None, help="on-screen window")
     p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] | mps (default auto)")
+    add_runtime_args(p)
     p.add_argument("--web", nargs="?", const="127.0.0.1:8080", default=None, metavar="[HOST:]PORT",
                    help="serve the live dashboard (default address 127.0.0.1:8080; port 0 picks a free one); "
                         "an address beyond loopback needs --token")
@@ -50,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
     from vidseq.monitor import MonitorConfig
 
     flags = {"pipeline.anomaly.model": args.anomaly_model, "duration_s": args.duration, "realtime": args.realtime,
-             "show": args.show, "pipeline.device": args.device}
+             "show": args.show, "pipeline.device": args.device,
+             "pipeline.runtime": args.runtime, "pipeline.precision": args.precision}
     web = None
     if args.web is not None:  # address and token are checked before any model is loaded
         from vidseq.web import WebSettings, parse_bind, resolve_token

@@ -9,6 +9,7 @@ from pathlib import Path
 from vidseq.cli.common import (
     add_config_args,
     add_ray_args,
+    add_runtime_args,
     check_single_source,
     expand_sources,
     prepare_output_dir,
@@ -41,6 +42,7 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=None, metavar="N",
                    help="process every N-th frame (default 1: every frame)")
     p.add_argument("--device", default=None, help="auto | cpu | cuda[:N] | mps (default auto)")
+    add_runtime_args(p)
     p.add_argument("--no-video", dest="video", action="store_const", const=False, default=None,
                    help="do not write annotated.mp4 (faster)")
     p.add_argument("--force", action="store_true",
@@ -61,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
 
     flags = {"backbone_weights": args.weights, "anomaly.model": args.anomaly_model,
              "trajectory.model": args.trajectory_model, "caption.model": args.caption_model,
-             "max_frames": args.max_frames, "stride": args.stride, "device": args.device, "video": args.video}
+             "max_frames": args.max_frames, "stride": args.stride, "device": args.device, "video": args.video,
+             "runtime": args.runtime, "precision": args.precision}
     cfg = resolve_config(ProcessConfig, "process", args, flags)
     sources = expand_sources(args.sources)
     stems = unique_stems(sources)

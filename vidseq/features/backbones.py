@@ -7,6 +7,10 @@ The contract every head relies on (never on ResNet/YOLO internals):
 * ``forward_features(batch)`` — ``(B, 3, S, S)`` -> ``(B, D)`` float32;
 * ``extract(images)`` — both, under ``torch.inference_mode()``, returning numpy ``(B, D)``.
 
+Every backbone runs on one of the runtimes of :mod:`vidseq.features.runtime` (``runtime``: eager PyTorch or an
+OpenVINO export of the same, BatchNorm-folded network; ``precision``: fp32 / bf16 / int8); the contract above does
+not change with the runtime, so no head knows which one runs.
+
 Native widths: resnet18/34 and YOLOv8s give 512 after global average pooling; mobilenet_v2 gives 1280
 and YOLOv8n 256. With ``feature_dim=512`` (the default) a backbone whose native width differs is mapped
 to 512 by a fixed orthogonal projection (seeded, so every run and machine gets the same matrix;
@@ -16,6 +20,7 @@ the native width. The mapping is recorded in every output's metadata.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -27,6 +32,7 @@ import torch
 from torch import nn
 
 from vidseq.errors import BackboneError, InputShapeError
+from vidseq.features import runtime as rt
 from vidseq.features.weights import (
     RANDOM_INIT,
     ResolvedWeights,
@@ -95,6 +101,10 @@ class Backbone(nn.Module):
         self.device = device
         self.weights = weights
         self.half = half and device.type == "cuda"
+        self.runtime = "torch"
+        self.precision = "fp16" if self.half else "fp32"
+        self.export_record: rt.ExportRecord | None = None  # set when an OpenVINO network is loaded
+        self._calibration: Callable[[], list[np.ndarray]] | None = None
         if self.feature_dim != native_dim:
             self.register_buffer("projection", orthogonal_projection(native_dim, self.feature_dim), persistent=False)
         else:
@@ -110,6 +120,8 @@ class Backbone(nn.Module):
 
     def to_device(self, batch: np.ndarray | torch.Tensor) -> torch.Tensor:
         x = torch.from_numpy(batch) if isinstance(batch, np.ndarray) else batch
+        if self.runtime == "openvino":
+            return x.contiguous()  # OpenVINO reads plain NCHW numpy
         x = x.to(self.device, non_blocking=True).contiguous(memory_format=torch.channels_last)
         return x.half() if self.half else x
 
@@ -145,7 +157,42 @@ class Backbone(nn.Module):
             "input_size": self.imgsz,
             "weights": self.weights.as_dict(),
             "half": self.half,
+            "runtime": self.runtime,
+            "precision": self.precision,
         }
+
+    # -- runtime ---------------------------------------------------------------------------------
+    def use_runtime(self, runtime: str, precision: str,
+                    calibration: Callable[[], list[np.ndarray]] | None = None) -> None:
+        """Switch to a resolved runtime/precision (see :func:`create_backbone`); OpenVINO networks are
+        exported (or taken from the cache) by :meth:`prepare` or on first use."""
+        self.runtime = runtime
+        self.precision = precision
+        self._calibration = calibration
+
+    def prepare(self) -> None:
+        """Export/compile what can be built before the first frame (nothing for eager PyTorch)."""
+
+    def export_info(self) -> dict[str, Any] | None:
+        """How the OpenVINO network was obtained (cache hit, export/compile seconds, key), None for torch."""
+        return None if self.export_record is None else self.export_record.as_dict()
+
+    def _weights_key(self) -> str | None:
+        """sha256 of the weights file; None for random init (its export is not cached: see load_network)."""
+        return self.weights.sha256 if self.weights.pretrained else None
+
+    def _calibration_key(self) -> dict[str, Any]:
+        calib = self._calibration if self.precision == "int8" else None
+        return {"calibration": getattr(calib, "key", repr(calib))} if calib is not None else {}
+
+    def _calibration_inputs(self) -> Callable[[], list[np.ndarray]] | None:
+        """Network inputs ``(1, 3, S, S)`` for INT8 calibration (the frames preprocessed one by one)."""
+        calib = self._calibration if self.precision == "int8" else None
+        if calib is None:
+            if self.precision == "int8":
+                raise BackboneError("precision int8 needs calibration frames (of your own video or dataset)")
+            return None
+        return lambda: [self.preprocess_np([im]) for im in calib()]
 
 
 def _letterbox_or_resize(images: Sequence[np.ndarray], size: int, letterbox: bool) -> np.ndarray:
@@ -195,6 +242,7 @@ class TorchvisionBackbone(Backbone):
         super().__init__(native_dim=native_dim, **kw)
         self.name = name
         self.trunk = fuse_conv_bn(trunk).to(self.device, memory_format=torch.channels_last)
+        self._ov_nets: dict[tuple[int, int], rt.CompiledNetwork] = {}  # OpenVINO exports by input (H, W)
         if self.half:
             self.trunk.half()
 
@@ -206,8 +254,45 @@ class TorchvisionBackbone(Backbone):
         return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (B, 3, S, S)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        if self.runtime == "openvino":
+            if x.shape[0] == 0:
+                return torch.zeros(0, self.native_dim)
+            # OpenVINO networks have a fixed spatial size: one export per input size (the usual one is imgsz)
+            return torch.from_numpy(self._network((int(x.shape[2]), int(x.shape[3])))(x.float().numpy())[0])
         fmap = self.trunk(x)  # (B, C, h, w)
         return fmap.mean(dim=(2, 3))
+
+    def prepare(self) -> None:
+        if self.runtime == "openvino":
+            self._network((self.imgsz, self.imgsz))
+
+    def _network(self, hw: tuple[int, int]) -> rt.CompiledNetwork:
+        net = self._ov_nets.get(hw)
+        if net is None:
+            shape = (-1, 3, *hw)  # dynamic batch
+            key = rt.ExportKey(self.name, self._weights_key(), shape, rt.ir_precision(self.precision),
+                               extra=self._calibration_key())
+            module = _TrunkPooled(self.trunk).eval()
+            example = torch.zeros(1, 3, *hw)
+
+            def export(folder: Path) -> None:
+                rt.export_torch_module(module, example, folder, dynamic_batch=True,
+                                       calibration=self._calibration_inputs())
+
+            net, self.export_record = rt.load_network(key, export, self.precision)
+            self._ov_nets[hw] = net
+        return net
+
+
+class _TrunkPooled(nn.Module):
+    """What is exported for a torchvision trunk: ``(B, 3, S, S)`` -> globally pooled ``(B, C)``."""
+
+    def __init__(self, trunk: nn.Module) -> None:
+        super().__init__()
+        self.trunk = trunk
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.trunk(x).mean(dim=(2, 3))
 
 
 # -- torchvision builders -------------------------------------------------------------------------
@@ -307,6 +392,100 @@ def _build_mobilenet_v2(*, weights: str | None, pretrained: bool, device: torch.
 
 # -- YOLO -----------------------------------------------------------------------------------------
 
+def network_input_hw(h: int, w: int, max_side: int, *, stride: int = 32, upscale: bool = False) -> tuple[int, int]:
+    """The detector's input ``(H, W)`` for ``(h, w)`` frames: the frame scaled so its long side is at most
+    ``max_side`` (never up, unless ``upscale``), each side then padded up to a multiple of ``stride``.
+
+    E.g. 640x360 at 320 -> (192, 320); a 360x240 Ped2 frame at 640 -> (256, 384) (not the 640x448 of an
+    upscaling letterbox, which would run the network on ~3x the pixels the camera has).
+    """
+    if h < 1 or w < 1 or max_side < stride:
+        raise InputShapeError(f"cannot size a network input for {w}x{h} frames at max side {max_side}")
+    r = max_side / max(h, w)
+    if not upscale:
+        r = min(r, 1.0)
+    nh, nw = max(1, round(h * r)), max(1, round(w * r))
+    return -(-nh // stride) * stride, -(-nw // stride) * stride
+
+
+@dataclass(frozen=True)
+class Letterboxed:
+    """A frame letterboxed for the detector: ``x (1, 3, H, W)`` RGB float32 in [0, 1], the scale ``ratio`` and
+    the ``(pad_x, pad_y)`` left/top padding (pixels of the network input)."""
+
+    x: np.ndarray
+    ratio: float
+    pad: tuple[float, float]
+
+
+def letterbox(image: np.ndarray, hw: tuple[int, int], *, upscale: bool = False) -> Letterboxed:
+    """BGR uint8 ``(h, w, 3)`` -> :class:`Letterboxed` at ``hw``, padded with gray 114 and centred exactly as
+    ultralytics' ``LetterBox`` does (so boxes come back with ``ultralytics.utils.ops.scale_boxes``)."""
+    import cv2
+
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise InputShapeError(f"frames must be (H, W, 3) uint8 BGR, got {image.shape} {image.dtype}")
+    h, w = image.shape[:2]
+    out_h, out_w = hw
+    r = min(out_h / h, out_w / w)
+    if not upscale:
+        r = min(r, 1.0)
+    nw, nh = round(w * r), round(h * r)
+    dw, dh = (out_w - nw) / 2, (out_h - nh) / 2
+    img = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR) if (nh, nw) != (h, w) else image
+    top, bottom = round(dh - 0.1), round(dh + 0.1)
+    left, right = round(dw - 0.1), round(dw + 0.1)
+    img = cv2.copyMakeBorder(img, top, bottom, left, right, cv2.BORDER_CONSTANT, value=(114, 114, 114))
+    x = np.ascontiguousarray(img[None, :, :, ::-1].transpose(0, 3, 1, 2), dtype=np.float32)
+    x *= np.float32(1 / 255.0)
+    return Letterboxed(x, r, (dw, dh))
+
+
+def _int8_detection_check(module: nn.Module, folder: Path, samples: list[np.ndarray]) -> dict[str, Any]:
+    """Detections of the fresh INT8 export vs the fp32 PyTorch module on the calibration inputs (no labels
+    needed): share of frames with the same box count and mean best IoU of the fp32 boxes."""
+    from torchvision.ops import box_iou
+    from ultralytics.utils.nms import non_max_suppression
+
+    net = rt.CompiledNetwork(folder, "int8")
+    same, ious = 0, []
+    for x in samples:
+        with torch.no_grad():
+            ref = non_max_suppression(module(torch.from_numpy(x))[0], conf_thres=0.25, iou_thres=0.7)[0]
+        q = non_max_suppression(torch.from_numpy(net(x)[0]), conf_thres=0.25, iou_thres=0.7)[0]
+        same += int(len(ref) == len(q))
+        if len(ref) and len(q):
+            ious.extend(box_iou(ref[:, :4], q[:, :4]).max(dim=1).values.tolist())
+        elif len(ref):
+            ious.extend([0.0] * len(ref))
+    return {"frames": len(samples), "same_count": same / max(1, len(samples)),
+            "mean_iou": float(np.mean(ious)) if ious else 1.0, "reference": "fp32 torch", "conf": 0.25}
+
+
+class _DetectAndMap(nn.Module):
+    """A YOLO detection model as one graph with two outputs: decoded predictions ``(B, 4 + nc, N)`` and the
+    last backbone stage ``(B, C, h, w)`` (what is exported to OpenVINO; ultralytics' own export drops the map)."""
+
+    def __init__(self, net: nn.Module, map_index: int) -> None:
+        super().__init__()
+        self.layers = net.model
+        self.save = {int(i) for i in net.save}
+        self.map_index = map_index
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        y: list[Any] = []
+        fmap = x
+        for m in self.layers:
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)
+            y.append(x if m.i in self.save else None)
+            if m.i == self.map_index:
+                fmap = x
+        pred = x[0] if isinstance(x, (tuple, list)) else x
+        return pred, fmap
+
+
 # COCO detectors looked for (in this order) when no explicit YOLO weights are given.
 YOLO_COCO_FILES = ("yolov8s.pt", "yolo11s.pt", "yolov8n.pt", "yolo11n.pt", "yolov8m.pt", "yolo11m.pt")
 
@@ -341,6 +520,8 @@ class YoloBackbone(Backbone):
             self.net.half()
         self.stride = int(max(getattr(net, "stride", torch.tensor([32])).max().item(), 32))
         self.hook_layer_index = n_backbone - 1
+        self._detect_module = _DetectAndMap(self.net, self.hook_layer_index)
+        self._ov_nets: dict[tuple[int, int], rt.CompiledNetwork] = {}
         # The hook is a closure over a plain dict, not a bound method: ultralytics' predictor deep-copies
         # the model, and a copied closure still writes into the same slot, so features also come out
         # of the predictor's / tracker's forward pass.
@@ -368,7 +549,64 @@ class YoloBackbone(Backbone):
         rgb = _letterbox_or_resize(images, self.imgsz, letterbox=True)  # (B, S, S, 3)
         return np.ascontiguousarray(rgb.transpose(0, 3, 1, 2), dtype=np.float32) * np.float32(1 / 255.0)
 
+    def detect(self, x: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """One forward pass on a letterboxed ``(1, 3, H, W)`` float32 input (:func:`letterbox`): decoded
+        predictions ``(1, 4 + nc, N)`` (for ``non_max_suppression``) and the last backbone stage
+        ``(1, C, H/32, W/32)``, both float32 on the CPU, on the backbone's runtime."""
+        if x.ndim != 4 or x.shape[:2] != (1, 3) or x.shape[2] % self.stride or x.shape[3] % self.stride:
+            raise InputShapeError(f"detector input must be (1, 3, H, W) with H, W multiples of {self.stride}, "
+                                  f"got {x.shape}")
+        if self.runtime == "openvino":
+            pred, fmap = self.detector_network((int(x.shape[2]), int(x.shape[3])))(x)
+            self._fmap = torch.from_numpy(fmap)
+            return torch.from_numpy(pred), self._fmap
+        with torch.inference_mode():
+            t = torch.from_numpy(x).to(self.device)
+            pred_t, fmap_t = self._detect_module(t.half() if self.half else t)
+        self._fmap = fmap_t
+        return pred_t.float().cpu(), fmap_t.float().cpu()
+
+    def detector_network(self, hw: tuple[int, int]) -> rt.CompiledNetwork:
+        """The OpenVINO network for inputs of ``hw`` (exported at exactly that rectangle, cached)."""
+        net = self._ov_nets.get(hw)
+        if net is None:
+            import copy
+
+            shape = (1, 3, hw[0], hw[1])
+            stem = Path(self.weights.name).stem.replace(" ", "_")[:40] or "yolo"
+            key = rt.ExportKey(f"yolo-{stem}", self._weights_key(), shape, rt.ir_precision(self.precision),
+                               extra={"outputs": ["pred", f"layer{self.hook_layer_index}"],
+                                      **self._calibration_key()})
+            calib = self._calibration if self.precision == "int8" else None
+            if self.precision == "int8" and calib is None:
+                raise BackboneError("precision int8 needs calibration frames (of your own video or dataset)")
+
+            def export(folder: Path) -> None:
+                exp = copy.deepcopy(self.net).float().eval()
+                for m in exp.modules():
+                    if hasattr(m, "export") and hasattr(m, "stride") and hasattr(m, "nc"):  # the Detect head
+                        m.export = True
+                module = _DetectAndMap(exp, self.hook_layer_index)
+                with torch.no_grad():
+                    module(torch.zeros(shape))  # the head caches its anchors for this shape (traced as constants)
+                samples = [letterbox(im, hw).x for im in calib()] if calib is not None else None
+                rt.export_torch_module(module, torch.zeros(shape), folder,
+                                       calibration=samples and (lambda: samples))
+                if samples:
+                    check = _int8_detection_check(module, folder, samples)
+                    (folder / "check.json").write_text(json.dumps(check))
+                    log.warning("int8 check on %d calibration frames vs fp32: same box count on %.0f%% of frames, "
+                                "mean IoU %.3f of matched boxes", check["frames"], 100 * check["same_count"],
+                                check["mean_iou"])
+
+            net, self.export_record = rt.load_network(key, export, self.precision)
+            self._ov_nets[hw] = net
+        return net
+
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        if self.runtime == "openvino":
+            xs = x.float().numpy()
+            return torch.cat([self.detect(xs[i:i + 1])[1].mean(dim=(2, 3)) for i in range(len(xs))])
         self._fmap = None
         layers = self.net.model
         n = self.hook_layer_index + 1
@@ -471,6 +709,9 @@ def create_backbone(
     imgsz: int | None = None,
     feature_dim: int | None = 512,
     half: bool | None = None,
+    runtime: str | None = None,
+    precision: str | None = None,
+    calibration: Callable[[], list[np.ndarray]] | None = None,
 ) -> Backbone:
     """Build a registered backbone.
 
@@ -482,6 +723,12 @@ def create_backbone(
         imgsz: square input side; default per backbone (224 torchvision, 320 YOLO).
         feature_dim: output width; ``None`` keeps the native width (see module docstring).
         half: fp16 weights/activations; default on for CUDA.
+        runtime: ``auto`` (OpenVINO on CPU when installed, else PyTorch), ``torch`` or ``openvino``; None =
+            :func:`vidseq.features.runtime.default_runtime` (the enclosing run's choice, ``$VIDSEQ_RUNTIME``, auto).
+        precision: ``auto`` (bf16 on a bf16 CPU with OpenVINO, else fp32/fp16), ``fp32``, ``bf16``, ``int8``;
+            None as for ``runtime``.
+        calibration: for ``int8``: a callable returning BGR frames of the user's own video/dataset (no labels);
+            an attribute ``key`` on it (e.g. the video's sha256) enters the export cache key.
 
     Raises:
         BackboneError: unknown name (listing valid names) or weights that do not fit.
@@ -495,11 +742,23 @@ def create_backbone(
     if size < 32:
         raise BackboneError(f"imgsz must be >= 32, got {size}")
     use_half = (dev.type == "cuda") if half is None else bool(half)
+    scope_runtime, scope_precision = rt.default_runtime()
+    run = rt.resolve_runtime(runtime or scope_runtime, dev)
+    prec = rt.resolve_precision(precision or scope_precision, run, half=use_half)
+    if prec == "int8" and calibration is None:
+        if precision == "int8":
+            raise BackboneError(f"precision int8 for '{name}' needs calibration frames of your own video or dataset")
+        prec = rt.resolve_precision("auto", run)  # a run-wide int8 applies where frames were given (the detector)
+    if run == "openvino":
+        use_half = False
     bb = spec.builder(weights=weights, pretrained=pretrained, device=dev, imgsz=size, feature_dim=feature_dim,
                       half=use_half)
+    bb.use_runtime(run, prec, calibration)
+    bb.prepare()
     w = bb.weights
     if w.pretrained:
-        log.info("backbone %s: weights %s (%s, sha256 %s)", name, w.path, w.source, (w.sha256 or "")[:12])
+        log.info("backbone %s: weights %s (%s, sha256 %s), runtime %s %s", name, w.path, w.source,
+                 (w.sha256 or "")[:12], run, prec)
     else:
         log.warning("backbone %s: random init (%s)", name, w.name)
     return bb

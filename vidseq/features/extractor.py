@@ -18,10 +18,10 @@ import queue
 import threading
 import time
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -218,7 +218,7 @@ def extract_features(
         "source": str(spec), "source_kind": src.info.kind, "content_sha256": digest, "cache_key": key,
         "fps": src.info.fps, "width": src.info.width, "height": src.info.height,
         "source_frame_count": src.info.frame_count, "stride": stride, "start_s": start_s, "end_s": end_s,
-        "max_frames": max_frames, **backbone.info(), "vidseq_version": __version__,
+        "max_frames": max_frames, **backbone.info(), "export": backbone.export_info(), "vidseq_version": __version__,
         "format_version": FEATURE_FORMAT_VERSION, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     })
     if target is not None:
@@ -283,14 +283,47 @@ class ExtractConfig:
     device: str = "auto"
     prefetch: int = setting(4, ge=1)
     half: bool | None = None  # None = fp16 on CUDA only
+    runtime: Literal["auto", "torch", "openvino"] = "auto"  # auto = OpenVINO on CPU when installed
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"  # auto = bf16 on a bf16 CPU (OpenVINO), else fp32
+    calibration: str | None = None  # int8: video/folder whose frames calibrate the quantisation (no labels)
+    calibration_frames: int = 50
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.stride < 1 or self.prefetch < 1:
             raise ValueError("batch_size, stride and prefetch must be >= 1")
+        if self.precision == "int8" and not self.calibration:
+            raise ValueError("precision int8 needs calibration=VIDEO (frames of your own video or dataset)")
 
 
 def backbone_from_config(cfg: ExtractConfig) -> Backbone:
     from vidseq.features.backbones import create_backbone
 
+    calibration = None
+    if cfg.precision == "int8" and cfg.calibration:
+        calibration = calibration_frames(cfg.calibration, cfg.calibration_frames)
     return create_backbone(cfg.backbone, weights=cfg.weights, pretrained=cfg.pretrained, device=cfg.device,
-                           imgsz=cfg.imgsz, feature_dim=cfg.feature_dim, half=cfg.half)
+                           imgsz=cfg.imgsz, feature_dim=cfg.feature_dim, half=cfg.half, runtime=cfg.runtime,
+                           precision=cfg.precision, calibration=calibration)
+
+
+def calibration_frames(source: str | Path, n: int) -> Callable[[], list[np.ndarray]]:
+    """A callable giving up to ``n`` BGR frames spread over the video/folder ``source`` (INT8 calibration on the
+    user's own, unlabeled frames); its ``key`` (content hash + n) enters the export cache key."""
+    if n < 1:
+        raise VidseqError(f"calibration_frames must be >= 1, got {n}")
+    digest = content_hash(source)
+    if digest is None:
+        raise VidseqError(f"int8 calibration needs a video file or image folder, not a live source: {source}")
+
+    def frames() -> list[np.ndarray]:
+        with open_source(source) as probe:
+            total = probe.info.frame_count or n
+        with open_source(source, stride=max(1, total // n), max_frames=n) as src:
+            out = [f.image for f in src]
+        if not out:
+            raise EmptyVideoError(f"no frames decoded from calibration source {source}")
+        log.info("int8 calibration: %d frames of %s", len(out), source)
+        return out
+
+    frames.key = f"{digest}:{n}"  # type: ignore[attr-defined]
+    return frames

@@ -1,9 +1,14 @@
 """Detections + ultralytics tracking -> per-object tracks, in the same forward pass as frame features.
 
-:class:`ObjectTracker` runs ultralytics' ``track`` (ByteTrack or BoT-SORT, not a home-made tracker) on
-each frame with the model held by a :class:`~vidseq.features.backbones.YoloBackbone`; the backbone's
-forward hook captures the last backbone stage during that same pass, which gives the frame feature
+:class:`ObjectTracker` runs the detector held by a :class:`~vidseq.features.backbones.YoloBackbone` on each
+frame (eager PyTorch or its OpenVINO export, one graph with two outputs: predictions and the last backbone
+stage), ultralytics' ``non_max_suppression`` and ultralytics' tracker (ByteTrack or BoT-SORT, not a home-made
+one) exactly as ``model.track`` wires them; the last backbone stage of that same pass gives the frame feature
 (global average) and one appearance feature per box (average of the map cells under the box).
+
+The network input is the frame's own size letterboxed to a multiple of 32, its long side capped at
+``TrackerConfig.imgsz`` and never upscaled (``upscale: true`` restores ultralytics' letterbox to ``imgsz``);
+the size used is in :meth:`ObjectTracker.describe` (and so in ``summary.json``).
 
 When the detector is not a general one (e.g. the offline fall-detection YOLOv8s with classes
 Normal/Fall), boxes are labelled class-agnostically as ``"object"``: its class names are not truth.
@@ -12,16 +17,22 @@ Normal/Fall), boxes are labelled class-agnostically as ``"object"``: its class n
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
 
 from vidseq.config import setting
 from vidseq.errors import BackboneError
-from vidseq.features.backbones import YoloBackbone
+from vidseq.features.backbones import (
+    Letterboxed,
+    YoloBackbone,
+    letterbox,
+    network_input_hw,
+)
 from vidseq.video.sources import Frame
 
 log = logging.getLogger(__name__)
@@ -143,7 +154,8 @@ class TrackerConfig:
     tracker: Literal["bytetrack", "botsort"] = "bytetrack"
     conf: float = setting(0.25, ge=0.0, le=1.0)  # detections below are dropped before reporting (trackers still see >= 0.1)
     iou: float = setting(0.7, ge=0.0, le=1.0)
-    imgsz: int = setting(640, ge=32, le=8192)
+    imgsz: int = setting(640, ge=32, le=8192)  # the network input's long side at most (frames are never upscaled unless `upscale`)
+    upscale: bool = False  # true: scale frames up to imgsz like ultralytics' letterbox (more pixels, slower)
     max_det: int = setting(100, ge=1)
     class_agnostic: Literal["auto", "yes", "no"] = "auto"  # auto: yes unless the detector has COCO names
     track_timeout_s: float = 2.0  # a track unseen this long is finished (its forecast stops)
@@ -167,84 +179,138 @@ class ObjectTracker:
         self.tracks: dict[int, Track] = {}
         self.finished: list[Track] = []
         self._regions: _RegionTracking | None = None
+        self._byte: Any = None  # ultralytics BYTETracker / BOTSORT, built on the first frame
+        # Seconds spent per stage since construction (read by the pipeline's profile).
+        self.stage_s: dict[str, float] = {"letterbox": 0.0, "detector": 0.0, "nms+tracker": 0.0, "regions": 0.0}
+        self.input_hw: tuple[int, int] | None = None  # network input (H, W), set by prepare()
+        self._frame_hw: tuple[int, int] | None = None
         if cfg.detector == "regions":
             self.class_agnostic = True
 
     def describe(self) -> dict[str, object]:
+        bb = self.backbone
+        hw = self.input_hw
         return {"detector": "yolo" if self.cfg.detector == "yolo" else "moving regions (background subtraction)",
                 "tracker": self.cfg.tracker, "class_agnostic": self.class_agnostic,
-                "detector_classes": self.names, "conf": self.cfg.conf, "imgsz": self.cfg.imgsz}
+                "detector_classes": self.names, "conf": self.cfg.conf, "imgsz": self.cfg.imgsz,
+                "upscale": self.cfg.upscale,
+                "network_input": None if hw is None else {"height": hw[0], "width": hw[1]},
+                "runtime": bb.runtime, "precision": bb.precision, "export": bb.export_info()}
+
+    def prepare(self, frame_hw: tuple[int, int]) -> tuple[int, int]:
+        """Size the network input for ``(h, w)`` frames and build/load its network (an OpenVINO export is
+        made once per input size and cached); returns the input ``(H, W)``."""
+        hw = network_input_hw(frame_hw[0], frame_hw[1], self.cfg.imgsz, stride=self.backbone.stride,
+                              upscale=self.cfg.upscale)
+        if hw != self.input_hw:
+            if self.input_hw is not None:
+                log.warning("frame size changed to %dx%d: network input %dx%d", frame_hw[1], frame_hw[0], hw[1], hw[0])
+            self.input_hw = hw
+            self._frame_hw = frame_hw
+            if self.backbone.runtime == "openvino":
+                self.backbone.detector_network(hw)
+        return hw
 
     def update(self, frame: Frame) -> tuple[Detections, np.ndarray]:
         """Detect + track on one frame. Returns the frame's detections and its ``(D,)`` feature."""
-        if self.cfg.detector == "regions":
-            return self._update_regions(frame)
+        from ultralytics.utils.nms import non_max_suppression
+        from ultralytics.utils.ops import scale_boxes
+
         bb = self.backbone
-        bb._fmap = None
-        results = bb.yolo.track(frame.image, persist=True, tracker=f"{self.cfg.tracker}.yaml", conf=0.1,
-                                iou=self.cfg.iou, imgsz=self.cfg.imgsz, max_det=self.cfg.max_det, verbose=False,
-                                device=str(bb.device), **({"half": True} if bb.half else {}))
-        with torch.inference_mode():
-            frame_feature = bb.last_features()[0].float().cpu().numpy()  # (D,)
-            fmap = bb._fmap
-        res = results[0]
-        boxes = res.boxes
-        if boxes is None or len(boxes) == 0:
+        h, w = frame.image.shape[:2]
+        if (h, w) != self._frame_hw:
+            self.prepare((h, w))
+        assert self.input_hw is not None
+        t0 = time.perf_counter()
+        lb = letterbox(frame.image, self.input_hw, upscale=self.cfg.upscale)
+        t1 = time.perf_counter()
+        pred, fmap = bb.detect(lb.x)  # (1, 4 + nc, N), (1, C, H/32, W/32)
+        t2 = time.perf_counter()
+        self.stage_s["letterbox"] += t1 - t0
+        self.stage_s["detector"] += t2 - t1
+        frame_feature = self._frame_feature(fmap)
+        if self.cfg.detector == "regions":
+            out = self._update_regions(frame, fmap, lb, frame_feature)
+            self.stage_s["regions"] += time.perf_counter() - t2
+            return out
+        det = non_max_suppression(pred, conf_thres=0.1, iou_thres=self.cfg.iou, max_det=self.cfg.max_det,
+                                  nc=len(self.names) if self.names else 0)[0]  # (n, 6) x1 y1 x2 y2 conf cls
+        det = det.numpy()
+        xyxy = scale_boxes(self.input_hw, det[:, :4].copy(), (h, w))
+        boxes = _BoxArray(xyxy.astype(np.float32), det[:, 4].astype(np.float32), det[:, 5].astype(np.float32))
+        tracker = self._tracker()
+        tracked = tracker.update(boxes, frame.image)  # (M, 8) x1 y1 x2 y2 id conf cls idx
+        if len(tracked):
+            xyxy, conf = tracked[:, :4].astype(np.float32), tracked[:, 5].astype(np.float32)
+            cls, ids = tracked[:, 6].astype(np.int64), tracked[:, 4].astype(np.int64)
+        elif any(not t.is_activated for t in tracker.tracked_stracks):
+            # As ultralytics' track callback: a frame with only unconfirmed new tracks shows no boxes.
+            xyxy, conf, cls, ids = boxes.xyxy[:0], boxes.conf[:0], boxes.cls[:0].astype(np.int64), np.zeros(0, np.int64)
+        else:
+            xyxy, conf, cls = boxes.xyxy, boxes.conf, boxes.cls.astype(np.int64)
+            ids = np.full(len(conf), -1, np.int64)
+        keep = conf >= self.cfg.conf
+        xyxy, conf, cls, ids = xyxy[keep], conf[keep], cls[keep], ids[keep]
+        if len(xyxy) == 0:
             dets = Detections.empty(frame.frame_index, frame.timestamp_s, bb.feature_dim)
         else:
-            xyxy = boxes.xyxy.cpu().numpy().astype(np.float32)
-            conf = boxes.conf.cpu().numpy().astype(np.float32)
-            cls = boxes.cls.cpu().numpy().astype(np.int64)
-            ids = boxes.id.cpu().numpy().astype(np.int64) if boxes.id is not None else np.full(len(conf), -1)
-            keep = conf >= self.cfg.conf
-            xyxy, conf, cls, ids = xyxy[keep], conf[keep], cls[keep], ids[keep]
             labels = tuple("object" if self.class_agnostic else self.names.get(int(c), str(int(c))) for c in cls)
-            feats = self._box_features(fmap, xyxy, frame.image.shape[:2]) if len(xyxy) else None
+            feats = self._box_features(fmap, xyxy, lb)
             dets = Detections(frame.frame_index, frame.timestamp_s, xyxy, conf, cls, ids, labels, feats)
         self._update_tracks(dets)
+        self.stage_s["nms+tracker"] += time.perf_counter() - t2
         return dets, frame_feature
 
-    def _update_regions(self, frame: Frame) -> tuple[Detections, np.ndarray]:
+    def _frame_feature(self, fmap: torch.Tensor) -> np.ndarray:
+        f = fmap[0].float().mean(dim=(1, 2))  # (C,)
+        proj = self.backbone.projection
+        if proj is not None:
+            f = f @ proj.cpu()
+        return f.numpy()  # (D,)
+
+    def _tracker(self) -> Any:
+        if self._byte is None:
+            from ultralytics.trackers.bot_sort import BOTSORT
+            from ultralytics.trackers.byte_tracker import BYTETracker
+            from ultralytics.utils import YAML, IterableSimpleNamespace
+            from ultralytics.utils.checks import check_yaml
+
+            args = IterableSimpleNamespace(**YAML.load(check_yaml(f"{self.cfg.tracker}.yaml")))
+            args.device = "cpu"
+            self._byte = (BOTSORT if self.cfg.tracker == "botsort" else BYTETracker)(args=args)
+        return self._byte
+
+    def _update_regions(self, frame: Frame, fmap: torch.Tensor, lb: Letterboxed,
+                        frame_feature: np.ndarray) -> tuple[Detections, np.ndarray]:
         """Moving regions + ultralytics' tracker; the frame feature from the backbone's pass."""
         if self._regions is None:
             self._regions = _RegionTracking(self.cfg, fps=25.0)
-        bb = self.backbone
-        with torch.inference_mode():
-            frame_feature = bb.forward_features(bb.preprocess([frame.image]))[0].float().cpu().numpy()
-            fmap = bb._fmap if isinstance(bb, YoloBackbone) else None
         xyxy, ids = self._regions.update(frame.image)
         n = len(xyxy)
-        feats = self._box_features(fmap, xyxy, frame.image.shape[:2]) if n and fmap is not None else None
+        feats = self._box_features(fmap, xyxy, lb) if n else None
         dets = Detections(frame.frame_index, frame.timestamp_s, xyxy.astype(np.float32), np.ones(n, np.float32),
                           np.zeros(n, np.int64), ids.astype(np.int64), ("object",) * n, feats)
         self._update_tracks(dets)
         return dets, frame_feature
 
-    def _box_features(self, fmap: torch.Tensor | None, xyxy: np.ndarray, hw: tuple[int, int]) -> np.ndarray | None:
-        """Average the hooked map under each box (boxes mapped through ultralytics' letterbox)."""
-        if fmap is None:
-            return None
+    def _box_features(self, fmap: torch.Tensor, xyxy: np.ndarray, lb: Letterboxed) -> np.ndarray:
+        """Average the map under each box (boxes mapped through the letterbox: ``ratio`` and ``pad``)."""
         fm = fmap[0].float()  # (C, h, w)
         c, mh, mw = fm.shape
-        stride_h, stride_w = self._input_hw(mh, mw)
-        h, w = hw
-        r = min(stride_h / h, stride_w / w)
-        pad_x, pad_y = (stride_w - w * r) / 2, (stride_h - h * r) / 2
+        in_h, in_w = lb.x.shape[2:]
+        r = lb.ratio
+        pad_x, pad_y = lb.pad
         out = np.empty((len(xyxy), c), np.float32)
         for i, (x1, y1, x2, y2) in enumerate(xyxy):
-            gx1 = int(np.clip(np.floor((x1 * r + pad_x) / stride_w * mw), 0, mw - 1))
-            gy1 = int(np.clip(np.floor((y1 * r + pad_y) / stride_h * mh), 0, mh - 1))
-            gx2 = int(np.clip(np.ceil((x2 * r + pad_x) / stride_w * mw), gx1 + 1, mw))
-            gy2 = int(np.clip(np.ceil((y2 * r + pad_y) / stride_h * mh), gy1 + 1, mh))
-            out[i] = fm[:, gy1:gy2, gx1:gx2].mean(dim=(1, 2)).cpu().numpy()
+            gx1 = int(np.clip(np.floor((x1 * r + pad_x) / in_w * mw), 0, mw - 1))
+            gy1 = int(np.clip(np.floor((y1 * r + pad_y) / in_h * mh), 0, mh - 1))
+            gx2 = int(np.clip(np.ceil((x2 * r + pad_x) / in_w * mw), gx1 + 1, mw))
+            gy2 = int(np.clip(np.ceil((y2 * r + pad_y) / in_h * mh), gy1 + 1, mh))
+            out[i] = fm[:, gy1:gy2, gx1:gx2].mean(dim=(1, 2)).numpy()
         proj = self.backbone.projection
         if proj is not None:
             out = out @ proj.cpu().numpy()
         return out
-
-    def _input_hw(self, mh: int, mw: int) -> tuple[int, int]:
-        s = 32  # the last backbone stage of YOLOv8/11 has stride 32
-        return mh * s, mw * s
 
     def _update_tracks(self, dets: Detections) -> None:
         for i in range(len(dets)):
@@ -269,9 +335,10 @@ class ObjectTracker:
 
     def reset(self) -> None:
         """Forget all tracks and the tracker state (e.g. before the next video)."""
-        predictor = getattr(self.backbone.yolo, "predictor", None)
-        for tr in getattr(predictor, "trackers", None) or []:
-            tr.reset()
+        if self._byte is not None:
+            self._byte.reset()
+        if self._regions is not None:
+            self._regions.tracker.reset()
         self.tracks.clear()
         self.finished.clear()
 
