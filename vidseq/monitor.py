@@ -15,7 +15,7 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -130,7 +130,10 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
     stop = stop or threading.Event()
     src = open_source(source, realtime=cfg.realtime)
     info = src.info
-    proc = FrameProcessor(cfg.pipeline, info.fps)
+    pipeline = cfg.pipeline
+    if pipeline.anomaly.feedback_dir is None:  # false alarms marked with `vidseq feedback` are learnt as normal
+        pipeline = replace(pipeline, anomaly=replace(pipeline.anomaly, feedback_dir=str(out)))
+    proc = FrameProcessor(pipeline, info.fps)
     drawer = FrameDrawer(cfg.pipeline, info.fps)
     stats = MonitorStats()
     rule = AlertRule(cfg.alerts)
@@ -166,8 +169,9 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
                 started, ended = rule.update(frame.timestamp_s, bool(r.is_anomaly), r.anomaly_score)
                 if started is not None:
                     stats.alerts += 1
+                    started["id"] = stats.alerts  # `vidseq feedback RUN_DIR --event ID` refers to it
                     name = f"event_{stats.alerts:04d}_{frame.frame_index:08d}.mp4"
-                    rec = {"type": "alert", "frame_index": frame.frame_index, **started,
+                    rec = {"type": "alert", "id": stats.alerts, "frame_index": frame.frame_index, **started,
                            "clip": name if cfg.save_clips else None, "wall_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
                     events.write(rec)
                     log.warning("ALERT at %.1f s (score %.3f)", frame.timestamp_s, r.anomaly_score or float("nan"))
@@ -190,8 +194,8 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
                     cv2.imshow(window, img)
                     if cv2.waitKey(1) & 0xFF in (ord("q"), 27):
                         break
-                if stats.frames % 50 == 0:
-                    atomic_write_json(status_path, {**base, "status": "running", **stats.summary()})
+                if stats.frames % 50 == 0:  # heads' state refreshed: "learning 42/120 s", then the threshold
+                    atomic_write_json(status_path, {**base, **proc.describe(), "status": "running", **stats.summary()})
                 if stop.is_set() or (t_end is not None and time.monotonic() >= t_end):
                     break
     finally:
@@ -207,7 +211,8 @@ def run_monitor(source: str, out_dir: str | Path, cfg: MonitorConfig, *,
                 cv2.destroyAllWindows()
             except Exception:  # noqa: BLE001 - no GUI backend: nothing to close
                 pass
-    result = {**base, "status": "stopped", **stats.summary()}
+    proc.finish()  # heads complete (the anomaly head saves its normality when asked to)
+    result = {**base, **proc.describe(), "status": "stopped", **stats.summary()}
     atomic_write_json(status_path, result)
     return result
 

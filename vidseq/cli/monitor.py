@@ -16,7 +16,10 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                                    "with pre/post-roll, events.jsonl log.")
     p.add_argument("--source", required=True, help="webcam index (0), rtsp:// or http(s):// URL, or a video file")
     p.add_argument("--out", "-o", type=Path, default=Path("runs/monitor"))
-    p.add_argument("--anomaly-model", default=None)
+    p.add_argument("--anomaly-model", default=None, metavar="PATH",
+                   help="trained checkpoint, or a normality saved with --save-model (reused: no warm-up)")
+    p.add_argument("--save-model", default=None, metavar="PATH",
+                   help="save this camera's learnt normality here (after the warm-up, each update and at the end)")
     p.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     p.add_argument("--realtime", dest="realtime", action="store_const", const=True, default=None,
                    help="play a file at its own fps as if it were a camera (default for files)")
@@ -32,7 +35,8 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from vidseq.monitor import MonitorConfig, run_monitor
 
-    flags = {"pipeline.anomaly.model": args.anomaly_model, "duration_s": args.duration, "realtime": args.realtime,
+    flags = {"pipeline.anomaly.model": args.anomaly_model, "pipeline.anomaly.save_model": args.save_model,
+             "duration_s": args.duration, "realtime": args.realtime,
              "show": args.show, "pipeline.device": args.device}
     cfg = resolve_config(MonitorConfig, "monitor", args, flags)
     result = run_monitor(args.source, args.out, cfg)

@@ -2,8 +2,10 @@
 
 Writes ``DIR/<stem>_scores.csv`` (``frame_index,timestamp_s,score,is_anomaly``; rows are flushed as
 they are scored, into a temporary file renamed at the end) and ``DIR/<stem>_events.json`` (threshold,
-events, mode). ``--unsupervised`` needs no model: normality is fitted on the video itself (the first
-``--fit-seconds``, or the whole file) and the outputs say ``"mode": "unsupervised-..."``.
+events, mode). ``--unsupervised`` needs no model: normality is learnt from the first ``--fit-seconds`` of the video's
+timestamps (default ``anomaly.fit_s``, the same rule as ``process`` and ``monitor``), those seconds are
+not scored, and the outputs say ``"mode": "unsupervised-online-<N>s"``; a shorter video is not scored
+and the events JSON says why.
 
 Examples::
 
@@ -37,9 +39,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--unsupervised", action="store_true",
                    help="no model: fit normality on this video itself (labelled as such in the outputs)")
     p.add_argument("--fit-seconds", type=float, default=None, metavar="S",
-                   help="unsupervised: fit on the first S seconds (default: the whole video)")
+                   help="unsupervised: learn normality from the first S seconds of video time (default: "
+                        "anomaly.fit_s, as in process and monitor)")
+    p.add_argument("--false-alarms-per-hour", type=float, default=None, metavar="N",
+                   help="unsupervised: false-alarm budget that sets the threshold (default 1)")
     p.add_argument("--config", type=Path, default=None, metavar="YAML",
-                   help="unsupervised: task config whose 'model' section is used (default configs/anomaly.yaml)")
+                   help="unsupervised: task config whose 'model' section is used (default: the model process "
+                        "uses without a checkpoint)")
     p.add_argument("--max-frames", type=int, default=None, help="stop after this many frames")
     p.add_argument("--device", default="cpu", help="backbone device for the frame stream (default cpu)")
     p.set_defaults(func=run)
@@ -57,8 +63,9 @@ def run(args: argparse.Namespace) -> int:
 
     if args.unsupervised == (args.model is not None):
         raise ConfigError("give either --model CKPT or --unsupervised")
-    if args.fit_seconds is not None and (not args.unsupervised or args.fit_seconds <= 0):
-        raise ConfigError("--fit-seconds needs --unsupervised and a positive value")
+    for flag, value in (("--fit-seconds", args.fit_seconds), ("--false-alarms-per-hour", args.false_alarms_per_hour)):
+        if value is not None and (not args.unsupervised or not value > 0):
+            raise ConfigError(f"{flag} needs --unsupervised and a positive value")
     stem = Path(str(args.video)).stem or "source"
     csv_path = args.out / f"{stem}_scores.csv"
     json_path = args.out / f"{stem}_events.json"
@@ -75,13 +82,15 @@ def run(args: argparse.Namespace) -> int:
                 fh.flush()
 
         if args.unsupervised:
-            from vidseq.config import default_config_path, load_config
+            from vidseq.config import load_config
             from vidseq.tasks.anomaly.config import AnomalyTaskConfig
+            from vidseq.tasks.anomaly.online import NormalitySettings
 
-            path = args.config if args.config is not None else default_config_path("anomaly")
-            cfg = load_config(AnomalyTaskConfig, path).model
+            cfg = load_config(AnomalyTaskConfig, args.config).model if args.config is not None else None
+            settings = NormalitySettings(**({} if args.false_alarms_per_hour is None
+                                            else {"false_alarms_per_hour": args.false_alarms_per_hour}))
             result = score_video_unsupervised(args.video, cfg, fit_seconds=args.fit_seconds, on_row=on_row,
-                                              max_frames=args.max_frames)
+                                              max_frames=args.max_frames, settings=settings)
         else:
             from vidseq.tasks.anomaly.task import load_anomaly_model
 
@@ -94,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
     atomic_write_json(json_path, doc)
     flagged = sum(r.is_anomaly for r in result.rows)
     label = "UNSUPERVISED " if result.mode != "trained" else ""
+    thr = "none" if result.calibration is None else f"{result.calibration.threshold:.4g}"
     print(f"{label}mode={result.mode} frames={len(result.rows)} flagged={flagged} events={len(result.events)} "
-          f"threshold={result.calibration.threshold:.4g}")
+          f"threshold={thr}")
+    if result.info.get("not_scored"):
+        print(f"note: {result.info['not_scored']}")
     print(f"wrote {csv_path} and {json_path}")
     return 0
