@@ -26,7 +26,9 @@ class Scene:
     seed: int = 0
     walkers: int = 4
     speed_px: float = 1.5  # walker speed, px/frame
+    speed_ramp: float = 1.0  # walkers are this many times faster at the end (slow drift)
     fast: tuple[float, float] | None = None  # (start_s, end_s) of a fast object
+    fast_again: tuple[float, float] | None = None  # the very same crossing once more
     fast_speed_px: float = 7.0
     gain_steps: list[tuple[float, float]] = field(default_factory=list)  # (t_s, gain) from then on
     gain_ramp: tuple[float, float] | None = None  # (from, to) gain over the whole clip
@@ -40,9 +42,11 @@ class Scene:
 def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     import cv2
 
-    t = rng.integers(40, 200, (h // 4 + 1, w // 4 + 1)).astype(np.uint8)
-    t = cv2.resize(t, (w, h), interpolation=cv2.INTER_CUBIC)
-    return cv2.GaussianBlur(t, (3, 3), 0)
+    fine = cv2.resize(rng.uniform(-40, 40, (h // 4 + 1, w // 4 + 1)).astype(np.float32), (w, h),
+                      interpolation=cv2.INTER_CUBIC)
+    coarse = cv2.resize(rng.uniform(-60, 60, (h // 24 + 2, w // 24 + 2)).astype(np.float32), (w, h),
+                        interpolation=cv2.INTER_CUBIC)  # large structure (buildings, lawn): what a cut changes
+    return cv2.GaussianBlur(np.clip(120 + fine + coarse, 20, 220).astype(np.uint8), (3, 3), 0)
 
 
 def scene_frames(sc: Scene) -> np.ndarray:
@@ -69,12 +73,14 @@ def scene_frames(sc: Scene) -> np.ndarray:
             oy += int(round(rng.uniform(-sc.shake_px, sc.shake_px)))
         world = bg.copy()
         for k in range(sc.walkers):
-            xs[k] = (xs[k] + dirs[k] * sc.speed_px * (1 + 0.2 * np.sin(t + k))) % (w + 20)
+            ramp = 1.0 + (sc.speed_ramp - 1.0) * i / max(n - 1, 1)
+            xs[k] = (xs[k] + dirs[k] * sc.speed_px * ramp * (1 + 0.2 * np.sin(t + k))) % (w + 20)
             x, y = int(xs[k]) + pad - 10, int(lanes[k]) + pad
             world[y:y + 24, x:x + 10] = 235
-        if sc.fast is not None and sc.fast[0] <= t < sc.fast[1]:
-            x = int(((t - sc.fast[0]) * sc.fps * sc.fast_speed_px) % (w - 10)) + pad
-            world[pad + h // 2 - 12:pad + h // 2 + 12, x:x + 10] = 20
+        for span in (sc.fast, sc.fast_again):
+            if span is not None and span[0] <= t < span[1]:
+                x = int(((t - span[0]) * sc.fps * sc.fast_speed_px) % (w - 10)) + pad
+                world[pad + h // 2 - 12:pad + h // 2 + 12, x:x + 10] = 20
         g = world[oy:oy + h, ox:ox + w].astype(np.float32)
         gain = 1.0
         if sc.gain_ramp is not None:
@@ -82,9 +88,9 @@ def scene_frames(sc: Scene) -> np.ndarray:
         for ts, gs in sc.gain_steps:
             if t >= ts:
                 gain = gs
-        g = g * gain
-        if sc.noise:
+        if sc.noise:  # sensor noise, then the camera's gain (which amplifies it)
             g = g + rng.normal(0, sc.noise, g.shape)
+        g = g * gain
         g8 = np.clip(g, 0, 255).astype(np.uint8)
         out[i] = cv2.cvtColor(g8, cv2.COLOR_GRAY2BGR)
     return out
