@@ -57,7 +57,7 @@ def scene_frames(sc: Scene) -> np.ndarray:
     w, h = SIZE
     pad = 40
     bgs = [_texture(rng, w + 2 * pad + int(sc.pan_px_s * sc.seconds) + 1, h + 2 * pad) for _ in range(2)]
-    n = int(round(sc.seconds * sc.fps))
+    n = round(sc.seconds * sc.fps)
     # walkers: y lane, x position, direction
     lanes = rng.uniform(5, h - 30, sc.walkers)
     xs = rng.uniform(0, w, sc.walkers)
@@ -66,11 +66,11 @@ def scene_frames(sc: Scene) -> np.ndarray:
     for i in range(n):
         t = i / sc.fps
         bg = bgs[1] if sc.cut_at_s is not None and t >= sc.cut_at_s else bgs[0]
-        ox = pad + int(round(sc.pan_px_s * max(0.0, t - sc.shake_from_s)))
+        ox = pad + round(sc.pan_px_s * max(0.0, t - sc.shake_from_s))
         oy = pad
         if sc.shake_px and t >= sc.shake_from_s:
-            ox += int(round(rng.uniform(-sc.shake_px, sc.shake_px)))
-            oy += int(round(rng.uniform(-sc.shake_px, sc.shake_px)))
+            ox += round(rng.uniform(-sc.shake_px, sc.shake_px))
+            oy += round(rng.uniform(-sc.shake_px, sc.shake_px))
         world = bg.copy()
         for k in range(sc.walkers):
             ramp = 1.0 + (sc.speed_ramp - 1.0) * i / max(n - 1, 1)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,14 +16,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from alarm_scene import CFG, FPS, Scene, scene_features, scene_frames  # noqa: E402
+from alarm_scene import CFG, FPS, Scene, scene_features, scene_frames
 
-from vidseq.cli import main  # noqa: E402
-from vidseq.errors import ConfigError  # noqa: E402
-from vidseq.features.camera import CameraConfig  # noqa: E402
-from vidseq.models.anomaly.model import FrameFeatures  # noqa: E402
-from vidseq.models.anomaly.threshold import budget_calibration, fit_tail  # noqa: E402
-from vidseq.tasks.anomaly.online import NormalitySettings, OnlineNormality  # noqa: E402
+from vidseq.cli import main
+from vidseq.errors import ConfigError
+from vidseq.features.camera import CameraConfig
+from vidseq.models.anomaly.model import FrameFeatures
+from vidseq.models.anomaly.threshold import budget_calibration, fit_tail
+from vidseq.tasks.anomaly.online import NormalitySettings, OnlineNormality
 
 RAW = None
 CAM = CameraConfig()
@@ -206,7 +205,7 @@ def test_updates_learn_slow_drift_but_never_the_flagged_anomaly() -> None:
     assert on.updates >= 4 and all(any(overlaps(e, r) for r in real) for e in ev)
     assert all(any(overlaps(e, r) for e in ev) for r in real)
     flagged_t = np.array([r.timestamp_s for r in on.rows if r.is_anomaly])
-    mem_t = np.array([f.timestamp_s for s in on._memory for f in s.frames])  # noqa: SLF001
+    mem_t = np.array([f.timestamp_s for s in on._memory for f in s.frames])
     assert len(mem_t) and len(flagged_t) and np.abs(mem_t[:, None] - flagged_t[None, :]).min() > 3.0
 
 
@@ -278,7 +277,11 @@ def test_feedback_appends_and_a_false_alarm_is_learnt_as_normal(tmp_path: Path) 
     update and its next occurrence no longer alarms."""
     import cv2
 
-    from vidseq.tasks.anomaly.feedback import false_alarm_features, feedback_labels, mark_event
+    from vidseq.tasks.anomaly.feedback import (
+        false_alarm_features,
+        feedback_labels,
+        mark_event,
+    )
 
     sc = Scene(seconds=70, fast=(35.0, 38.0), fast_again=(60.0, 63.0), seed=8)  # the same crossing twice
     frames = scene_frames(sc)

@@ -201,5 +201,12 @@ class CameraCompensator:
         return cv2.warpAffine(prev, motion.affine, (w, h), borderMode=cv2.BORDER_REPLICATE)
 
 
-__all__ = ["CameraConfig", "CameraMotion", "CameraCompensator", "normalise_photometric", "affine_flow",
-           "correlation", "thumbnail"]
+__all__ = [
+    "CameraCompensator",
+    "CameraConfig",
+    "CameraMotion",
+    "affine_flow",
+    "correlation",
+    "normalise_photometric",
+    "thumbnail",
+]

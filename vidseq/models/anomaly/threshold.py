@@ -170,7 +170,7 @@ def fit_tail(scores: np.ndarray, fps: float, cfg: TailConfig | None = None) -> T
                 low_fraction=cfg.low_fraction)
 
 
-__all__ = ["TailConfig", "Tail", "fit_tail", "mean_excursion_s"]
+__all__ = ["Tail", "TailConfig", "fit_tail", "mean_excursion_s"]
 
 
 def budget_calibration(scores: np.ndarray, fps: float, false_alarms_per_hour: float,

@@ -166,4 +166,4 @@ def _event_features(run_dir: Path, rec: dict[str, Any], cfg: AnomalyConfig, came
     return ClipFeatures.from_frames(key, fps, frames, tuple(comp.motion.working_size or (0, 0)))
 
 
-__all__ = ["LABELS", "mark_event", "feedback_labels", "false_alarm_features", "run_events"]
+__all__ = ["LABELS", "false_alarm_features", "feedback_labels", "mark_event", "run_events"]

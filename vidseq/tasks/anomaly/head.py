@@ -277,4 +277,4 @@ def make_head(cfg: Any, ctx: StreamContext) -> AnomalyHead | None:
     return AnomalyHead(cfg.anomaly, ctx.fps, device=ctx.device)
 
 
-__all__ = ["AnomalySettings", "AnomalyHead", "make_head"]
+__all__ = ["AnomalyHead", "AnomalySettings", "make_head"]

@@ -27,6 +27,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from collections import deque
@@ -146,7 +147,7 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
         n = len(c)
         k = FOLD_CHUNKS if n >= 8 * FOLD_CHUNKS else 1
         cuts = np.linspace(0, n, k + 1).astype(int)
-        chunks.extend(c.slice(int(a), int(b)) for a, b in zip(cuts[:-1], cuts[1:], strict=True) if b - a >= 2)
+        chunks.extend(c.slice(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b - a >= 2)
     model = fit_parts(cfg, clips)
     if len(chunks) >= 2:
         folds = []
