@@ -234,7 +234,8 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
                     bar.update(1)
                     now = time.perf_counter()
                     if now - last_flush > 2.0:
-                        summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2))
+                        summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2),
+                                       heads=proc.describe()["heads"])  # e.g. "learning normality: 42/120 s"
                         atomic_write_json(summary_path, summary)
                         last_flush = now
                 ta = time.perf_counter()

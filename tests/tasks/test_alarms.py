@@ -205,7 +205,7 @@ def test_updates_learn_slow_drift_but_never_the_flagged_anomaly() -> None:
     assert on.updates >= 4 and all(any(overlaps(e, r) for r in real) for e in ev)
     assert all(any(overlaps(e, r) for e in ev) for r in real)
     flagged_t = np.array([r.timestamp_s for r in on.rows if r.is_anomaly])
-    mem_t = np.array([f.timestamp_s for s in on._memory for f in s.frames])
+    mem_t = on.memory_timestamps()
     assert len(mem_t) and len(flagged_t) and np.abs(mem_t[:, None] - flagged_t[None, :]).min() > 3.0
 
 

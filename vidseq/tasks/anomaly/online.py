@@ -255,13 +255,18 @@ class OnlineNormality:
                              "low_threshold": None if self.cal is None else self.cal.low_threshold,
                              "false_alarms_per_hour": self.s.false_alarms_per_hour,
                              "fitted_at_s": self.fitted_at_s, "fitted_wall": self.fitted_wall,
-                             "updates": self.updates, "adapt": self.s.adapt, "scene_cuts": list(self.scene_cuts),
+                             "updates": self.updates, "adapt": self.s.adapt,
+                             "memory_s": round(len(self.memory_timestamps()) / self.fps, 1), "scene_cuts": list(self.scene_cuts),
                              "restored": self._restored}
         if self.tail is not None:
             d["tail"] = self.tail.to_dict()
         if self.fit_info:
             d["fit"] = dict(self.fit_info)
         return d
+
+    def memory_timestamps(self) -> np.ndarray:
+        """Stream times of the frames in the normal memory (what the next update learns besides the warm-up)."""
+        return np.array([f.timestamp_s for seg in self._memory for f in seg.frames], np.float64)
 
     # -- streaming ---------------------------------------------------------------------------------------
     def push(self, f: FrameFeatures, *, cut: bool = False) -> list[ScoredRow]:
