@@ -236,6 +236,9 @@ def process_video(source: str | Path, out_dir: str | Path, cfg: ProcessConfig, *
                     if now - last_flush > 2.0:
                         summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2),
                                        heads=proc.describe()["heads"])  # e.g. "learning normality: 42/120 s"
+                        anomaly = proc.head("anomaly")
+                        if anomaly is not None and hasattr(anomaly, "status_text"):
+                            bar.set_postfix_str(anomaly.status_text(), refresh=False)
                         atomic_write_json(summary_path, summary)
                         last_flush = now
                 ta = time.perf_counter()
