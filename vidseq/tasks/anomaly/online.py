@@ -55,7 +55,7 @@ from vidseq.models.anomaly.threshold import Tail, TailConfig, budget_calibration
 
 log = logging.getLogger(__name__)
 
-DEFAULT_FIT_S = 120.0  # the one warm-up default of process, monitor and score --unsupervised
+DEFAULT_FIT_S = 60.0  # the one warm-up default of process, monitor and score --unsupervised (measured: docs/alarms.md)
 ONLINE_MODE = "unsupervised-online"
 FOLD_CHUNKS = 4
 
