@@ -61,7 +61,7 @@ def test_unsupervised_clip_shorter_than_the_warmup_says_nothing_was_scored(
     assert main(["-q", "score", str(video), "--unsupervised", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "s_events.json").read_text())
     assert doc["threshold"] is None and doc["events"] == [] and doc["frames"] == 0
-    assert "nothing scored" in doc["info"]["not_scored"] and "120 s" in doc["info"]["not_scored"]
+    assert "nothing scored" in doc["info"]["not_scored"] and "60 s" in doc["info"]["not_scored"]
     assert "nothing scored" in capsys.readouterr().out
 
 

@@ -262,10 +262,10 @@ def test_monitor_learns_in_stream_time_saves_and_reuses_normality(tmp_path: Path
     s2 = json.loads((out2 / "monitor_summary.json").read_text())["heads"]["anomaly"]
     assert s2["normality"]["restored"] is True and "restored" in s2["mode"]
     assert s2["threshold"] == pytest.approx(s1["threshold"])
-    out3 = tmp_path / "m3"  # the default warm-up is longer than this 4 s file: said so, nothing scored
+    out3 = tmp_path / "m3"  # the default 60 s warm-up is longer than this 4 s file: said so, nothing scored
     assert main(["-q", "monitor", "--source", str(video), "--out", str(out3), *fast]) == 0
     s3 = json.loads((out3 / "monitor_summary.json").read_text())["heads"]["anomaly"]
-    assert s3["normality"]["state"] == "learning" and "/120 s" in s3["normality"]["progress"]
+    assert s3["normality"]["state"] == "learning" and "/60 s" in s3["normality"]["progress"]
     assert "nothing scored" in s3["not_scored"]
 
 
