@@ -90,6 +90,15 @@ def test_scene_cut_mirrors_the_stream_inside_its_span() -> None:
     assert np.array_equal(out[2], frame[:, ::-1]) and not np.array_equal(out[2], frame)
 
 
+def test_clip_joins_cross_fade_from_the_last_frame() -> None:
+    a, b = np.zeros((H, W, 3), np.uint8), np.full((H, W, 3), 200, np.uint8)
+    truth = ab.StreamTruth(0, 10.0, (W, H), np.zeros(10, np.int64), [], [ab.Span("clip_join", 4, 7, {})],
+                           [ab.Span("clip", 0, 4, {"clip": "a"}), ab.Span("clip", 4, 10, {"clip": "b"})])
+    stats = ab.SceneStats([], np.zeros((H, W), np.float32), np.full(8, 1 / 8), 0.2)
+    means = [f.mean() for f in ab.render_frames(truth, [], stats, lambda n: [a] * 4 if n == "a" else [b] * 6)]
+    np.testing.assert_allclose(means, [0, 0, 0, 0, 50, 100, 150, 200, 200, 200], atol=1)
+
+
 # --------------------------------------------------------------------------------------------- injection
 
 
@@ -193,6 +202,11 @@ def test_measure_counts_false_events_per_hour_recall_and_flags() -> None:
     assert s["by_nuisance"]["noise"]["false_events"] == 1 and s["by_nuisance"]["clean"]["false_events"] == 0
     assert s["by_nuisance"]["noise"]["false_events_per_hour"] == pytest.approx(3600 / 30, rel=1e-3)
     assert s["by_kind"]["fast_object"]["event_recall"] == 1.0 and s["by_kind"]["oversize"]["event_recall"] == 0.0
+    # an alert whose run starts at a clip join is counted apart, not as a false event
+    truth.nuisances.append(ab.Span("clip_join", 3000, 3010))
+    run.alerts.append(ab.Alert(300.5, 301.5, 302.0))
+    s2 = ab.summarise(ab.measure(truth, run, tolerance_s=1.0))
+    assert s2["false_events"] == 1 and s2["join_alerts"] == 1 and s2["by_nuisance"]["clip_join"]["false_events"] == 1
 
 
 def test_live_schedule_drops_frames_like_a_slow_consumer() -> None:
