@@ -4,6 +4,9 @@ through the real streaming pass (FrameProcessor + the monitor's AlertRule) on ge
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -278,3 +281,22 @@ def test_benchmark_runs_end_to_end_through_the_streaming_pass(tmp_path: Path) ->
                              lambda: AlertRule(AlertSettings(min_duration_s=0.3)), settings={"x": 1},
                              progress=lambda s: None)
     assert calls == [] and again["summary"] == s
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{missing}"], "no such folder"),
+    (["{empty}"], "no train/"),
+    (["{empty}", "--seed-set", "report", "--seeds", "99"], "seeds must be"),
+    (["{empty}", "--modes", "offline"], "modes"),
+])
+def test_script_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty") for a in args]
+    res = subprocess.run([sys.executable, str(root / "scripts" / "eval_alarms.py"), *argv,
+                          "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("eval_alarms: error:") and message in lines[0], res.stderr
+    assert res.stdout == ""
