@@ -294,8 +294,8 @@ def test_script_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], 
     (tmp_path / "empty").mkdir()
     argv = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty") for a in args]
     res = subprocess.run([sys.executable, str(root / "scripts" / "eval_alarms.py"), *argv,
-                          "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "PYTHONPATH": str(root)})
+                          "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True,
+                         timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(root)})
     assert res.returncode == 2, res.stderr
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("eval_alarms: error:") and message in lines[0], res.stderr
