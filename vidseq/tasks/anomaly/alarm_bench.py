@@ -733,8 +733,10 @@ def live_schedule(n_frames: int, fps: float, slowdown: float, seed: int) -> np.n
 
 
 def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
-             keep: np.ndarray | None = None) -> ModeRun:
-    """One streaming pass: frames of ``video`` (those ``keep`` allows) -> ``processor`` -> alert ``rule``."""
+             keep: np.ndarray | None = None, progress: Callable[[str], None] | None = None,
+             every_s: float = 60.0) -> ModeRun:
+    """One streaming pass: frames of ``video`` (those ``keep`` allows) -> ``processor`` -> alert ``rule``
+    (a line to ``progress`` every ``every_s`` seconds of wall time)."""
     import time
 
     from vidseq.video.sources import open_source
@@ -760,7 +762,7 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
             if started is not None:
                 alerts.append(started)  # the rule fills in end_s on this same record when the run ends
 
-    t0 = time.perf_counter()
+    t0 = t_note = time.perf_counter()
     with open_source(video) as src:
         for frame in src:
             if frame.frame_index >= n_frames:
@@ -768,6 +770,10 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
             if keep is not None and not keep[frame.frame_index]:
                 continue
             handle(processor.step(frame))
+            if progress is not None and time.perf_counter() - t_note > every_s:
+                t_note = time.perf_counter()
+                progress(f"  frame {frame.frame_index}/{n_frames}, {len(alerts)} alerts, "
+                         f"{int(processed.sum()) / (t_note - t0):.1f} frames/s")
         handle(processor.finish())
     wall = time.perf_counter() - t0
     out = [Alert(float(a["start_s"]), float(a["alert_s"]), float(a.get("end_s", last_t))) for a in alerts]
@@ -1017,7 +1023,7 @@ def run_benchmark(data_dir: Path, cfg: BenchConfig, cache_dir: Path, make_proces
                 keep = live_schedule(truth.n_frames, truth.fps, cfg.live_slowdown, truth.seed) \
                     if mode == "live" else None
                 proc = make_processor(mode, truth.fps, model_path if mode == "trained" else None)
-                run = run_mode(video, truth.n_frames, proc, make_rule(), keep)
+                run = run_mode(video, truth.n_frames, proc, make_rule(), keep, progress)
                 path.parent.mkdir(parents=True, exist_ok=True)
                 run.to_npz(path)
                 progress(f"{mode} seed {truth.seed}: {int(run.processed.sum())} frames in {run.wall_s:.0f} s, "
