@@ -238,6 +238,7 @@ def test_config_and_data_errors(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end_through_the_streaming_pass(tmp_path: Path) -> None:
     from vidseq.config import with_overrides
     from vidseq.monitor import AlertRule, AlertSettings
