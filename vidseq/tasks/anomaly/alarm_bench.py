@@ -884,8 +884,9 @@ def measure(truth: StreamTruth, run: ModeRun, tolerance_s: float, acc: StreamMet
         b["flagged"] += int((mask & normal & run.processed & run.flagged).sum())
         for a, is_false, is_join in zip(run.alerts, false, at_join, strict=True):
             lo, hi = math.floor(a.start_s * fps), math.ceil(a.end_s * fps) + 1
-            counts = is_join if kind == "clip_join" else is_false
-            if counts and mask[max(0, lo):max(0, min(truth.n_frames, hi))].any():
+            if kind == "clip_join":
+                b["false_events"] += int(is_join)  # by where its run starts (see join_alerts)
+            elif is_false and mask[max(0, lo):max(0, min(truth.n_frames, hi))].any():
                 b["false_events"] += 1
         for e, f in zip(truth.events, found, strict=True):
             if mask[e.start:e.stop].any():
