@@ -180,6 +180,9 @@ def test_event_matching_false_events_and_delay() -> None:
     found, false = ab.match_alerts(alerts, events, tolerance_s=1.0)
     assert found == [1, 3, None] and false == [True, False, True, False]
     assert ab.detection_delays(alerts, events, found) == pytest.approx([1.5, 0.4])
+    # the delay counts until the alert is raised (the head's smoothing holds results back), when recorded
+    late = [ab.Alert(10.5, 11.5, 13.0, raised_s=12.4)]
+    assert ab.detection_delays(late, events[:1], [0]) == pytest.approx([2.4])
     found0, false0 = ab.match_alerts(alerts, [(40.0, 41.0)], tolerance_s=0.0)
     assert found0 == [None] and all(false0)
 
@@ -282,6 +285,8 @@ def test_benchmark_runs_end_to_end_through_the_streaming_pass(tmp_path: Path) ->
                              lambda: AlertRule(AlertSettings(min_duration_s=0.3)), settings={"x": 1},
                              progress=lambda s: None)
     assert calls == [] and again["summary"] == s
+    runs = [ab.ModeRun.from_npz(p) for p in (tmp_path / "cache" / "results").glob("*.npz")]
+    assert len(runs) == 2 and all(a.raised_s is not None and a.raised_s >= a.alert_s for r in runs for a in r.alerts)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -38,7 +38,8 @@ Metrics (:func:`match_alerts`, :func:`summarise`)
     overlapping no widened event span is a false event, unless its anomalous run starts during a clip
     join's cross-fade or within 1 s after it (``join_alerts``, reported apart: an artefact of the benchmark). ``false_events_per_hour`` = false events / hours of
     normal footage (frames outside event spans, warm-up included); ``flagged_normal_frames`` = share of
-    processed normal frames flagged; ``event_recall``; ``median_delay_s`` = alert time minus event start
+    processed normal frames flagged; ``event_recall``; ``median_delay_s`` = stream time when the alert is raised
+    (newest frame handed to the processor then: the head's smoothing delay included) minus event start
     (clamped at 0) over found events; ``auc`` = frame ROC AUC of scored frames, normal vs labelled anomalous.
     Breakdowns per nuisance (false events whose alert overlaps the nuisance, their rate per hour of that
     nuisance, flagged share, recall of events overlapping it; ``clean`` = no nuisance) and per event kind.
@@ -686,11 +687,19 @@ class Rule(Protocol):
 
 @dataclass(frozen=True)
 class Alert:
-    """One alert of the rule: the anomalous run began at ``start_s``, the alert fired at ``alert_s``."""
+    """One alert of the rule: the anomalous run began at ``start_s`` and the rule fired on the frame of
+    ``alert_s`` (frame times); ``raised_s`` is the stream time of the newest frame handed to the processor at that
+    moment, so it includes the head's output delay (its centred smoothing)."""
 
     start_s: float
     alert_s: float
     end_s: float
+    raised_s: float | None = None
+
+    @property
+    def fired_s(self) -> float:
+        """When a user sees the alert, in stream time (``alert_s`` when ``raised_s`` was not recorded)."""
+        return self.alert_s if self.raised_s is None else self.raised_s
 
 
 @dataclass
@@ -708,14 +717,14 @@ class ModeRun:
 
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, processed=self.processed, score=self.score, flagged=self.flagged,
-                     alerts=np.array([[a.start_s, a.alert_s, a.end_s] for a in self.alerts],
-                                     np.float64).reshape(-1, 3), wall_s=np.float64(self.wall_s))
+                     alerts=np.array([[a.start_s, a.alert_s, a.end_s, a.fired_s] for a in self.alerts],
+                                     np.float64).reshape(-1, 4), wall_s=np.float64(self.wall_s))
 
     @classmethod
     def from_npz(cls, path: Path) -> ModeRun:
         z = np.load(path, allow_pickle=False)
         return cls(z["processed"], z["score"], z["flagged"], [Alert(*map(float, a)) for a in z["alerts"]],
-                   float(z["wall_s"]))
+                   float(z["wall_s"]))  # results of before raised_s have 3 columns: raised_s stays None
 
 
 def live_schedule(n_frames: int, fps: float, slowdown: float, seed: int) -> np.ndarray:
@@ -744,8 +753,8 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
     processed = np.zeros(n_frames, bool)
     score = np.full(n_frames, np.nan)
     flagged = np.zeros(n_frames, bool)
-    alerts: list[dict[str, Any]] = []
-    last_t = 0.0
+    alerts: list[tuple[dict[str, Any], float]] = []
+    last_t = now_s = 0.0
 
     def handle(results: list[Any]) -> None:
         nonlocal last_t
@@ -759,8 +768,8 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
             flagged[i] = bool(r.is_anomaly)
             last_t = float(r.frame.timestamp_s)
             started, _ended = rule.update(last_t, bool(r.is_anomaly), r.anomaly_score)
-            if started is not None:
-                alerts.append(started)  # the rule fills in end_s on this same record when the run ends
+            if started is not None:  # the rule fills in end_s on this same record when the run ends
+                alerts.append((started, max(now_s, last_t)))
 
     t0 = t_note = time.perf_counter()
     with open_source(video) as src:
@@ -769,6 +778,7 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
                 break
             if keep is not None and not keep[frame.frame_index]:
                 continue
+            now_s = float(frame.timestamp_s)
             handle(processor.step(frame))
             if progress is not None and time.perf_counter() - t_note > every_s:
                 t_note = time.perf_counter()
@@ -776,7 +786,8 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
                          f"{int(processed.sum()) / (t_note - t0):.1f} frames/s")
         handle(processor.finish())
     wall = time.perf_counter() - t0
-    out = [Alert(float(a["start_s"]), float(a["alert_s"]), float(a.get("end_s", last_t))) for a in alerts]
+    out = [Alert(float(a["start_s"]), float(a["alert_s"]), float(a.get("end_s", last_t)), raised)
+           for a, raised in alerts]
     return ModeRun(processed, score, flagged, out, wall)
 
 
@@ -802,8 +813,9 @@ def match_alerts(alerts: Sequence[Alert], events: Sequence[tuple[float, float]],
 
 def detection_delays(alerts: Sequence[Alert], events: Sequence[tuple[float, float]],
                      found: Sequence[int | None]) -> list[float]:
-    """Seconds from each found event's start to its alert (clamped at 0: an alert just before counts as 0)."""
-    return [max(0.0, alerts[i].alert_s - e[0]) for e, i in zip(events, found, strict=True) if i is not None]
+    """Seconds from each found event's start to its alert being raised (:attr:`Alert.fired_s`; clamped at 0: an
+    alert just before counts as 0)."""
+    return [max(0.0, alerts[i].fired_s - e[0]) for e, i in zip(events, found, strict=True) if i is not None]
 
 
 def _rate(n: int, hours: float) -> float | None:
@@ -897,7 +909,7 @@ def measure(truth: StreamTruth, run: ModeRun, tolerance_s: float, acc: StreamMet
         k["events"] += 1
         if f is not None:
             k["found"] += 1
-            k["delays"].append(max(0.0, run.alerts[f].alert_s - e.seconds(fps)[0]))
+            k["delays"].append(max(0.0, run.alerts[f].fired_s - e.seconds(fps)[0]))
     return m
 
 
