@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:
         from vidseq.errors import VidseqError
 
-        if not isinstance(exc, (VidseqError, OSError, ValueError)):
+        if not isinstance(exc, (VidseqError, OSError, ValueError, RuntimeError)):
             raise
         print(f"eval_alarms: error: {exc}", file=sys.stderr)
         return 2

@@ -4,6 +4,9 @@ through the real streaming pass (FrameProcessor + the monitor's AlertRule) on ge
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -90,6 +93,15 @@ def test_scene_cut_mirrors_the_stream_inside_its_span() -> None:
     assert np.array_equal(out[2], frame[:, ::-1]) and not np.array_equal(out[2], frame)
 
 
+def test_clip_joins_cross_fade_from_the_last_frame() -> None:
+    a, b = np.zeros((H, W, 3), np.uint8), np.full((H, W, 3), 200, np.uint8)
+    truth = ab.StreamTruth(0, 10.0, (W, H), np.zeros(10, np.int64), [], [ab.Span("clip_join", 4, 7, {})],
+                           [ab.Span("clip", 0, 4, {"clip": "a"}), ab.Span("clip", 4, 10, {"clip": "b"})])
+    stats = ab.SceneStats([], np.zeros((H, W), np.float32), np.full(8, 1 / 8), 0.2)
+    means = [f.mean() for f in ab.render_frames(truth, [], stats, lambda n: [a] * 4 if n == "a" else [b] * 6)]
+    np.testing.assert_allclose(means, [0, 0, 0, 0, 50, 100, 150, 200, 200, 200], atol=1)
+
+
 # --------------------------------------------------------------------------------------------- injection
 
 
@@ -168,6 +180,9 @@ def test_event_matching_false_events_and_delay() -> None:
     found, false = ab.match_alerts(alerts, events, tolerance_s=1.0)
     assert found == [1, 3, None] and false == [True, False, True, False]
     assert ab.detection_delays(alerts, events, found) == pytest.approx([1.5, 0.4])
+    # the delay counts until the alert is raised (the head's smoothing holds results back), when recorded
+    late = [ab.Alert(10.5, 11.5, 13.0, raised_s=12.4)]
+    assert ab.detection_delays(late, events[:1], [0]) == pytest.approx([2.4])
     found0, false0 = ab.match_alerts(alerts, [(40.0, 41.0)], tolerance_s=0.0)
     assert found0 == [None] and all(false0)
 
@@ -193,6 +208,11 @@ def test_measure_counts_false_events_per_hour_recall_and_flags() -> None:
     assert s["by_nuisance"]["noise"]["false_events"] == 1 and s["by_nuisance"]["clean"]["false_events"] == 0
     assert s["by_nuisance"]["noise"]["false_events_per_hour"] == pytest.approx(3600 / 30, rel=1e-3)
     assert s["by_kind"]["fast_object"]["event_recall"] == 1.0 and s["by_kind"]["oversize"]["event_recall"] == 0.0
+    # an alert whose run starts at a clip join is counted apart, not as a false event
+    truth.nuisances.append(ab.Span("clip_join", 3000, 3010))
+    run.alerts.append(ab.Alert(300.5, 301.5, 302.0))
+    s2 = ab.summarise(ab.measure(truth, run, tolerance_s=1.0))
+    assert s2["false_events"] == 1 and s2["join_alerts"] == 1 and s2["by_nuisance"]["clip_join"]["false_events"] == 1
 
 
 def test_live_schedule_drops_frames_like_a_slow_consumer() -> None:
@@ -221,6 +241,7 @@ def test_config_and_data_errors(tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_benchmark_runs_end_to_end_through_the_streaming_pass(tmp_path: Path) -> None:
     from vidseq.config import with_overrides
     from vidseq.monitor import AlertRule, AlertSettings
@@ -264,3 +285,24 @@ def test_benchmark_runs_end_to_end_through_the_streaming_pass(tmp_path: Path) ->
                              lambda: AlertRule(AlertSettings(min_duration_s=0.3)), settings={"x": 1},
                              progress=lambda s: None)
     assert calls == [] and again["summary"] == s
+    runs = [ab.ModeRun.from_npz(p) for p in (tmp_path / "cache" / "results").glob("*.npz")]
+    assert len(runs) == 2 and all(a.raised_s is not None and a.raised_s >= a.alert_s for r in runs for a in r.alerts)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["{missing}"], "no such folder"),
+    (["{empty}"], "no train/"),
+    (["{empty}", "--seed-set", "report", "--seeds", "99"], "seeds must be"),
+    (["{empty}", "--modes", "offline"], "modes"),
+])
+def test_script_errors_are_one_line_and_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    root = Path(__file__).resolve().parents[2]
+    (tmp_path / "empty").mkdir()
+    argv = [a.format(missing=tmp_path / "nope", empty=tmp_path / "empty") for a in args]
+    res = subprocess.run([sys.executable, str(root / "scripts" / "eval_alarms.py"), *argv,
+                          "--cache-dir", str(tmp_path / "cache")], capture_output=True, text=True,
+                         timeout=120, check=False, env={**os.environ, "PYTHONPATH": str(root)})
+    assert res.returncode == 2, res.stderr
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("eval_alarms: error:") and message in lines[0], res.stderr
+    assert res.stdout == ""
