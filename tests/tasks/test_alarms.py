@@ -239,11 +239,16 @@ def test_saved_normality_loads_weights_only_and_resumes_scoring(tmp_path: Path) 
     path = on.save(tmp_path / "cam.pt")
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["extra"]["mode"] == "unsupervised-online" and len(ckpt["extra"]["normal"]) >= 1
-    back = OnlineNormality.load(path, 10.0, NormalitySettings(fit_s=5.0))
+    back = OnlineNormality.load(path, 10.0, NormalitySettings(fit_s=5.0, update_every_s=10.0))
     assert back.state == "scoring" and back.threshold == pytest.approx(on.threshold)
     a = [r.score for f in frames[80:] for r in on.push(f)]
     b = [r.score for f in frames[80:] for r in back.push(f)]
     assert len(b) > 20 and np.allclose(a[-20:], b[-20:])  # same model, same scores
+    later = synthetic_frames(200, dt_s=0.1, seed=2)
+    for f in later:  # a restored normality keeps adapting
+        f.timestamp_s += 12.0
+        back.push(f)
+    assert back.updates >= 1
 
 
 def test_monitor_learns_in_stream_time_saves_and_reuses_normality(tmp_path: Path, make_video) -> None:

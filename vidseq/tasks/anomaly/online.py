@@ -282,6 +282,8 @@ class OnlineNormality:
             return out
         self._feats[self._pos] = f
         self._pos += 1
+        if self._next_update_s is None:  # restored from a file: updates count from its first frame
+            self._next_update_s = float(f.timestamp_s) + self.s.update_every_s
         out.extend(self._rows(self.scorer.push(f)))
         if self.s.adapt and self._next_update_s is not None and f.timestamp_s >= self._next_update_s:
             out.extend(self.update())
