@@ -369,3 +369,44 @@ def test_train_anomaly_on_a_folder_of_normal_clips_without_a_manifest(tmp_path: 
     empty = tmp_path / "empty"
     empty.mkdir()
     assert main(["train", "anomaly", "--normal-dir", str(empty), "--out", str(tmp_path / "r2")]) == 2
+
+
+def test_a_trained_model_gets_this_streams_threshold_for_the_budget(tmp_path: Path) -> None:
+    """A model trained on a quieter scene (2 walkers) alarms all the time on a busier one (6 walkers) with its
+    checkpoint threshold; with stream_threshold (default) the first fit_s seconds set the threshold for the
+    budget and only the fast object alarms."""
+    from vidseq.models.anomaly.fit import fit_anomaly_model
+    from vidseq.tasks.anomaly.features import features_from_frames
+    from vidseq.tasks.anomaly.head import AnomalyHead, AnomalySettings
+    from vidseq.tasks.stream import FrameResult
+    from vidseq.tracking.tracks import Detections
+    from vidseq.train.checkpoint import save_checkpoint
+    from vidseq.video.sources import Frame
+
+    quiet = [features_from_frames(scene_frames(Scene(seconds=15, walkers=2, speed_px=1.0, seed=s)), CFG, fps=FPS)
+             for s in (20, 21)]
+    model, cal, _ = fit_anomaly_model(CFG, quiet[:1], quiet[1:])
+    ckpt = save_checkpoint(tmp_path / "m.pt", model=model, model_name="anomaly_fusion",
+                           model_config=model.model_config(), extra={"calibration": cal.to_dict(), "mode": "trained"})
+    busy = scene_frames(Scene(seconds=50, walkers=6, speed_px=1.8, fast=(40.0, 43.0), seed=22))
+
+    class Ctx:
+        fps = FPS
+
+        def pending(self, frame_index: int) -> None:
+            return None
+
+    def run(stream_threshold: bool) -> AnomalyHead:
+        head = AnomalyHead(AnomalySettings(model=str(ckpt), fit_s=20.0, stream_threshold=stream_threshold), FPS)
+        for i, im in enumerate(busy):
+            frame = Frame(im, i, i / FPS)
+            head.step(FrameResult(frame, Detections.empty(i, i / FPS), np.zeros(4, np.float32)), Ctx())
+        head.finish(Ctx())
+        return head
+
+    fixed, per_stream = run(False), run(True)
+    assert any(e["start_s"] < 39.0 for e in fixed.events())  # false alarms on the busier scene
+    ev = [(e["start_s"], e["end_s"]) for e in per_stream.events()]
+    assert ev and all(overlaps(e, (40.0, 43.0)) for e in ev)
+    d = per_stream.describe()["stream_threshold"]
+    assert d["threshold"] >= d["checkpoint_threshold"] and d["fitted_at_s"] == pytest.approx(20.0, abs=0.6)

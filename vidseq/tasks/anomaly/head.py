@@ -63,6 +63,10 @@ class AnomalySettings:
         update_every_s, memory_s, guard_s, relearn_s: see :class:`NormalitySettings`.
         camera_compensation: ``auto`` (on without a trained model, off with one), ``on`` or ``off``.
         camera: the compensation settings (:class:`vidseq.features.camera.CameraConfig`).
+        stream_threshold: with a trained model, set the threshold from the first ``fit_s`` seconds of this
+            stream's own scores for the ``false_alarms_per_hour`` budget (never below the checkpoint's; those
+            seconds are scored but raise no alarm): a model trained on other footage meets this camera's
+            statistics.
         save_model: write the learnt normality here after each fit/update and at the end.
         feedback_dir: run folder whose ``events.jsonl`` false-alarm feedback is learnt as normal (monitor).
     """
@@ -79,6 +83,7 @@ class AnomalySettings:
     relearn_s: float | None = None
     camera_compensation: str = "auto"
     camera: CameraConfig = field(default_factory=CameraConfig)
+    stream_threshold: bool = True
     save_model: str | None = None
     feedback_dir: str | None = None
 
@@ -147,6 +152,9 @@ class AnomalyHead:
         self.scored_ts: list[float] = []
         self.scored: list[float] = []
         self._flags: list[bool] = []
+        self._calibrating = trained and settings.stream_threshold
+        self._first_ts: float | None = None
+        self.stream_calibration: dict[str, Any] | None = None
         self._feedback_seen: set[str] = set()
         self._next_feedback_s = 0.0
         self._saved_at: tuple[int, str | None] | None = None
@@ -176,11 +184,16 @@ class AnomalyHead:
                 d["not_scored"] = self.online.fit_info["not_scored"]
         else:
             d["calibration"] = None if self.cal is None else self.cal.to_dict()
+            if self.settings.stream_threshold:
+                d["stream_threshold"] = self.stream_calibration or {
+                    "state": f"learning this stream's threshold: scored, no alarms for the first {self.fit_s:g} s"}
         return d
 
     def status_text(self) -> str:
         if self.online is not None:
             return self.online.status_text()
+        if self._calibrating and self.scored_ts and self._first_ts is not None:
+            return f"learning this camera's threshold: {self.scored_ts[-1] - self._first_ts:.0f}/{self.fit_s:g} s"
         return "anomaly: warming up"
 
     def step(self, result: FrameResult, ctx: StreamContext) -> None:
@@ -234,8 +247,35 @@ class AnomalyHead:
         assert self.cal is not None
         for sf in scored:
             s = float(sf.score)
+            if self._calibrating:
+                self._first_ts = sf.timestamp_s if self._first_ts is None else self._first_ts
+                self._record(sf.frame_index, sf.timestamp_s, s, False, ctx)
+                if sf.timestamp_s - self._first_ts >= self.fit_s - 1e-9:
+                    self._set_stream_threshold(sf.timestamp_s)
+                continue
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
             self._record(sf.frame_index, sf.timestamp_s, s, self._on, ctx)
+
+    def _set_stream_threshold(self, now_s: float) -> None:
+        """Trained model: threshold pair for this stream's budget, from its first fit_s seconds of scores."""
+        from vidseq.models.anomaly.threshold import budget_calibration
+
+        assert self.cal is not None
+        self._calibrating = False
+        scores = np.array(self.scored, np.float64)
+        scores = scores[np.isfinite(scores)]
+        if len(scores) < 10:
+            return
+        cal, tail = budget_calibration(scores, self.fps, self.settings.false_alarms_per_hour,
+                                       min_duration_s=self.cal.min_duration_s, merge_gap_s=self.cal.merge_gap_s)
+        before = self.cal.threshold
+        self.cal = replace(self.cal, threshold=max(before, cal.threshold),
+                           low_threshold=max(self.cal.low_threshold, cal.low_threshold))
+        self.stream_calibration = {"checkpoint_threshold": before, "budget_threshold": cal.threshold,
+                                   "threshold": self.cal.threshold, "fitted_at_s": round(now_s, 3),
+                                   "frames": int(len(scores)), "tail": tail.to_dict()}
+        log.info("anomaly: threshold for this stream %.3f (checkpoint %.3f, budget %g false alarms/h)",
+                 self.cal.threshold, before, self.settings.false_alarms_per_hour)
 
     def _record(self, frame_index: int, timestamp_s: float, score: float, flag: bool, ctx: StreamContext) -> None:
         self.scored_index.append(frame_index)
@@ -254,7 +294,7 @@ class AnomalyHead:
         if self.cal is None or not self.scored:
             return []
         evs = find_events(np.array(self.scored), self.cal, fps=self.fps, frame_index=np.array(self.scored_index),
-                          timestamp_s=np.array(self.scored_ts))
+                          timestamp_s=np.array(self.scored_ts), flags=np.array(self._flags))
         return [{"id": i + 1, **e.to_dict()} for i, e in enumerate(evs)]
 
 
