@@ -273,7 +273,7 @@ class AnomalyHead:
                            low_threshold=max(self.cal.low_threshold, cal.low_threshold))
         self.stream_calibration = {"checkpoint_threshold": before, "budget_threshold": cal.threshold,
                                    "threshold": self.cal.threshold, "fitted_at_s": round(now_s, 3),
-                                   "frames": int(len(scores)), "tail": tail.to_dict()}
+                                   "frames": len(scores), "tail": tail.to_dict()}
         log.info("anomaly: threshold for this stream %.3f (checkpoint %.3f, budget %g false alarms/h)",
                  self.cal.threshold, before, self.settings.false_alarms_per_hour)
 
