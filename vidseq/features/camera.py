@@ -14,8 +14,8 @@
     Camera shake and slow pans: the dominant image motion between consecutive frames is estimated
     from tracked corners (``cv2.goodFeaturesToTrack`` + pyramidal Lucas-Kanade +
     ``cv2.estimateAffinePartial2D`` with RANSAC: a similarity transform that the static background,
-    the majority of points, agrees on) and its flow field is subtracted from the dense flow, so
-    only motion relative to the scene remains. The border the shift uncovers is zeroed.
+    the majority of points, agrees on); the previous frame is warped onto the current one with it before
+    dense flow, so only motion relative to the scene remains. The border the shift uncovers is zeroed.
 ``scene_cut``
     Cuts (another camera, a moved PTZ, a switched stream): the Pearson correlation of small blurred
     thumbnails of consecutive frames (invariant to exposure, tolerant to shake) falls below
@@ -28,7 +28,7 @@ Example::
     prev = comp.prepare(gray0)
     cur = comp.prepare(gray1)
     motion = comp.motion(prev, cur)           # CameraMotion: affine (2, 3), cut, inlier share
-    flow = comp.compensate(flow, motion)      # dense flow minus the dominant motion
+    prev_on_cur = comp.warp_previous(prev, motion)   # dense flow between prev_on_cur and cur: scene motion only
 """
 
 from __future__ import annotations
@@ -179,17 +179,16 @@ class CameraCompensator:
             return CameraMotion(None, shift, n_in, len(p0), corr, False)
         return CameraMotion(a, shift, n_in, len(p0), corr, False)
 
-    def compensate(self, flow: np.ndarray, motion: CameraMotion) -> np.ndarray:
-        """Dense ``flow`` ``(h, w, 2)`` minus the camera's motion; the uncovered border is zeroed."""
+    def mask_border(self, flow: np.ndarray, motion: CameraMotion) -> np.ndarray:
+        """Zero the border the camera's motion uncovered (no valid correspondence there)."""
         if motion.affine is None:
             return flow
-        out = flow - affine_flow(motion.affine, flow.shape[:2])
         b = int(np.ceil(motion.shift_px)) + 2
-        out[:b] = 0
-        out[-b:] = 0
-        out[:, :b] = 0
-        out[:, -b:] = 0
-        return out
+        flow[:b] = 0
+        flow[-b:] = 0
+        flow[:, :b] = 0
+        flow[:, -b:] = 0
+        return flow
 
     def warp_previous(self, prev: np.ndarray, motion: CameraMotion) -> np.ndarray:
         """The previous frame moved onto the current one (for frame differences)."""

@@ -238,11 +238,15 @@ class MotionExtractor:
             valid = not cut
         if valid:
             assert self._prev is not None
-            flow = self._flow(self._prev, gray).astype(np.float32, copy=False)
             prev = self._prev
             if self.camera is not None and cam is not None and cam.affine is not None:
-                flow = self.camera.compensate(flow, cam)
+                # the previous frame is moved onto this one first, so flow sees only motion in the scene
+                # (subtracting the camera's flow afterwards leaves it wherever the texture is too flat for
+                # dense flow to have followed the shift)
                 prev = self.camera.warp_previous(prev, cam)
+            flow = self._flow(prev, gray).astype(np.float32, copy=False)
+            if self.camera is not None and cam is not None and cam.affine is not None:
+                flow = self.camera.mask_border(flow, cam)
             diff = np.abs(gray.astype(np.float32) - prev.astype(np.float32)) * (1.0 / 255.0)
         else:
             flow = np.zeros((h, w, 2), np.float32)
