@@ -155,7 +155,8 @@ class ScoreJob:
 
     out: Path
     model: Path | None = None
-    unsupervised: Any = None  # AnomalyConfig for --unsupervised
+    unsupervised: Any = None  # AnomalyConfig for --unsupervised (None with settings: the default process uses)
+    settings: Any = None  # NormalitySettings: --unsupervised (warm-up rule and false-alarm budget)
     fit_seconds: float | None = None
     max_frames: int | None = None
     device: str = "cpu"
@@ -166,7 +167,7 @@ class ScoreJob:
     def __post_init__(self) -> None:
         from vidseq.errors import ConfigError
 
-        if (self.model is None) == (self.unsupervised is None):
+        if (self.model is None) == (self.unsupervised is None and self.settings is None):
             raise ConfigError("give either --model CKPT or --unsupervised")
 
     def setup(self) -> None:
@@ -203,6 +204,7 @@ class ScoreJob:
             return None
         blob = {"content": content, "model_sha256": self._state.get("model_sha256"),
                 "unsupervised": None if self.unsupervised is None else to_dict(self.unsupervised),
+                "normality": None if self.settings is None else to_dict(self.settings),
                 "fit_seconds": self.fit_seconds, "max_frames": self.max_frames,
                 "device": self.device if self.model is not None else None, "version": __version__}
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
@@ -251,9 +253,9 @@ class ScoreJob:
                 if count % 100 == 0:
                     fh.flush()
 
-            if self.unsupervised is not None:
+            if self.model is None:
                 result = score_video_unsupervised(source, self.unsupervised, fit_seconds=self.fit_seconds,
-                                                  on_row=on_row, max_frames=self.max_frames)
+                                                  on_row=on_row, max_frames=self.max_frames, settings=self.settings)
             else:
                 result = score_video(source, self._state["model"], self._state["calibration"], on_row=on_row,
                                      max_frames=self.max_frames, device=self.device)
@@ -265,8 +267,10 @@ class ScoreJob:
         atomic_write_json(json_path, doc)
         flagged = sum(r.is_anomaly for r in result.rows)
         label = "UNSUPERVISED " if result.mode != "trained" else ""
+        thr = "none" if result.calibration is None else f"{result.calibration.threshold:.4g}"
         line = (f"{label}mode={result.mode} frames={len(result.rows)} flagged={flagged} "
-                f"events={len(result.events)} threshold={result.calibration.threshold:.4g}\n"
-                f"wrote {csv_path} and {json_path}")
+                f"events={len(result.events)} threshold={thr}\n"
+                + (f"note: {result.info['not_scored']}\n" if result.info.get("not_scored") else "")
+                + f"wrote {csv_path} and {json_path}")
         return VideoResult(str(source), stem, str(json_path), "complete", len(result.rows),
                            round(time.perf_counter() - t0, 3), line)

@@ -23,7 +23,7 @@ import signal
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -338,8 +338,10 @@ class CameraMonitor:
             event = next((e for e in self._events if e["id"] == event_id), None)
             if event is None:
                 return None
-        record = {"type": "feedback", "id": event_id, "label": label,
-                  "wall_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        # the same record as `vidseq feedback`: a false alarm's span is learnt as normal by the anomaly head
+        record = {"type": "feedback", "id": event_id, "event_id": event_id, "label": label,
+                  "start_s": event.get("start_s"), "end_s": event.get("end_s"), "clip": event.get("clip"),
+                  "source": self.source, "wall_time": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         self._log.write(record)
         with self._lock:
             event["feedback"] = label
@@ -494,7 +496,10 @@ class _PipelineContext:
         cfg = cam.cfg
         from vidseq.video.sources import source_kind
 
-        self.proc = FrameProcessor(cfg.pipeline, info.fps,
+        pipeline = cfg.pipeline
+        if pipeline.anomaly.feedback_dir is None:  # false alarms marked with `vidseq feedback` are learnt as normal
+            pipeline = replace(pipeline, anomaly=replace(pipeline.anomaly, feedback_dir=str(cam.out)))
+        self.proc = FrameProcessor(pipeline, info.fps,
                                    frame_hw=(info.height, info.width) if info.height and info.width else None,
                                    calibration_source=cam.source if source_kind(cam.source) in ("file", "folder")
                                    else None)
@@ -577,7 +582,9 @@ class _PipelineContext:
                     stop.set()
             if stats.frames % 50 == 0:
                 stats.profile = self.proc.profile(stats.frames, self.stage_s)
-                atomic_write_json(status_path, {**cam._base, "status": "running", **stats.summary()})
+                # heads' state refreshed: "learning 42/120 s", then the threshold
+                atomic_write_json(status_path, {**cam._base, **self.proc.describe(), "status": "running",
+                                                **stats.summary()})
                 forget_finished_tracks(self.proc, frame.timestamp_s)
             if now - self.last_log >= STATUS_LOG_INTERVAL_S:  # without a terminal, a service log shows it is alive
                 self.last_log = now
@@ -638,7 +645,11 @@ class _PipelineContext:
         self._close_clip()
         if self.proc is not None:
             self.cam.stats.profile = self.proc.profile(self.cam.stats.frames, self.stage_s)
-            self.proc.close()
+            try:
+                self.proc.finish()  # heads complete (the anomaly head saves its normality when asked to)
+                self.cam._base = {**self.cam._base, **self.proc.describe()}
+            finally:
+                self.proc.close()
         if self.proc is not None and self.cam.cfg.show:
             try:
                 import cv2

@@ -418,7 +418,11 @@ def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, k
                 bar.update(1)
                 now = time.perf_counter()
                 if now - last_flush > 2.0:
-                    summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2))
+                    summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2),
+                                   heads=proc.describe()["heads"])  # e.g. "learning normality: 42/120 s"
+                    anomaly = proc.head("anomaly")
+                    if anomaly is not None and hasattr(anomaly, "status_text"):
+                        bar.set_postfix_str(anomaly.status_text(), refresh=False)
                     atomic_write_json(summary_path, summary)
                     last_flush = now
                 if log_every_s is not None and now - last_log >= log_every_s:

@@ -47,9 +47,31 @@ def test_unsupervised_mode_is_labelled(tmp_path: Path, capsys: pytest.CaptureFix
     video = write_video(tmp_path / "u.avi", n_frames=16)
     assert main(["-q", "score", str(video), "--unsupervised", "--fit-seconds", "1", "--out", str(tmp_path)]) == 0
     doc = json.loads((tmp_path / "u_events.json").read_text())
-    assert doc["mode"] == "unsupervised-first-1s" and "unsupervised" in doc["info"]["note"]
+    assert doc["mode"] == "unsupervised-online-1s" and "unsupervised" in doc["info"]["note"]
     assert "UNSUPERVISED" in capsys.readouterr().out
-    assert len(list(csv.DictReader((tmp_path / "u_scores.csv").open()))) == 16
+    rows = list(csv.DictReader((tmp_path / "u_scores.csv").open()))
+    assert [int(r["frame_index"]) for r in rows] == list(range(10, 16))  # the 1 s warm-up is learnt, not scored
+    assert doc["info"]["normality"]["state"] == "scoring" and doc["threshold"] is not None
+
+
+def test_unsupervised_clip_shorter_than_the_warmup_says_nothing_was_scored(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The default warm-up (the same as process and monitor) is longer than this clip: no rows, and why."""
+    video = write_video(tmp_path / "s.avi", n_frames=16)
+    assert main(["-q", "score", str(video), "--unsupervised", "--out", str(tmp_path)]) == 0
+    doc = json.loads((tmp_path / "s_events.json").read_text())
+    assert doc["threshold"] is None and doc["events"] == [] and doc["frames"] == 0
+    assert "nothing scored" in doc["info"]["not_scored"] and "60 s" in doc["info"]["not_scored"]
+    assert "nothing scored" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("flag", ["--fit-seconds", "--false-alarms-per-hour"])
+def test_non_positive_durations_are_one_line_errors(flag: str, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    video = write_video(tmp_path / "z.avi", n_frames=4)
+    assert main(["score", str(video), "--unsupervised", flag, "0", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("vidseq score: error:") and flag in err and "\n" not in err
 
 
 @pytest.mark.parametrize("case", ["no_model_flag", "both", "empty", "other_size", "bad_ckpt"])

@@ -29,6 +29,7 @@ COMMANDS: Registry[ModuleType] = Registry("command", {
     "caption": "vidseq.cli.caption",
     "process": "vidseq.cli.process",
     "monitor": "vidseq.cli.monitor",
+    "feedback": "vidseq.cli.feedback",
 })
 
 

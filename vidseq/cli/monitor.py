@@ -29,8 +29,11 @@ def register(sub: argparse._SubParsersAction) -> argparse.ArgumentParser:
                            "each camera writes to OUT/<name>/")
     p.add_argument("--out", "-o", type=Path, default=Path("runs/monitor"), metavar="DIR",
                    help="folder for events.jsonl, event clips and monitor_summary.json (default runs/monitor)")
-    p.add_argument("--anomaly-model", default=None, help="checkpoint from `vidseq train anomaly` "
-                   "(default: learn normality from the first anomaly.fit_s seconds)")
+    p.add_argument("--anomaly-model", default=None, metavar="PATH",
+                   help="trained checkpoint, or a normality saved with --save-model (reused: no warm-up; default: "
+                        "learn normality from the first anomaly.fit_s seconds)")
+    p.add_argument("--save-model", default=None, metavar="PATH",
+                   help="save this camera's learnt normality here (after the warm-up, each update and at the end)")
     p.add_argument("--duration", type=float, default=None, metavar="S",
                    help="stop after S seconds (> 0; default: until the source ends or Ctrl-C)")
     p.add_argument("--realtime", dest="realtime", action="store_const", const=True, default=None,
@@ -55,7 +58,8 @@ def run(args: argparse.Namespace) -> int:
     from vidseq.io import remove_if_empty
     from vidseq.monitor import MonitorConfig
 
-    flags = {"pipeline.anomaly.model": args.anomaly_model, "duration_s": args.duration, "realtime": args.realtime,
+    flags = {"pipeline.anomaly.model": args.anomaly_model, "pipeline.anomaly.save_model": args.save_model,
+             "duration_s": args.duration, "realtime": args.realtime,
              "show": args.show, "pipeline.device": args.device,
              "pipeline.runtime": args.runtime, "pipeline.precision": args.precision}
     web = None

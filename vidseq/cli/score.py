@@ -2,8 +2,10 @@
 
 Per video, writes ``DIR/<stem>_scores.csv`` (``frame_index,timestamp_s,score,is_anomaly``; rows are flushed as
 they are scored, into a temporary file renamed at the end) and ``DIR/<stem>_events.json`` (threshold,
-events, mode). ``--unsupervised`` needs no model: normality is fitted on the video itself (the first
-``--fit-seconds``, or the whole file) and the outputs say ``"mode": "unsupervised-..."``.
+events, mode). ``--unsupervised`` needs no model: normality is learnt from the first ``--fit-seconds`` of the video's
+timestamps (default ``anomaly.fit_s``, the same rule as ``process`` and ``monitor``), those seconds are
+not scored, and the outputs say ``"mode": "unsupervised-online-<N>s"``; a shorter video is not scored
+and the events JSON says why.
 A video already scored with the same content and settings is skipped (``--force`` redoes it);
 ``--ray`` spreads the videos over Ray workers (docs/cluster.md).
 
@@ -42,9 +44,13 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--unsupervised", action="store_true",
                    help="no model: fit normality on this video itself (labelled as such in the outputs)")
     p.add_argument("--fit-seconds", type=float, default=None, metavar="S",
-                   help="unsupervised: fit on the first S seconds (default: the whole video)")
+                   help="unsupervised: learn normality from the first S seconds of video time (default: "
+                        "anomaly.fit_s, as in process and monitor)")
+    p.add_argument("--false-alarms-per-hour", type=float, default=None, metavar="N",
+                   help="unsupervised: false-alarm budget that sets the threshold (default 1)")
     p.add_argument("--config", type=Path, default=None, metavar="YAML",
-                   help="unsupervised: task config whose 'model' section is used (default configs/anomaly.yaml)")
+                   help="unsupervised: task config whose 'model' section is used (default: the model process "
+                        "uses without a checkpoint)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="unsupervised: override a key of that config (repeatable), e.g. "
                         "--set model.smooth_sigma_s=0.5 (a trained model's settings come from its checkpoint)")
@@ -65,24 +71,30 @@ def run(args: argparse.Namespace) -> int:
 
     if args.unsupervised == (args.model is not None):
         raise ConfigError("give either --model CKPT or --unsupervised")
-    if args.fit_seconds is not None and (not args.unsupervised or args.fit_seconds <= 0):
-        raise ConfigError("--fit-seconds needs --unsupervised and a positive value")
+    for flag, value in (("--fit-seconds", args.fit_seconds), ("--false-alarms-per-hour", args.false_alarms_per_hour)):
+        if value is not None and (not args.unsupervised or not value > 0):
+            raise ConfigError(f"{flag} needs --unsupervised and a positive value")
     if args.max_frames is not None and args.max_frames < 1:
         raise ConfigError(f"--max-frames must be >= 1, got {args.max_frames}")
     if args.overrides and not args.unsupervised:
         raise ConfigError("--set applies to --unsupervised; a trained model's settings come from its checkpoint")
-    unsupervised = None
+    unsupervised, settings = None, None
     if args.unsupervised:  # every setting is checked before any work or any file
-        from vidseq.cli.common import resolve_config
-        from vidseq.tasks.anomaly.config import AnomalyTaskConfig
+        from vidseq.tasks.anomaly.online import NormalitySettings
 
-        unsupervised = resolve_config(AnomalyTaskConfig, "anomaly", args, {}).model
+        if args.config is not None or args.overrides:
+            from vidseq.cli.common import resolve_config
+            from vidseq.tasks.anomaly.config import AnomalyTaskConfig
+
+            unsupervised = resolve_config(AnomalyTaskConfig, "anomaly", args, {}).model
+        settings = NormalitySettings(**({} if args.false_alarms_per_hour is None
+                                        else {"false_alarms_per_hour": args.false_alarms_per_hour}))
     sources = expand_sources(args.sources)
     files = [s for s in sources if source_kind(s) in ("file", "folder")]
     if files:
         check_single_source(files)
     job = ScoreJob(args.out, model=args.model, unsupervised=unsupervised, fit_seconds=args.fit_seconds,
-                   max_frames=args.max_frames, device=args.device, force=args.force)
+                   max_frames=args.max_frames, device=args.device, force=args.force, settings=settings)
     created = prepare_output_dir(args.out)  # an unwritable folder fails now, not after the scoring
     try:
         return run_jobs(job, sources, unique_stems(sources), args.out, args)

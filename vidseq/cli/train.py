@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from vidseq.config import default_config_path
+from vidseq.errors import ConfigError
 from vidseq.io import atomic_write_json
 
 
@@ -26,11 +27,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                     "last.pt, best.pt, metrics.csv, tb/ (TensorBoard) and config.yaml.",
         epilog="examples:\n  vidseq train anomaly --data ds/ped2 --config configs/anomaly.yaml --out runs/ped2\n"
                "  vidseq train anomaly --data ds/ped2 --out runs/ped2 --resume\n"
+               "  vidseq train anomaly --normal-dir my_camera_clips/ --out runs/cam\n"
                "  torchrun --nproc_per_node=2 -m vidseq train trajectory --data ds/eth --out runs/eth",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("task", metavar="TASK", help=f"task to train: {', '.join(TASKS)}")
-    p.add_argument("--data", type=Path, required=True, metavar="DATASET", help="dataset folder (with dataset.yaml)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--data", type=Path, metavar="DATASET", help="dataset folder (with dataset.yaml)")
+    src.add_argument("--normal-dir", type=Path, metavar="FOLDER",
+                     help="anomaly: a folder of your own normal clips (videos or image folders), no manifest needed")
     p.add_argument("--config", type=Path, default=None, metavar="YAML",
                    help="task config YAML (default: configs/TASK.yaml when present)")
     p.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="run directory (checkpoints, metrics.csv, tb/)")
@@ -56,11 +61,14 @@ def run(args: argparse.Namespace) -> int:
     from vidseq.registry import get_task_function
     from vidseq.train.distributed import is_main_process
 
+    if args.normal_dir is not None and args.task != "anomaly":
+        raise ConfigError("--normal-dir is for `vidseq train anomaly` (a folder of normal clips)")
     train = get_task_function(args.task, "train")
     if not is_main_process():  # under torchrun only rank 0 reports progress; other ranks keep warnings
         logging.getLogger().setLevel(max(logging.getLogger().level, logging.WARNING))
     config = args.config if args.config is not None else default_config_path(args.task)
-    metrics = train(args.data, args.out, config=config, overrides=list(args.overrides), resume=args.resume)
+    data = args.normal_dir if args.normal_dir is not None else args.data
+    metrics = train(data, args.out, config=config, overrides=list(args.overrides), resume=args.resume)
     if is_main_process():
         metrics = dict(metrics or {})
         print(format_metrics(metrics))

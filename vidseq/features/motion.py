@@ -31,6 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vidseq.errors import InputShapeError
+from vidseq.features.camera import CameraCompensator, CameraConfig, CameraMotion
 
 log = logging.getLogger(__name__)
 
@@ -105,7 +106,9 @@ class MotionFrame:
     gray: np.ndarray  # (h, w) uint8 working-resolution gray frame
     magnitude_map: np.ndarray  # (h // s, w // s) float32
     descriptor: np.ndarray  # (D,) float32
-    valid: bool  # False for the first frame (no previous frame, zero flow)
+    valid: bool  # False for the first frame (no previous frame, zero flow) and after a scene cut
+    cut: bool = False  # a scene cut between the previous frame and this one (camera compensation only)
+    camera_shift_px: float = 0.0  # the camera's own motion removed from ``flow`` (0: none)
 
 
 def cell_statistics(flow: np.ndarray, diff: np.ndarray, grid: tuple[int, int], threshold: float) -> np.ndarray:
@@ -157,10 +160,14 @@ class MotionExtractor:
 
     Args:
         cfg: :class:`MotionConfig`.
+        camera: camera-nuisance compensation (:mod:`vidseq.features.camera`: photometric normalisation,
+            denoising, removal of the camera's own motion, scene cuts); None = raw frames (the trained
+            models' features).
     """
 
-    def __init__(self, cfg: MotionConfig | None = None) -> None:
+    def __init__(self, cfg: MotionConfig | None = None, camera: CameraConfig | None = None) -> None:
         self.cfg = cfg or MotionConfig()
+        self.camera = CameraCompensator(camera) if camera is not None and camera.enabled else None
         self._prev: np.ndarray | None = None
         self._size: tuple[int, int] | None = None  # source (w, h)
         self._work: tuple[int, int] | None = None  # working (w, h)
@@ -218,12 +225,29 @@ class MotionExtractor:
     def step(self, image: np.ndarray, frame_index: int = 0, timestamp_s: float = 0.0) -> MotionFrame:
         """Measure motion between the previous frame and ``image`` (BGR or gray uint8)."""
         gray = self._gray(image)
+        if self.camera is not None:
+            gray = self.camera.prepare(gray)
         h, w = gray.shape
         valid = self._prev is not None
+        cut, shift = False, 0.0
+        cam: CameraMotion | None = None
+        if valid and self.camera is not None:
+            assert self._prev is not None
+            cam = self.camera.motion(self._prev, gray)
+            cut, shift = cam.cut, cam.shift_px
+            valid = not cut
         if valid:
             assert self._prev is not None
-            flow = self._flow(self._prev, gray).astype(np.float32, copy=False)
-            diff = np.abs(gray.astype(np.float32) - self._prev.astype(np.float32)) * (1.0 / 255.0)
+            prev = self._prev
+            if self.camera is not None and cam is not None and cam.affine is not None:
+                # the previous frame is moved onto this one first, so flow sees only motion in the scene
+                # (subtracting the camera's flow afterwards leaves it wherever the texture is too flat for
+                # dense flow to have followed the shift)
+                prev = self.camera.warp_previous(prev, cam)
+            flow = self._flow(prev, gray).astype(np.float32, copy=False)
+            if self.camera is not None and cam is not None and cam.affine is not None:
+                flow = self.camera.mask_border(flow, cam)
+            diff = np.abs(gray.astype(np.float32) - prev.astype(np.float32)) * (1.0 / 255.0)
         else:
             flow = np.zeros((h, w, 2), np.float32)
             diff = np.zeros((h, w), np.float32)
@@ -235,4 +259,5 @@ class MotionExtractor:
                          diff.mean()], np.float32)
         desc = np.concatenate([cells.reshape(-1), glob]).astype(np.float32)
         return MotionFrame(frame_index=int(frame_index), timestamp_s=float(timestamp_s), flow=flow, gray=gray,
-                           magnitude_map=pool_map(mag, self.cfg.map_stride), descriptor=desc, valid=valid)
+                           magnitude_map=pool_map(mag, self.cfg.map_stride), descriptor=desc, valid=valid, cut=cut,
+                           camera_shift_px=shift)

@@ -135,7 +135,7 @@ class Event:
 
 
 def find_events(scores: np.ndarray, cal: Calibration, *, fps: float, frame_index: np.ndarray | None = None,
-                timestamp_s: np.ndarray | None = None) -> list[Event]:
+                timestamp_s: np.ndarray | None = None, flags: np.ndarray | None = None) -> list[Event]:
     """Events from per-frame scores (hysteresis, merging of short gaps, minimum duration).
 
     Args:
@@ -143,6 +143,8 @@ def find_events(scores: np.ndarray, cal: Calibration, *, fps: float, frame_index
         cal: the calibration (thresholds and durations).
         fps: frame rate, to turn durations into frames.
         frame_index, timestamp_s: (T,) source frame numbers / times; default ``arange(T)`` / ``index / fps``.
+        flags: (T,) bool flags already decided (e.g. live, under thresholds that changed over time);
+            default ``cal.flags(scores)``.
     """
     s = np.asarray(scores, np.float64)
     if s.ndim != 1:
@@ -150,7 +152,9 @@ def find_events(scores: np.ndarray, cal: Calibration, *, fps: float, frame_index
     t = len(s)
     idx = np.arange(t) if frame_index is None else np.asarray(frame_index)
     ts = idx / max(fps, 1e-9) if timestamp_s is None else np.asarray(timestamp_s, np.float64)
-    flags = cal.flags(s)
+    flags = cal.flags(s) if flags is None else np.asarray(flags, bool)
+    if flags.shape != s.shape:
+        raise InputShapeError(f"flags {flags.shape} do not match scores {s.shape}")
     runs: list[list[int]] = []
     i = 0
     while i < t:

@@ -41,9 +41,33 @@ def clips_of(data: Path, splits: Sequence[str]) -> list[ClipRef]:
     return out
 
 
+def normal_clips_in(folder: Path) -> list[ClipRef]:
+    """Every video file (and image-sequence folder) directly in ``folder``, as normal training clips.
+
+    Raises:
+        DatasetError: no such folder, or nothing playable in it.
+    """
+    from vidseq.video.frames import VIDEO_EXTENSIONS, list_images
+
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such folder of normal clips")
+    refs = []
+    for p in sorted(folder.iterdir()):
+        if (p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS) or (p.is_dir() and list_images(p)):
+            refs.append(ClipRef(p.stem, p, "train"))
+    if not refs:
+        raise DatasetError(f"{folder}: no video files or image folders (normal clips) in it")
+    return refs
+
+
 def split_train_val(data: Path, val_clips: int) -> tuple[list[ClipRef], list[ClipRef]]:
-    train = clips_of(data, ["train"])
-    val = clips_of(data, ["val"])
+    """Training and validation clips of a dataset folder, or of a plain folder of normal clips (no
+    ``dataset.yaml``: every video in it is normal; the last ``val_clips`` are held out for validation)."""
+    if data.is_dir() and not (data / "dataset.yaml").is_file():
+        train, val = normal_clips_in(data), []
+    else:
+        train = clips_of(data, ["train"])
+        val = clips_of(data, ["val"])
     if not train:
         raise DatasetError(f"{data}: no 'train' clips")
     if not val and val_clips:

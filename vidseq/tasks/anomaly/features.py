@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from vidseq.errors import EmptyVideoError, InputShapeError, VidseqError
+from vidseq.features.camera import CameraConfig
 from vidseq.features.crops import CropEncoder
 from vidseq.features.motion import MotionConfig, MotionExtractor
 from vidseq.features.regions import (
@@ -79,13 +80,17 @@ class FeatureComputer:
         regions: moving-region settings, or None to skip regions (no objects / crops stream).
         backbone: a :class:`vidseq.features.backbones.Backbone` for appearance, or None.
         crops: a :class:`vidseq.features.crops.CropEncoder` for the regions' crops (needs ``regions``), or None.
+        camera: camera-nuisance compensation before flow (:mod:`vidseq.features.camera`), or None (raw
+            frames, as cached training features are computed). :attr:`last_cut` says whether the latest
+            frame followed a scene cut.
     """
 
     def __init__(self, motion: MotionConfig, regions: RegionConfig | None = None, backbone: Any = None,
-                 crops: CropEncoder | None = None) -> None:
+                 crops: CropEncoder | None = None, camera: CameraConfig | None = None) -> None:
         if crops is not None and regions is None:
             raise InputShapeError("object crops need moving regions (regions settings)")
-        self.motion = MotionExtractor(motion)
+        self.motion = MotionExtractor(motion, camera)
+        self.last_cut = False
         self.regions = RegionDetector(regions) if regions is not None else None
         self.backbone = backbone
         self.crops = crops
@@ -94,6 +99,7 @@ class FeatureComputer:
              appearance: np.ndarray | None = None) -> FrameFeatures:
         """Features of the next frame. ``appearance`` may be given precomputed (batched extraction)."""
         m = self.motion.step(image, frame_index, timestamp_s)
+        self.last_cut = m.cut
         if self.regions is not None:
             regs = self.regions.step(m.gray, m.flow, frame_index)
             attrs = region_attributes(regs, m.flow)

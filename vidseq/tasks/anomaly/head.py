@@ -1,28 +1,33 @@
 """The anomaly head inside ``vidseq process`` / ``vidseq monitor``: streaming scores, threshold, events.
 
-With a checkpoint (``anomaly.model``) frames are scored by the trained model with its stored threshold.
-Without one the head runs **unsupervised**: it treats the first ``anomaly.fit_s`` seconds as normal, fits
-the self-referential model of :func:`~vidseq.models.anomaly.fit.fit_unsupervised` on them (stated in logs,
-``summary.json`` and on screen), then scores every later frame. Scores come out
-:attr:`delay_frames` frames late (centred smoothing); the pipeline holds results back that long, so live and
-offline scores are the same numbers.
+With a checkpoint (``anomaly.model``) frames are scored by the trained model with its stored threshold
+(camera compensation off by default: the model was fitted on raw features). A checkpoint saved from a
+stream (``anomaly.save_model`` / ``vidseq monitor --save-model``) resumes that stream's normality.
+Without one the head runs **unsupervised** through :class:`~vidseq.tasks.anomaly.online.OnlineNormality`:
+it learns normality from the first ``anomaly.fit_s`` seconds of the source's own timestamps (progress
+in logs, ``summary.json``, ``monitor_summary.json`` and on screen), sets the threshold from the
+false-alarm budget ``anomaly.false_alarms_per_hour``, keeps learning from unflagged frames, and learns
+again after a scene cut. Camera nuisances (exposure, noise, shake, pans, cuts) are compensated before
+optical flow (:mod:`vidseq.features.camera`). Scores come out :attr:`delay_frames` frames late
+(centred smoothing); the pipeline holds results back that long, so live and offline scores are the
+same numbers.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
 from vidseq.config import setting
+from vidseq.errors import ConfigError
+from vidseq.features.camera import CameraConfig
 from vidseq.models.anomaly.calibrate import Calibration, find_events
-from vidseq.models.anomaly.clip import ClipFeatures
 from vidseq.models.anomaly.model import (
     AnomalyConfig,
     AnomalyModel,
-    FrameFeatures,
     ScoredFrame,
 )
 from vidseq.tasks.anomaly.features import (
@@ -30,17 +35,75 @@ from vidseq.tasks.anomaly.features import (
     make_backbone,
     make_crop_encoder,
 )
+from vidseq.tasks.anomaly.online import (
+    DEFAULT_FIT_S,
+    ONLINE_MODE,
+    NormalitySettings,
+    OnlineNormality,
+    ScoredRow,
+    unsupervised_config,
+)
 from vidseq.tasks.stream import FrameResult, StreamContext
 
 log = logging.getLogger(__name__)
 
+FEEDBACK_POLL_S = 10.0  # stream seconds between looks for new false-alarm feedback (monitor)
+
 
 @dataclass(frozen=True)
 class AnomalySettings:
+    """The ``anomaly`` section of ``configs/process.yaml`` / ``configs/monitor.yaml``.
+
+    Attributes:
+        enabled: run the head.
+        model: checkpoint (trained, or a saved stream normality); None = unsupervised.
+        fit_s: unsupervised warm-up, seconds of the source's timestamps.
+        smooth_s: override the model's score smoothing (s); 0 = none, lowest latency.
+        false_alarms_per_hour: false-alarm budget that sets the unsupervised threshold.
+        adapt: keep learning normality from unflagged frames (bounded updates).
+        update_every_s, memory_s, guard_s, relearn_s: see :class:`NormalitySettings`.
+        camera_compensation: ``auto`` (on without a trained model, off with one), ``on`` or ``off``.
+        camera: the compensation settings (:class:`vidseq.features.camera.CameraConfig`).
+        stream_threshold: with a trained model, set the threshold from the first ``fit_s`` seconds of this
+            stream's own scores for the ``false_alarms_per_hour`` budget (never below the checkpoint's; those
+            seconds are scored but raise no alarm): a model trained on other footage meets this camera's
+            statistics.
+        save_model: write the learnt normality here after each fit/update and at the end.
+        feedback_dir: run folder whose ``events.jsonl`` false-alarm feedback is learnt as normal (monitor).
+    """
+
     enabled: bool = True
-    model: str | None = None  # checkpoint; None = unsupervised: learn normality from the first fit_s seconds
-    fit_s: float = setting(5.0, gt=0.0)  # unsupervised warm-up (seconds of video treated as normal)
-    smooth_s: float | None = None  # override the model's score smoothing (s); 0 = none, lowest latency
+    model: str | None = None
+    fit_s: float = setting(DEFAULT_FIT_S, gt=0.0)
+    smooth_s: float | None = None
+    false_alarms_per_hour: float = setting(1.0, gt=0.0)
+    adapt: bool = True
+    update_every_s: float = setting(60.0, gt=0.0)
+    memory_s: float = setting(300.0, gt=0.0)
+    guard_s: float = 5.0
+    relearn_s: float | None = None
+    camera_compensation: str = "auto"
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    stream_threshold: bool = True
+    save_model: str | None = None
+    feedback_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.camera_compensation not in ("auto", "on", "off"):
+            raise ConfigError(f"anomaly.camera_compensation must be auto, on or off, got {self.camera_compensation!r}")
+        if self.smooth_s is not None and self.smooth_s < 0:
+            raise ConfigError(f"anomaly.smooth_s must be >= 0, got {self.smooth_s}")
+        self.normality  # noqa: B018 - validates the durations (one line naming the key)
+
+    @property
+    def normality(self) -> NormalitySettings:
+        return NormalitySettings(fit_s=self.fit_s, false_alarms_per_hour=self.false_alarms_per_hour, adapt=self.adapt,
+                                 update_every_s=self.update_every_s, memory_s=self.memory_s, guard_s=self.guard_s,
+                                 relearn_s=self.relearn_s)
+
+    def camera_for(self, trained: bool) -> CameraConfig | None:
+        on = self.camera_compensation == "on" or (self.camera_compensation == "auto" and not trained)
+        return self.camera if on else None
 
 
 class AnomalyHead:
@@ -48,107 +111,211 @@ class AnomalyHead:
 
     name = "anomaly"
 
-    def __init__(self, model_path: str | None, fit_s: float, fps: float, device: str = "cpu",
-                 smooth_s: float | None = None) -> None:
+    def __init__(self, settings: AnomalySettings, fps: float, device: str = "cpu") -> None:
         self.fps = float(fps)
-        self.fit_s = float(fit_s)
+        self.settings = settings
+        self.fit_s = float(settings.fit_s)
         self.model: AnomalyModel | None = None
         self.cal: Calibration | None = None
-        self.model_path = model_path
-        if model_path is not None:
+        self.online: OnlineNormality | None = None
+        self.model_path = settings.model
+        trained = False
+        if settings.model is not None:
             from vidseq.tasks.anomaly.task import load_anomaly_model
 
-            self.model, self.cal, _ = load_anomaly_model(model_path)
-            if smooth_s is not None:
-                self.model.cfg = replace(self.model.cfg, smooth_sigma_s=float(smooth_s))
-            cfg = self.model.cfg
-            self.mode = "model"
+            model, cal, ckpt = load_anomaly_model(settings.model)
+            if ckpt.get("extra", {}).get("mode") == ONLINE_MODE:
+                self.online = OnlineNormality.load(settings.model, self.fps, settings.normality)
+                if settings.smooth_s is not None:
+                    self.online.model.cfg = replace(self.online.model.cfg, smooth_sigma_s=float(settings.smooth_s))
+                    self.online.scorer = self.online.model.scorer(self.fps)
+                cfg = self.online.cfg = self.online.model.cfg
+                self.mode = f"unsupervised (normality restored from {settings.model}, still adapting)"
+            else:
+                self.model, self.cal, trained = model, cal, True
+                if settings.smooth_s is not None:
+                    self.model.cfg = replace(self.model.cfg, smooth_sigma_s=float(settings.smooth_s))
+                cfg = self.model.cfg
+                self.mode = "model"
         else:
-            cfg = AnomalyConfig() if smooth_s is None else AnomalyConfig(smooth_sigma_s=float(smooth_s))
-            self.mode = f"unsupervised (normality learnt from the first {self.fit_s:g} s)"
-            log.warning("no anomaly model given: learning normality from the first %.1f s of the video", self.fit_s)
+            cfg = unsupervised_config(settings.smooth_s)
+            self.online = OnlineNormality(cfg, self.fps, settings.normality)
+            self.mode = f"unsupervised (normality learnt from the first {self.fit_s:g} s of stream time)"
+            log.warning("no anomaly model given: learning normality from the first %.0f s of the video", self.fit_s)
         self.cfg = cfg
-        backbone = make_backbone(cfg, device=device) if self.model is not None else None
-        self.computer = FeatureComputer(cfg.motion, cfg.regions if (cfg.needs_regions or self.model is None) else None,
-                                        backbone, make_crop_encoder(cfg, device) if self.model is not None else None)
+        self.camera = settings.camera_for(trained)
+        backbone = make_backbone(cfg, device=device) if trained else None
+        self.computer = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, backbone,
+                                        make_crop_encoder(cfg, device) if trained else None, camera=self.camera)
         self.scorer = self.model.scorer(self.fps) if self.model is not None else None
-        self._warmup: list[FrameFeatures] = []
         self._on = False
         self.scored_index: list[int] = []
         self.scored_ts: list[float] = []
         self.scored: list[float] = []
+        self._flags: list[bool] = []
+        self._calibrating = trained and settings.stream_threshold
+        self._first_ts: float | None = None
+        self.stream_calibration: dict[str, Any] | None = None
+        self._feedback_seen: set[str] = set()
+        self._next_feedback_s = 0.0
+        self._saved_at: tuple[int, str | None] | None = None
 
     @property
     def threshold(self) -> float | None:
+        if self.online is not None:
+            return self.online.threshold
         return None if self.cal is None else self.cal.threshold
 
     @property
     def delay_frames(self) -> int:
+        if self.online is not None:  # nothing is held back while normality is being learnt (nothing is scored)
+            if self.online.scorer is None:
+                return 0
+            return self.online.cfg.speed.temporal // 2 + len(_kernel(self.online.cfg, self.fps)) // 2
         return 0 if self.model is None else self.model.delay_frames(self.fps)
 
     def describe(self) -> dict[str, Any]:
-        return {"mode": self.mode, "model": self.model_path, "streams": list(self.cfg.streams),
-                "threshold": self.threshold, "delay_frames": self.delay_frames,
-                "calibration": None if self.cal is None else self.cal.to_dict()}
+        d: dict[str, Any] = {"mode": self.mode, "model": self.model_path, "streams": list(self.cfg.streams),
+                             "threshold": self.threshold, "delay_frames": self.delay_frames,
+                             "camera_compensation": None if self.camera is None else _camera_dict(self.camera)}
+        if self.online is not None:
+            d["normality"] = self.online.describe()
+            d["calibration"] = None if self.online.cal is None else self.online.cal.to_dict()
+            if "not_scored" in self.online.fit_info:
+                d["not_scored"] = self.online.fit_info["not_scored"]
+        else:
+            d["calibration"] = None if self.cal is None else self.cal.to_dict()
+            if self.settings.stream_threshold:
+                d["stream_threshold"] = self.stream_calibration or {
+                    "state": f"learning this stream's threshold: scored, no alarms for the first {self.fit_s:g} s"}
+        return d
 
     def status_text(self) -> str:
-        if self.model is None:
-            return f"learning normality: {len(self._warmup) / self.fps:.0f}/{self.fit_s:g} s"
+        if self.online is not None:
+            return self.online.status_text()
+        if self._calibrating and self.scored_ts and self._first_ts is not None:
+            return f"learning this camera's threshold: {self.scored_ts[-1] - self._first_ts:.0f}/{self.fit_s:g} s"
         return "anomaly: warming up"
 
     def step(self, result: FrameResult, ctx: StreamContext) -> None:
         f = result.frame
         feats = self.computer.step(f.image, f.frame_index, f.timestamp_s)
-        if self.scorer is None:
-            self._warmup.append(feats)
-            if len(self._warmup) >= max(2, round(self.fit_s * self.fps)):
-                self._fit_unsupervised()
+        if self.online is not None:
+            self.online.working_size = tuple(self.computer.motion.working_size or (0, 0))  # type: ignore[assignment]
+            before = (self.online.state, self.online.updates)
+            self._assign_rows(self.online.push(feats, cut=self.computer.last_cut), ctx)
+            if (self.online.state, self.online.updates) != before and self.online.state == "scoring":
+                self._save()
+            if self.settings.feedback_dir is not None and f.timestamp_s >= self._next_feedback_s:
+                self._next_feedback_s = f.timestamp_s + FEEDBACK_POLL_S
+                self._learn_feedback()
             return
+        assert self.scorer is not None
         self._assign(self.scorer.push(feats), ctx)
 
     def finish(self, ctx: StreamContext) -> None:
-        if self.scorer is None and len(self._warmup) >= 2:
-            log.warning("video shorter than the %.1f s normality warm-up: fitting on all %d frames and scoring "
-                        "nothing", self.fit_s, len(self._warmup))
+        if self.online is not None:
+            self._assign_rows(self.online.finish(), ctx)
+            self._save()
+            return
         if self.scorer is not None:
             self._assign(self.scorer.finish(), ctx)
 
-    def _fit_unsupervised(self) -> None:
-        from vidseq.models.anomaly.fit import fit_unsupervised
+    def _save(self) -> None:
+        if self.settings.save_model is None or self.online is None or self.online.model is None:
+            return
+        key = (self.online.updates, self.online.fitted_wall)
+        if key != self._saved_at:
+            self.online.save(self.settings.save_model)
+            self._saved_at = key
+            log.info("anomaly: normality saved to %s", self.settings.save_model)
 
-        fr = self._warmup
-        cf = ClipFeatures.from_frames("warmup", self.fps, fr, tuple(self.computer.motion.working_size or (0, 0)))
-        self.model, self.cal, info = fit_unsupervised(cf, self.cfg, None)
-        self.mode = f"unsupervised (normality learnt from the first {len(fr) / self.fps:.1f} s of this video)"
-        log.info("anomaly: fitted normality on %d frames; threshold %.3f", len(fr), self.cal.threshold)
-        self.scorer = self.model.scorer(self.fps)
-        self._warmup = []
+    def _learn_feedback(self) -> None:
+        from vidseq.tasks.anomaly.feedback import false_alarm_features
+
+        assert self.online is not None and self.settings.feedback_dir is not None
+        for key, cf in false_alarm_features(self.settings.feedback_dir, self.cfg, camera=self.camera,
+                                            skip=self._feedback_seen):
+            self._feedback_seen.add(key)
+            self.online.add_normal(cf)
+            log.info("anomaly: learning false alarm %s (%d frames) as normal", key, len(cf))
+
+    def _assign_rows(self, rows: list[ScoredRow], ctx: StreamContext) -> None:
+        for row in rows:
+            self._record(row.frame_index, row.timestamp_s, row.score, row.is_anomaly, ctx)
 
     def _assign(self, scored: list[ScoredFrame], ctx: StreamContext) -> None:
         assert self.cal is not None
         for sf in scored:
             s = float(sf.score)
+            if self._calibrating:
+                self._first_ts = sf.timestamp_s if self._first_ts is None else self._first_ts
+                self._record(sf.frame_index, sf.timestamp_s, s, False, ctx)
+                if sf.timestamp_s - self._first_ts >= self.fit_s - 1e-9:
+                    self._set_stream_threshold(sf.timestamp_s)
+                continue
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
-            self.scored_index.append(sf.frame_index)
-            self.scored_ts.append(sf.timestamp_s)
-            self.scored.append(s)
-            r = ctx.pending(sf.frame_index)
-            if r is not None:
-                r.anomaly_score = s
-                r.is_anomaly = self._on
-                r.anomaly_ready = True
+            self._record(sf.frame_index, sf.timestamp_s, s, self._on, ctx)
+
+    def _set_stream_threshold(self, now_s: float) -> None:
+        """Trained model: threshold pair for this stream's budget, from its first fit_s seconds of scores."""
+        from vidseq.models.anomaly.threshold import budget_calibration
+
+        assert self.cal is not None
+        self._calibrating = False
+        scores = np.array(self.scored, np.float64)
+        scores = scores[np.isfinite(scores)]
+        if len(scores) < 10:
+            return
+        cal, tail = budget_calibration(scores, self.fps, self.settings.false_alarms_per_hour,
+                                       min_duration_s=self.cal.min_duration_s, merge_gap_s=self.cal.merge_gap_s)
+        before = self.cal.threshold
+        self.cal = replace(self.cal, threshold=max(before, cal.threshold),
+                           low_threshold=max(self.cal.low_threshold, cal.low_threshold))
+        self.stream_calibration = {"checkpoint_threshold": before, "budget_threshold": cal.threshold,
+                                   "threshold": self.cal.threshold, "fitted_at_s": round(now_s, 3),
+                                   "frames": len(scores), "tail": tail.to_dict()}
+        log.info("anomaly: threshold for this stream %.3f (checkpoint %.3f, budget %g false alarms/h)",
+                 self.cal.threshold, before, self.settings.false_alarms_per_hour)
+
+    def _record(self, frame_index: int, timestamp_s: float, score: float, flag: bool, ctx: StreamContext) -> None:
+        self.scored_index.append(frame_index)
+        self.scored_ts.append(timestamp_s)
+        self.scored.append(score)
+        self._flags.append(flag)
+        r = ctx.pending(frame_index)
+        if r is not None:
+            r.anomaly_score = score
+            r.is_anomaly = flag
+            r.anomaly_ready = True
 
     def events(self) -> list[dict[str, Any]]:
+        if self.online is not None:
+            return self.online.events()
         if self.cal is None or not self.scored:
             return []
         evs = find_events(np.array(self.scored), self.cal, fps=self.fps, frame_index=np.array(self.scored_index),
-                          timestamp_s=np.array(self.scored_ts))
-        return [e.to_dict() for e in evs]
+                          timestamp_s=np.array(self.scored_ts), flags=np.array(self._flags))
+        return [{"id": i + 1, **e.to_dict()} for i, e in enumerate(evs)]
+
+
+def _kernel(cfg: AnomalyConfig, fps: float) -> np.ndarray:
+    from vidseq.models.anomaly.model import gaussian_kernel
+
+    return gaussian_kernel(cfg.smooth_sigma_s * fps, cfg.smooth_truncate)
+
+
+def _camera_dict(cam: CameraConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(cam)
 
 
 def make_head(cfg: Any, ctx: StreamContext) -> AnomalyHead | None:
     """Factory of :data:`vidseq.registry.STREAM_HEADS` (``cfg`` is a ProcessConfig: its ``anomaly`` section)."""
     if not cfg.anomaly.enabled:
         return None
-    return AnomalyHead(cfg.anomaly.model, cfg.anomaly.fit_s, ctx.fps, device=ctx.device,
-                       smooth_s=cfg.anomaly.smooth_s)
+    return AnomalyHead(cfg.anomaly, ctx.fps, device=ctx.device)
+
+
+__all__ = ["AnomalyHead", "AnomalySettings", "make_head"]

@@ -138,7 +138,7 @@ def find_donors(frames: Sequence[np.ndarray], *, every: int = 5, max_donors: int
     return [keep[i] for i in idx]
 
 
-def _paste(img: np.ndarray, d: Donor, cx: float, bottom: float, scale: float) -> float:
+def paste_donor(img: np.ndarray, d: Donor, cx: float, bottom: float, scale: float) -> float:
     """Alpha-blend ``d`` scaled by ``scale`` with its ground point at ``(cx, bottom)``; returns the visible share."""
     import cv2
 
@@ -264,7 +264,7 @@ def inject(frames: Sequence[np.ndarray], *, fps: float, donors: Sequence[Donor],
             x_start = w_img - x_start
         for j in range(length):
             img = frames[src].copy()
-            visible = _paste(img, d, x_start + direction * step * j, d.bottom_y, scale)
+            visible = paste_donor(img, d, x_start + direction * step * j, d.bottom_y, scale)
             out.append(img)
             labels.append(1 if visible >= 0.3 else 0)
             src += 1

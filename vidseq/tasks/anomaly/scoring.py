@@ -5,10 +5,11 @@ model emits final scores :meth:`AnomalyModel.delay_frames` frames later; :func:`
 over a source and hands every scored row to a callback as soon as it is final (so long videos are
 written as they go). Offline scoring of cached features runs the same streaming code, so both agree.
 
-Unsupervised mode (:func:`score_video_unsupervised`, video files and folders): no trained model; the
-speed (and objects) streams are fitted on the first ``fit_seconds`` of the video, or on the whole
-video (``None``: self-referential, "unusual for this video"), then every frame is scored. Results say
-so in ``mode`` (``unsupervised-first-<N>s`` / ``unsupervised-self``).
+Unsupervised mode (:func:`score_video_unsupervised`): no trained model; the same rule as ``process``
+and ``monitor`` (:mod:`vidseq.tasks.anomaly.online`): normality is learnt from the first ``fit_s``
+seconds of the video's timestamps (not scored), the threshold meets a false-alarm budget, and later
+frames are scored. Results say so in ``mode`` (``unsupervised-online-<N>s``); a video shorter than the
+warm-up is not scored and ``info.not_scored`` says why.
 
 Example::
 
@@ -22,15 +23,15 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vidseq.errors import EmptyVideoError, InputShapeError
+from vidseq.features.camera import CameraConfig
 from vidseq.models.anomaly.calibrate import Calibration, Event, find_events
-from vidseq.models.anomaly.fit import fit_unsupervised
 from vidseq.models.anomaly.model import (
     AnomalyConfig,
     AnomalyModel,
@@ -39,9 +40,15 @@ from vidseq.models.anomaly.model import (
 )
 from vidseq.tasks.anomaly.features import (
     FeatureComputer,
-    extract_clip_features,
     make_backbone,
     make_crop_encoder,
+)
+from vidseq.tasks.anomaly.online import (
+    ONLINE_MODE,
+    NormalitySettings,
+    OnlineNormality,
+    ScoredRow,
+    unsupervised_config,
 )
 
 log = logging.getLogger(__name__)
@@ -63,8 +70,8 @@ class VideoScores:
 
     source: str
     fps: float
-    mode: str  # "trained", "unsupervised-self", "unsupervised-first-<N>s"
-    calibration: Calibration
+    mode: str  # "trained" or "unsupervised-online-<fit_s>s"
+    calibration: Calibration | None  # None: normality was never learnt (video shorter than the warm-up)
     rows: list[ScoreRow] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
     info: dict[str, Any] = field(default_factory=dict)
@@ -75,9 +82,11 @@ class VideoScores:
 
     def events_dict(self) -> dict[str, Any]:
         """The events JSON document."""
+        cal = self.calibration
         return {"source": self.source, "mode": self.mode, "fps": self.fps, "frames": len(self.rows),
-                "threshold": self.calibration.threshold, "low_threshold": self.calibration.low_threshold,
-                "calibration": self.calibration.to_dict(), "events": [e.to_dict() for e in self.events],
+                "threshold": None if cal is None else cal.threshold,
+                "low_threshold": None if cal is None else cal.low_threshold,
+                "calibration": None if cal is None else cal.to_dict(), "events": [e.to_dict() for e in self.events],
                 **({"info": self.info} if self.info else {})}
 
 
@@ -180,30 +189,54 @@ def score_video(source: str | int | Path, model: AnomalyModel, calibration: Cali
     return result
 
 
-def score_video_unsupervised(source: str | Path, cfg: AnomalyConfig | None = None, *,
+def score_video_unsupervised(source: str | int | Path, cfg: AnomalyConfig | None = None, *,
                              fit_seconds: float | None = None, on_row: RowCallback | None = None,
-                             max_frames: int | None = None) -> VideoScores:
-    """Score a video file against its own normality (no trained model); see the module docstring."""
-    cfg = cfg or AnomalyConfig()
-    cf = extract_clip_features(source, cfg, max_frames=max_frames)
-    model, cal, info = fit_unsupervised(cf, cfg, fit_seconds)
-    flag = HysteresisFlag(cal)
-    sc = model.scorer(cf.fps)
+                             max_frames: int | None = None, settings: NormalitySettings | None = None,
+                             camera: CameraConfig | None = None) -> VideoScores:
+    """Score a video against its own normality (no trained model), by the rule ``process`` and ``monitor``
+    use (:class:`~vidseq.tasks.anomaly.online.OnlineNormality`): the first ``fit_seconds`` (default
+    ``anomaly.fit_s`` = :data:`~vidseq.tasks.anomaly.online.DEFAULT_FIT_S`) of stream time are learnt and not
+    scored; a video shorter than that is not scored and ``info["not_scored"]`` says why.
+
+    Args:
+        camera: camera compensation (default: on, as in ``process`` without a model); ``CameraConfig(False,
+            0, False, scene_cut=False)`` turns it off.
+    """
+    from vidseq.video.sources import open_source
+
+    settings = settings or NormalitySettings()
+    if fit_seconds is not None:
+        settings = replace(settings, fit_s=float(fit_seconds))
+    ucfg = unsupervised_config(None, cfg)
     rows: list[ScoreRow] = []
+    with open_source(source, max_frames=max_frames) as src:
+        fps = src.info.fps if src.info.fps and math.isfinite(src.info.fps) and src.info.fps > 0 else 25.0
+        online = OnlineNormality(ucfg, fps, settings)
+        online.keep_rows = True
+        comp = FeatureComputer(ucfg.motion, ucfg.regions if ucfg.needs_regions else None,
+                               camera=CameraConfig() if camera is None else camera)
 
-    def emit(batch: list[ScoredFrame]) -> None:
-        for s in batch:
-            r = ScoreRow(s.frame_index, s.timestamp_s, s.score, flag(s.score))
-            if on_row is not None:
-                on_row(r)
-            rows.append(r)
+        def emit(batch: list[ScoredRow]) -> None:
+            for s in batch:
+                r = ScoreRow(s.frame_index, s.timestamp_s, s.score, s.is_anomaly)
+                if on_row is not None:
+                    on_row(r)
+                rows.append(r)
 
-    for f in cf.frames():
-        emit(sc.push(f))
-    emit(sc.finish())
-    result = VideoScores(str(source), cf.fps, str(info["mode"]), cal, rows,
-                         info={"fit_frames": info["fit_frames"], "streams": list(model.cfg.streams),
-                               "note": "unsupervised: normality fitted on this video itself, no trained model"})
-    result.events = find_events(result.scores, cal, fps=cf.fps, frame_index=cf.frame_index,
-                                timestamp_s=cf.timestamp_s)
+        n = 0
+        for frame in src:
+            f = comp.step(frame.image, frame.frame_index, frame.timestamp_s)
+            online.working_size = tuple(comp.motion.working_size or (0, 0))  # type: ignore[assignment]
+            emit(online.push(f, cut=comp.last_cut))
+            n += 1
+        if n == 0:
+            raise EmptyVideoError(f"no frames in {source}")
+        emit(online.finish())
+    info = {"streams": list(ucfg.streams), "normality": online.describe(),
+            "note": f"unsupervised: normality learnt from the first {settings.fit_s:g} s of this video (not scored), "
+                    "no trained model"}
+    if "not_scored" in online.fit_info:
+        info["not_scored"] = online.fit_info["not_scored"]
+    result = VideoScores(str(source), fps, f"{ONLINE_MODE}-{settings.fit_s:g}s", online.cal, rows, info=info)
+    result.events = [Event(**{k: v for k, v in e.items() if k != "id"}) for e in online.events()]
     return result

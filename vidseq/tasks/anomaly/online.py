@@ -1,0 +1,507 @@
+"""Normality learnt on the stream itself: warm-up in stream seconds, budget threshold, bounded updates.
+
+:class:`OnlineNormality` is the one rule behind every unsupervised anomaly score (``vidseq process``,
+``vidseq monitor`` and ``vidseq score --unsupervised``):
+
+1. **Warm-up in stream time.** Frames are collected until their timestamps span ``fit_s`` seconds of
+   the source's own clock (not processed frames: a live reader that drops frames still learns in
+   ``fit_s`` seconds of video). Progress is :meth:`status_text` ("learning 42/120 s") and
+   :meth:`describe` (``summary.json`` / ``monitor_summary.json``). Frames of the warm-up are not scored.
+2. **Fit.** The self-referential model (:func:`vidseq.models.anomaly.fit.fit_parts`) is fitted on the
+   warm-up; its statistics and threshold come from *out-of-fold* scores (the warm-up is cut into four
+   time chunks; chunks 0+2 are scored by a model fitted on 1+3 and the other way round), so the
+   threshold is not set on scores the model has memorised. The threshold meets a false-alarm budget
+   in events per hour (:mod:`vidseq.models.anomaly.threshold`: GPD tail plus margin).
+3. **Bounded updates.** Frames that were not flagged, and are at least ``guard_s`` seconds away from
+   any flagged frame, go into a normal memory (at most ``memory_s`` seconds, oldest dropped). Every
+   ``update_every_s`` seconds the model is refitted on the first warm-up plus that memory, and the
+   threshold may move by at most ``max_threshold_change`` (a factor) per update: slow drift is learnt,
+   a real anomaly is never learnt (its frames are flagged) and cannot pull the threshold far.
+4. **Scene cuts** (features computed with :class:`vidseq.features.camera.CameraConfig` ``scene_cut``):
+   an open event is closed without an alarm, the memory is cleared and normality is learnt again
+   (``relearn_s``); each cut is listed in :meth:`describe`.
+5. **Feedback / persistence.** :meth:`add_normal` adds frames known to be normal (a false alarm marked
+   by the user) for the next update; :meth:`save` / :meth:`load` keep a camera's normality across
+   restarts (a checkpoint: tensors only, loaded with ``weights_only=True``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vidseq.errors import CheckpointError, ConfigError, DatasetError
+from vidseq.models.anomaly.calibrate import Calibration, find_events
+from vidseq.models.anomaly.clip import ClipFeatures
+from vidseq.models.anomaly.fit import fit_parts, score_clip
+from vidseq.models.anomaly.model import (
+    MODEL_NAME,
+    AnomalyConfig,
+    AnomalyModel,
+    FrameFeatures,
+    ScoredFrame,
+    StreamScorer,
+    smooth_scores,
+)
+from vidseq.models.anomaly.threshold import Tail, TailConfig, budget_calibration
+
+log = logging.getLogger(__name__)
+
+DEFAULT_FIT_S = 60.0  # the one warm-up default of process, monitor and score --unsupervised (measured: docs/alarms.md)
+ONLINE_MODE = "unsupervised-online"
+FOLD_CHUNKS = 4
+
+
+@dataclass(frozen=True)
+class NormalitySettings:
+    """How normality is learnt on the stream (keys of the ``anomaly`` section of process/monitor configs).
+
+    Attributes:
+        fit_s: warm-up, seconds of the source's timestamps.
+        false_alarms_per_hour: false-alarm budget that sets the threshold.
+        adapt: keep learning from unflagged frames.
+        update_every_s: stream seconds between updates.
+        memory_s: normal footage (stream seconds) kept for updates, beyond the first warm-up.
+        guard_s: frames this close to a flagged frame are never learnt.
+        max_threshold_change: an update moves the threshold by at most this factor either way.
+        relearn_s: warm-up after a scene cut (None: ``fit_s``).
+        min_duration_s, merge_gap_s: events shorter than this are dropped / closer than this merged.
+    """
+
+    fit_s: float = DEFAULT_FIT_S
+    false_alarms_per_hour: float = 1.0
+    adapt: bool = True
+    update_every_s: float = 60.0
+    memory_s: float = 300.0
+    guard_s: float = 5.0
+    max_threshold_change: float = 1.25
+    relearn_s: float | None = None
+    min_duration_s: float = 0.5
+    merge_gap_s: float = 0.3
+
+    def __post_init__(self) -> None:
+        for key in ("fit_s", "false_alarms_per_hour", "update_every_s", "memory_s"):
+            v = getattr(self, key)
+            if not v > 0:
+                raise ConfigError(f"anomaly.{key} must be > 0, got {v}")
+        if self.relearn_s is not None and not self.relearn_s > 0:
+            raise ConfigError(f"anomaly.relearn_s must be > 0, got {self.relearn_s}")
+        if self.guard_s < 0 or self.min_duration_s < 0 or self.merge_gap_s < 0:
+            raise ConfigError("anomaly.guard_s, min_duration_s and merge_gap_s must be >= 0")
+        if self.max_threshold_change < 1:
+            raise ConfigError(f"anomaly.max_threshold_change must be >= 1, got {self.max_threshold_change}")
+
+
+def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | None = None) -> AnomalyConfig:
+    """The model config of unsupervised scoring: the speed (and objects) streams of ``base``."""
+    cfg = base or AnomalyConfig()
+    streams = tuple(s for s in cfg.streams if s in ("speed", "objects")) or ("speed",)
+    w = tuple(wi for s, wi in zip(cfg.streams, cfg.stream_weights, strict=True) if s in streams)
+    cfg = replace(cfg, streams=streams, weights=w if len(w) == len(streams) and cfg.weights else ())
+    return cfg if smooth_s is None else replace(cfg, smooth_sigma_s=float(smooth_s))
+
+
+@dataclass
+class ScoredRow:
+    """A final score: the frame, its score and whether it is flagged (threshold with hysteresis)."""
+
+    frame_index: int
+    timestamp_s: float
+    score: float
+    is_anomaly: bool
+
+
+def _final_scores(model: AnomalyModel, clips: Sequence[ClipFeatures]) -> np.ndarray:
+    """Fused, smoothed scores of ``clips`` with the model's current statistics, concatenated."""
+    out = []
+    for cf in clips:
+        s = score_clip(model, cf, normalise=True).arrays["fused"]
+        out.append(smooth_scores(s, model.kernel(cf.fps)))
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float, settings: NormalitySettings,
+                  tail_cfg: TailConfig | None = None) -> tuple[AnomalyModel, Calibration, Tail, dict[str, Any]]:
+    """Fit the unsupervised model on normal ``clips`` and set a budget threshold from out-of-fold scores.
+
+    Every clip is cut into :data:`FOLD_CHUNKS` time chunks; even chunks are scored by a model fitted on
+    the odd ones and vice versa. Those scores standardise the streams and feed the tail fit.
+    """
+    from vidseq.models.anomaly.fit import standardise_and_calibrate
+
+    clips = [c for c in clips if len(c) >= 2]
+    if not clips:
+        raise DatasetError("anomaly: no normal frames to learn from")
+    if "objects" in cfg.streams and sum(len(c.region_attrs) for c in clips) == 0:
+        cfg = replace(cfg, streams=("speed",), weights=())
+    chunks: list[ClipFeatures] = []
+    for c in clips:
+        n = len(c)
+        k = FOLD_CHUNKS if n >= 8 * FOLD_CHUNKS else 1
+        cuts = np.linspace(0, n, k + 1).astype(int)
+        chunks.extend(c.slice(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b - a >= 2)
+    model = fit_parts(cfg, clips)
+    if len(chunks) >= 2:
+        folds = []
+        for fold in (0, 1):
+            held = [c for i, c in enumerate(chunks) if i % 2 == fold]
+            folds.append((held, fit_parts(cfg, [c for i, c in enumerate(chunks) if i % 2 != fold])))
+        standardise_and_calibrate(model, [score_clip(part, c, normalise=False) for held, part in folds for c in held])
+        scores = []
+        for held, part in folds:  # out-of-fold final scores under the full model's statistics
+            part.stream_mean, part.stream_std = model.stream_mean.clone(), model.stream_std.clone()
+            scores.append(_final_scores(part, held))
+        normal = np.concatenate(scores)
+    else:
+        standardise_and_calibrate(model, [score_clip(model, c, normalise=False) for c in clips])
+        normal = _final_scores(model, clips)
+    if normal.size < 10:
+        raise DatasetError(f"anomaly: {normal.size} normal frames are too few to set a threshold")
+    cal, tail = budget_calibration(normal, fps, settings.false_alarms_per_hour, tail_cfg,
+                                   min_duration_s=settings.min_duration_s, merge_gap_s=settings.merge_gap_s)
+    info = {"fit_frames": int(sum(len(c) for c in clips)), "streams": list(model.cfg.streams),
+            "normal_score_p99": float(np.percentile(normal, 99)),
+            "expected_false_alarms_per_hour": round(tail.expected_events_per_hour(cal.threshold), 3)}
+    return model, cal, tail, info
+
+
+class _Segment:
+    """Contiguous normal frames kept for updates."""
+
+    def __init__(self) -> None:
+        self.frames: list[FrameFeatures] = []
+
+    def seconds(self, fps: float) -> float:
+        return len(self.frames) / fps
+
+
+class OnlineNormality:
+    """Unsupervised anomaly scoring of one stream (see the module docstring).
+
+    Args:
+        cfg: model config (:func:`unsupervised_config`).
+        fps: the source's nominal frame rate (durations in frames, smoothing).
+        settings: :class:`NormalitySettings`.
+        working_size: motion working ``(w, h)`` (known after the first frame; set by the caller).
+    """
+
+    def __init__(self, cfg: AnomalyConfig, fps: float, settings: NormalitySettings | None = None,
+                 tail_cfg: TailConfig | None = None) -> None:
+        if not fps > 0:
+            raise ConfigError(f"anomaly: the stream needs a positive frame rate, got {fps}")
+        self.cfg = cfg
+        self.fps = float(fps)
+        self.s = settings or NormalitySettings()
+        self.tail_cfg = tail_cfg
+        self.working_size: tuple[int, int] = (0, 0)
+        self.model: AnomalyModel | None = None
+        self.cal: Calibration | None = None
+        self.tail: Tail | None = None
+        self.scorer: StreamScorer | None = None
+        self.state = "learning"
+        self.fit_info: dict[str, Any] = {}
+        self.fitted_at_s: float | None = None
+        self.fitted_wall: str | None = None
+        self.updates = 0
+        self.scene_cuts: list[dict[str, Any]] = []
+        self._warm: list[FrameFeatures] = []
+        self._base: ClipFeatures | None = None  # the first warm-up (kept for updates)
+        self._memory: deque[_Segment] = deque()
+        self._extra: list[ClipFeatures] = []  # frames added by feedback
+        self._candidates: deque[tuple[float, FrameFeatures]] = deque()  # awaiting their guard window
+        self._feats: dict[int, FrameFeatures] = {}  # position in scorer -> features, until scored
+        self._pos = 0
+        self._last_flag_s = -np.inf
+        self._on = False
+        self._next_update_s: float | None = None
+        self._last_ts: float | None = None
+        self.rows: list[ScoredRow] = []
+        self.keep_rows = True
+        self._restored = False
+
+    # -- status ------------------------------------------------------------------------------------------
+    @property
+    def warmup_s(self) -> float:
+        """Stream seconds the current warm-up needs."""
+        return self.s.fit_s if (self.fitted_at_s is None or self.s.relearn_s is None) else self.s.relearn_s
+
+    @property
+    def learnt_s(self) -> float:
+        if not self._warm:
+            return 0.0
+        return float(self._warm[-1].timestamp_s - self._warm[0].timestamp_s) + 1.0 / self.fps
+
+    @property
+    def threshold(self) -> float | None:
+        return None if self.cal is None else self.cal.threshold
+
+    def status_text(self) -> str:
+        if self.state in ("learning", "relearning"):
+            what = "re-learning after a scene cut" if self.state == "relearning" else "learning normality"
+            return f"{what}: {self.learnt_s:.0f}/{self.warmup_s:g} s"
+        return f"threshold {self.threshold:.2f} (fitted at {self.fitted_at_s:.0f} s)"
+
+    def describe(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"state": self.state, "fit_s": self.s.fit_s, "learnt_s": round(self.learnt_s, 2),
+                             "progress": self.status_text(), "threshold": self.threshold,
+                             "low_threshold": None if self.cal is None else self.cal.low_threshold,
+                             "false_alarms_per_hour": self.s.false_alarms_per_hour,
+                             "fitted_at_s": self.fitted_at_s, "fitted_wall": self.fitted_wall,
+                             "updates": self.updates, "adapt": self.s.adapt,
+                             "memory_s": round(len(self.memory_timestamps()) / self.fps, 1), "scene_cuts": list(self.scene_cuts),
+                             "restored": self._restored}
+        if self.tail is not None:
+            d["tail"] = self.tail.to_dict()
+        if self.fit_info:
+            d["fit"] = dict(self.fit_info)
+        return d
+
+    def memory_timestamps(self) -> np.ndarray:
+        """Stream times of the frames in the normal memory (what the next update learns besides the warm-up)."""
+        return np.array([f.timestamp_s for seg in self._memory for f in seg.frames], np.float64)
+
+    # -- streaming ---------------------------------------------------------------------------------------
+    def push(self, f: FrameFeatures, *, cut: bool = False) -> list[ScoredRow]:
+        """Consume the next frame's features; returns the rows that became final."""
+        self._last_ts = float(f.timestamp_s)
+        out: list[ScoredRow] = []
+        if cut:
+            out.extend(self._scene_cut(f))
+        if self.scorer is None:
+            self._warm.append(f)
+            if self.learnt_s >= self.warmup_s - 1e-9:
+                self._fit_from_warmup()
+            return out
+        self._feats[self._pos] = f
+        self._pos += 1
+        if self._next_update_s is None:  # restored from a file: updates count from its first frame
+            self._next_update_s = float(f.timestamp_s) + self.s.update_every_s
+        out.extend(self._rows(self.scorer.push(f)))
+        if self.s.adapt and self._next_update_s is not None and f.timestamp_s >= self._next_update_s:
+            out.extend(self.update())
+        return out
+
+    def finish(self) -> list[ScoredRow]:
+        out: list[ScoredRow] = []
+        if self.scorer is not None:
+            out = self._rows(self.scorer.finish())
+            self.scorer = None
+        if self.state in ("learning", "relearning") and self._warm:
+            seen = self.learnt_s
+            self.fit_info["not_scored"] = (
+                f"{'nothing' if self.state == 'learning' else 'nothing after the scene cut'} scored: the video "
+                f"{'is' if self.state == 'learning' else 'continued for'} {seen:.1f} s, shorter than the "
+                f"{self.warmup_s:g} s normality warm-up (anomaly.fit_s)")
+            log.warning("anomaly: %s", self.fit_info["not_scored"])
+        return out
+
+    def _rows(self, scored: list[ScoredFrame]) -> list[ScoredRow]:
+        assert self.cal is not None
+        out = []
+        for sf in scored:
+            s = float(sf.score)
+            self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
+            row = ScoredRow(sf.frame_index, sf.timestamp_s, s, self._on)
+            out.append(row)
+            if self.keep_rows:
+                self.rows.append(row)
+            feats = self._feats.pop(sf.position, None)
+            if self._on:
+                self._last_flag_s = sf.timestamp_s
+                while self._candidates and self._candidates[-1][0] >= sf.timestamp_s - self.s.guard_s:
+                    self._candidates.pop()  # too close before a flag: may be the anomaly's onset
+            elif feats is not None and self.s.adapt and sf.timestamp_s - self._last_flag_s > self.s.guard_s:
+                self._candidates.append((sf.timestamp_s, feats))
+            self._settle(sf.timestamp_s)
+        return out
+
+    def _settle(self, now_s: float) -> None:
+        """Candidates older than the guard window become normal memory."""
+        while self._candidates and self._candidates[0][0] < now_s - self.s.guard_s:
+            ts, feats = self._candidates.popleft()
+            seg = self._memory[-1] if self._memory else None
+            if seg is None or not seg.frames or ts - seg.frames[-1].timestamp_s > 1.5 / self.fps:
+                seg = _Segment()
+                self._memory.append(seg)
+            seg.frames.append(feats)
+        total = sum(s.seconds(self.fps) for s in self._memory)
+        while self._memory and total > self.s.memory_s:
+            old = self._memory[0]
+            drop = min(len(old.frames), max(1, int((total - self.s.memory_s) * self.fps)))
+            del old.frames[:drop]
+            total -= drop / self.fps
+            if not old.frames:
+                self._memory.popleft()
+
+    # -- fitting -----------------------------------------------------------------------------------------
+    def _clip(self, frames: Sequence[FrameFeatures], name: str) -> ClipFeatures:
+        return ClipFeatures.from_frames(name, self.fps, frames, self.working_size)
+
+    def _fit_from_warmup(self) -> None:
+        base = self._clip(self._warm, "warmup")
+        relearn = self.state == "relearning"
+        self._install(*fit_normality([base], self.cfg, self.fps, self.s, self.tail_cfg))
+        self._base = base
+        self._warm = []
+        log.info("anomaly: normality %slearnt from %.1f s of video (%d frames); threshold %.3f for %g false "
+                 "alarms/hour", "re-" if relearn else "", base.timestamp_s[-1] - base.timestamp_s[0] + 1 / self.fps,
+                 len(base), self.threshold, self.s.false_alarms_per_hour)
+
+    def _install(self, model: AnomalyModel, cal: Calibration, tail: Tail, info: dict[str, Any]) -> None:
+        self.model, self.cal, self.tail = model, cal, tail
+        self.fit_info = info
+        self.scorer = model.scorer(self.fps)
+        self._feats, self._pos = {}, 0
+        self.state = "scoring"
+        self.fitted_at_s = self._last_ts
+        self.fitted_wall = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self._next_update_s = None if self._last_ts is None else self._last_ts + self.s.update_every_s
+
+    def update(self) -> list[ScoredRow]:
+        """Refit on the first warm-up + normal memory (+ feedback frames); bounded threshold change.
+
+        Returns rows flushed from the previous scorer (its delayed frames)."""
+        if self.model is None or self.cal is None:
+            return []
+        self._next_update_s = (self._last_ts or 0.0) + self.s.update_every_s
+        clips = [self._clip(s.frames, f"memory{i}") for i, s in enumerate(self._memory) if len(s.frames) >= 8]
+        clips += self._extra
+        if not clips:
+            return []
+        base = [self._base] if self._base is not None else []
+        try:
+            model, cal, tail, info = fit_normality(base + clips, self.cfg, self.fps, self.s, self.tail_cfg)
+        except DatasetError as exc:
+            log.warning("anomaly: update skipped: %s", exc)
+            return []
+        old = self.cal.threshold
+        lo, hi = sorted((old / self.s.max_threshold_change, old * self.s.max_threshold_change))
+        if old <= 0:
+            lo, hi = old - abs(old) * (self.s.max_threshold_change - 1) - 0.5, old + 0.5
+        thr = float(np.clip(cal.threshold, lo, hi))
+        if thr != cal.threshold:
+            cal = replace(cal, threshold=thr, low_threshold=min(cal.low_threshold, thr))
+        flushed = self._rows(self.scorer.finish()) if self.scorer is not None else []
+        info["update_frames"] = int(sum(len(c) for c in clips))
+        self._install(model, cal, tail, info)
+        self._extra = []
+        self.updates += 1
+        log.info("anomaly: normality updated (%d) from %d normal frames; threshold %.3f -> %.3f", self.updates,
+                 info["update_frames"], old, thr)
+        return flushed
+
+    def add_normal(self, cf: ClipFeatures) -> None:
+        """Frames known to be normal (e.g. a false alarm the user marked): learnt at the next update."""
+        if len(cf) >= 2:
+            self._extra.append(cf)
+            if self._next_update_s is not None and self._last_ts is not None:
+                self._next_update_s = min(self._next_update_s, self._last_ts)
+
+    def _scene_cut(self, f: FrameFeatures) -> list[ScoredRow]:
+        out = self._rows(self.scorer.finish()) if self.scorer is not None else []
+        out = [replace(r, is_anomaly=False) for r in out]  # never an alarm for the cut itself
+        if self.keep_rows and out:
+            self.rows[-len(out):] = out
+        self._on = False
+        self.scene_cuts.append({"timestamp_s": round(float(f.timestamp_s), 3), "frame_index": int(f.frame_index),
+                                "action": "normality re-learnt"})
+        log.warning("anomaly: scene cut at %.1f s: learning normality again", f.timestamp_s)
+        self.scorer = None
+        self._warm = []
+        self._memory.clear()
+        self._candidates.clear()
+        self._extra = []
+        self._base = None
+        self._next_update_s = None
+        self.state = "relearning" if self.model is not None else "learning"
+        return out
+
+    # -- events ------------------------------------------------------------------------------------------
+    def events(self) -> list[dict[str, Any]]:
+        """Events of the rows kept so far (threshold pair of the latest fit), numbered from 1."""
+        if self.cal is None or not self.rows:
+            return []
+        ev = find_events(np.array([r.score for r in self.rows]), self.cal, fps=self.fps,
+                         frame_index=np.array([r.frame_index for r in self.rows]),
+                         timestamp_s=np.array([r.timestamp_s for r in self.rows]),
+                         flags=np.array([r.is_anomaly for r in self.rows]))
+        cuts = [c["timestamp_s"] for c in self.scene_cuts]
+        out = []
+        for e in ev:
+            if any(e.start_s - 1.0 / self.fps <= c <= e.end_s + 1.0 / self.fps for c in cuts):
+                continue  # an excursion at a scene cut is the cut, never an alarm
+            out.append({"id": len(out) + 1, **e.to_dict()})
+        return out
+
+    # -- persistence -------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """The learnt normality as a checkpoint (loadable as an anomaly model, or with :meth:`load`)."""
+        from vidseq.config import to_dict
+        from vidseq.train.checkpoint import save_checkpoint
+
+        if self.model is None or self.cal is None or self.tail is None:
+            raise ConfigError("anomaly: nothing to save yet: normality has not been learnt")
+        normal = self._base
+        mem = [self._clip(s.frames, "memory") for s in self._memory if len(s.frames) >= 2]
+        return save_checkpoint(
+            path, model=self.model, model_name=MODEL_NAME, model_config=self.model.model_config(),
+            config={"normality": to_dict(self.s)},
+            metadata={"fps": self.fps, "working_size": list(self.working_size)},
+            extra={"calibration": self.cal.to_dict(), "mode": ONLINE_MODE, "tail": self.tail.to_dict(),
+                   "fit": {k: v for k, v in self.fit_info.items() if isinstance(v, (int, float, str, list))},
+                   "updates": self.updates, "fitted_wall": self.fitted_wall,
+                   "normal": [_clip_arrays(c) for c in ([normal] if normal is not None else []) + mem]})
+
+    @classmethod
+    def load(cls, path: str | Path, fps: float, settings: NormalitySettings | None = None,
+             tail_cfg: TailConfig | None = None) -> OnlineNormality:
+        """Resume a saved normality: scoring starts at once, updates continue (first warm-up restored)."""
+        from vidseq.tasks.anomaly.task import load_anomaly_model
+
+        model, cal, ckpt = load_anomaly_model(path)
+        extra = ckpt.get("extra", {})
+        if extra.get("mode") != ONLINE_MODE:
+            raise CheckpointError(f"{path}: not a saved stream normality (mode {extra.get('mode')!r})")
+        on = cls(model.cfg, fps, settings, tail_cfg)
+        on.working_size = tuple(int(v) for v in ckpt.get("metadata", {}).get("working_size", (0, 0)))  # type: ignore[assignment]
+        on.tail = Tail.from_dict(dict(extra["tail"]))
+        on.model, on.cal = model, cal
+        clips = [_clip_from_arrays(d, fps, on.working_size) for d in extra.get("normal", [])]
+        on._base = clips[0] if clips else None
+        for c in clips[1:]:
+            seg = _Segment()
+            seg.frames = list(c.frames())
+            on._memory.append(seg)
+        on.scorer = model.scorer(fps)
+        on.state = "scoring"
+        on.updates = int(extra.get("updates", 0))
+        on.fitted_wall = extra.get("fitted_wall")
+        on.fitted_at_s = 0.0
+        on._restored = True
+        on.fit_info = {"restored_from": str(path)}
+        return on
+
+
+def _clip_arrays(c: ClipFeatures) -> dict[str, Any]:
+    return {"frame_index": c.frame_index, "timestamp_s": c.timestamp_s,
+            "magnitude_maps": c.magnitude_maps.astype(np.float16), "valid": c.valid, "descriptors": c.descriptors,
+            "region_attrs": c.region_attrs, "region_frame": c.region_frame}
+
+
+def _clip_from_arrays(d: dict[str, Any], fps: float, working_size: tuple[int, int]) -> ClipFeatures:
+    a = {k: (v.numpy() if hasattr(v, "numpy") else np.asarray(v)) for k, v in d.items()}
+    return ClipFeatures("restored", fps, a["frame_index"], a["timestamp_s"], a["magnitude_maps"].astype(np.float32),
+                        a["valid"].astype(bool), a["descriptors"], a["region_attrs"], a["region_frame"],
+                        working_size)
+
+
+__all__ = ["DEFAULT_FIT_S", "ONLINE_MODE", "NormalitySettings", "OnlineNormality", "ScoredRow", "fit_normality",
+           "unsupervised_config"]
