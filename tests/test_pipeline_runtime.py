@@ -30,6 +30,9 @@ class _SpyHead:
     def describe(self) -> dict[str, Any]:
         return {}
 
+    def finish(self, ctx: Any) -> None:  # the StreamHead protocol
+        return None
+
 
 @pytest.mark.parametrize("concurrent", [True, False])
 def test_frame_only_heads_run_beside_the_detector(tiny_video: Path, concurrent: bool) -> None:
