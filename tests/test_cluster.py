@@ -203,7 +203,7 @@ def test_serial_path_does_not_import_ray(tmp_path: Path, tiny_video: Path) -> No
 
 @pytest.mark.slow
 def test_score_on_ray_equals_serial_and_reruns_skip(tmp_path: Path, ray_local, make_video) -> None:
-    videos = [str(make_video(tmp_path / f"{n}.avi", n_frames=16)) for n in ("a", "b")]
+    videos = [str(make_video(tmp_path / f"{n}.avi", n_frames=48)) for n in ("a", "b")]
     opts = ["-q", "score", *videos, "--unsupervised", "--fit-seconds", "0.5"]
     assert main([*opts, "--out", str(tmp_path / "serial")]) == 0
     assert main([*opts, "--out", str(tmp_path / "ray"), "--ray", "auto", "--no-progress"]) == 0
@@ -219,7 +219,7 @@ def test_score_on_ray_equals_serial_and_reruns_skip(tmp_path: Path, ray_local, m
 
 def test_score_rerun_skips_until_settings_change(tmp_path: Path, make_video,
                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    video = str(make_video(tmp_path / "v.avi", n_frames=16))
+    video = str(make_video(tmp_path / "v.avi", n_frames=48))
     args = ["score", video, "--unsupervised", "--fit-seconds", "0.5", "--out", str(tmp_path / "o")]
     assert main(args) == 0
     events = tmp_path / "o" / "v_events.json"

@@ -51,7 +51,8 @@ def test_frame_only_heads_run_beside_the_detector(tiny_video: Path, concurrent: 
     assert {"detector", "anomaly", "trajectory"} <= set(prof)
 
 
-def test_concurrent_heads_give_identical_outputs(tmp_path: Path, tiny_video: Path) -> None:
+def test_concurrent_heads_give_identical_outputs(tmp_path: Path, make_video: Any) -> None:
+    tiny_video = make_video(tmp_path / "short.avi", n_frames=40)  # enough frames for the 0.5 s warm-up's threshold
     outs = {}
     for concurrent in (True, False):
         cfg = load_config(ProcessConfig, None, ["runtime=torch", "anomaly.fit_s=0.5", "video=false", "plot=false",

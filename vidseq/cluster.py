@@ -178,11 +178,15 @@ class VideoWorker:
     def _kill_when_started(self, stem: str) -> None:
         """Fault drill (see module docstring): SIGKILL this process once the video's output appears."""
         target = self.job.output_path(stem)
-        probe = target / "frames.csv" if target.suffix == "" else target.parent
+
+        def started() -> bool:  # `process` writes into a hidden staging folder renamed into place at the end
+            if target.suffix:
+                return target.parent.exists()
+            return (target / "frames.csv").exists() or any(target.parent.glob(f".{target.name}.partial.*/frames.csv"))
 
         def watch() -> None:
             deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and not probe.exists():
+            while time.monotonic() < deadline and not started():
                 time.sleep(0.005)
             os.kill(os.getpid(), signal.SIGKILL)
 

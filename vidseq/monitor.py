@@ -51,7 +51,8 @@ class AlertSettings:
     pre_roll_s: float = 3.0  # clip seconds before the alert
     post_roll_s: float = 3.0  # clip seconds after the event ends
     max_clip_s: float = 60.0  # a clip never grows beyond this
-    threshold: float | None = None  # alert when the score is >= this; None: the anomaly model's own threshold
+    # alert when the score is >= this (standardised scores: may be negative); None: the anomaly model's own threshold
+    threshold: float | None = setting(None, ge=-1e9)
 
 
 @dataclass(frozen=True)

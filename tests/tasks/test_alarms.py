@@ -301,7 +301,7 @@ def test_feedback_appends_and_a_false_alarm_is_learnt_as_normal(tmp_path: Path) 
     (run / "events.jsonl").write_text(json.dumps({"type": "alert", "id": 1, "start_s": 35.0, "alert_s": 35.5}) + "\n"
                                       + json.dumps({"type": "end", "id": 1, "end_s": 38.0}) + "\n")
     rec = mark_event(run, 1, "false_alarm", note="the gardener's cart")
-    assert rec["label"] == "false_alarm" and feedback_labels(run)[1]["note"] == "the gardener's cart"
+    assert rec["label"] == "false_alarm" and feedback_labels(run)["1"]["note"] == "the gardener's cart"
     lines = (run / "events.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[-1])["type"] == "feedback"
 

@@ -60,6 +60,10 @@ ONLINE_MODE = "unsupervised-online"
 FOLD_CHUNKS = 4
 
 
+MIN_WARMUP_FRAMES = 20
+"""Frames a warm-up needs besides its seconds (the threshold's tail fit needs a few normal scores)."""
+
+
 @dataclass(frozen=True)
 class NormalitySettings:
     """How normality is learnt on the stream (keys of the ``anomaly`` section of process/monitor configs).
@@ -277,7 +281,9 @@ class OnlineNormality:
             out.extend(self._scene_cut(f))
         if self.scorer is None:
             self._warm.append(f)
-            if self.learnt_s >= self.warmup_s - 1e-9:
+            # the warm-up ends after fit_s seconds of stream time *and* enough frames for a threshold: a live
+            # source that drops most frames keeps learning a little longer instead of failing
+            if self.learnt_s >= self.warmup_s - 1e-9 and len(self._warm) >= MIN_WARMUP_FRAMES:
                 self._fit_from_warmup()
             return out
         self._feats[self._pos] = f
