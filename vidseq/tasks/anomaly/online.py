@@ -60,7 +60,7 @@ ONLINE_MODE = "unsupervised-online"
 FOLD_CHUNKS = 4
 
 
-MIN_WARMUP_FRAMES = 20
+MIN_WARMUP_FRAMES = 12
 """Frames a warm-up needs besides its seconds (the threshold's tail fit needs a few normal scores)."""
 
 
