@@ -230,7 +230,7 @@ def test_score_rerun_skips_until_settings_change(tmp_path: Path, make_video,
     assert main([*args, "--force"]) == 0
     assert "already complete" not in capsys.readouterr().out
     assert main([*args[:-4], "--fit-seconds", "1", "--out", str(tmp_path / "o")]) == 0
-    assert json.loads(events.read_text())["mode"] == "unsupervised-first-1s"
+    assert json.loads(events.read_text())["mode"] == "unsupervised-online-1s"  # settings changed: scored again
 
 
 @pytest.mark.parametrize("address", ["127.0.0.1:1", "ray://127.0.0.1:1", "nonsense"])
