@@ -15,6 +15,7 @@ from vidseq.features.motion import MotionConfig
 from vidseq.models.anomaly.fit import fit_anomaly_model
 from vidseq.models.anomaly.model import AnomalyConfig
 from vidseq.tasks.anomaly.features import extract_clip_features
+from vidseq.tasks.anomaly.online import MIN_WARMUP_FRAMES
 from vidseq.train.checkpoint import save_checkpoint
 
 CFG = AnomalyConfig(streams=("speed", "objects"), motion=MotionConfig(width=0))
@@ -50,7 +51,8 @@ def test_unsupervised_mode_is_labelled(tmp_path: Path, capsys: pytest.CaptureFix
     assert doc["mode"] == "unsupervised-online-1s" and "unsupervised" in doc["info"]["note"]
     assert "UNSUPERVISED" in capsys.readouterr().out
     rows = list(csv.DictReader((tmp_path / "u_scores.csv").open()))
-    assert [int(r["frame_index"]) for r in rows] == list(range(10, 16))  # the 1 s warm-up is learnt, not scored
+    # the warm-up (1 s, and at least MIN_WARMUP_FRAMES frames) is learnt, not scored
+    assert [int(r["frame_index"]) for r in rows] == list(range(max(10, MIN_WARMUP_FRAMES), 16))
     assert doc["info"]["normality"]["state"] == "scoring" and doc["threshold"] is not None
 
 
