@@ -50,6 +50,18 @@ class VideoJob(Protocol):
         """Process one source; raises :class:`vidseq.errors.VidseqError` for a bad one."""
 
 
+class _LoadedOnce:
+    """Jobs that load a model once per process into ``_state``: pickled (to Ray workers) without it."""
+
+    def __getstate__(self) -> dict[str, Any]:  # ship the settings, not a loaded model
+        state = dict(self.__dict__)
+        state["_state"] = {}
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+
+
 @dataclass(frozen=True)
 class ProcessJob:
     """``vidseq process``: :func:`vidseq.pipeline.process_video` into ``out/<stem>/``.
@@ -89,7 +101,7 @@ class ProcessJob:
 
 
 @dataclass(frozen=True)
-class ExtractJob:
+class ExtractJob(_LoadedOnce):
     """``vidseq extract``: :func:`vidseq.features.extractor.extract_features` into ``out/<stem>.npz``.
 
     The backbone is stateless between videos, so it is loaded once per process (:meth:`setup`).
@@ -112,14 +124,6 @@ class ExtractJob:
     def backbone(self) -> Any:
         self.setup()
         return self._state["backbone"]
-
-    def __getstate__(self) -> dict[str, Any]:  # ship the settings, not a loaded model
-        state = dict(self.__dict__)
-        state["_state"] = {}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     def output_path(self, stem: str) -> Path:
         return self.out / f"{stem}.npz"
@@ -144,7 +148,7 @@ class ExtractJob:
 
 
 @dataclass(frozen=True)
-class ScoreJob:
+class ScoreJob(_LoadedOnce):
     """``vidseq score``: per-frame anomaly scores into ``out/<stem>_scores.csv`` + ``out/<stem>_events.json``.
 
     With ``model`` the checkpoint is loaded once per process (:meth:`setup`); without it
@@ -177,14 +181,6 @@ class ScoreJob:
 
             model, cal, _ = load_anomaly_model(self.model)
             self._state.update(model=model, calibration=cal, model_sha256=sha256_file(self.model))
-
-    def __getstate__(self) -> dict[str, Any]:  # ship the settings, not a loaded model
-        state = dict(self.__dict__)
-        state["_state"] = {}
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
 
     def output_path(self, stem: str) -> Path:
         return self.out / f"{stem}_events.json"
