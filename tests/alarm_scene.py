@@ -37,6 +37,11 @@ class Scene:
     shake_from_s: float = 0.0  # shake (and pan) start here
     pan_px_s: float = 0.0  # slow pan speed
     cut_at_s: float | None = None  # switch to another scene texture
+    cut_back_s: float | None = None  # ... and back to the first one
+    one_way: bool = False  # every walker walks to the right (a one-way path)
+    lane_band: tuple[float, float] | None = None  # walkers' lanes in this band of the height (fractions)
+    intruder: tuple[float, float, float, float] | None = None  # (start_s, end_s, y fraction, +1/-1): a walker at
+    # ordinary speed, in its own lane and direction (off the path, or against the traffic)
 
 
 def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
@@ -59,13 +64,15 @@ def scene_frames(sc: Scene) -> np.ndarray:
     bgs = [_texture(rng, w + 2 * pad + int(sc.pan_px_s * sc.seconds) + 1, h + 2 * pad) for _ in range(2)]
     n = round(sc.seconds * sc.fps)
     # walkers: y lane, x position, direction
-    lanes = rng.uniform(5, h - 30, sc.walkers)
+    lo, hi = (5, h - 30) if sc.lane_band is None else (sc.lane_band[0] * h, sc.lane_band[1] * h)
+    lanes = rng.uniform(lo, hi, sc.walkers)
     xs = rng.uniform(0, w, sc.walkers)
-    dirs = rng.choice([-1.0, 1.0], sc.walkers)
+    dirs = np.ones(sc.walkers) if sc.one_way else rng.choice([-1.0, 1.0], sc.walkers)
     out = np.empty((n, h, w, 3), np.uint8)
     for i in range(n):
         t = i / sc.fps
-        bg = bgs[1] if sc.cut_at_s is not None and t >= sc.cut_at_s else bgs[0]
+        other = sc.cut_at_s is not None and t >= sc.cut_at_s and (sc.cut_back_s is None or t < sc.cut_back_s)
+        bg = bgs[1] if other else bgs[0]
         ox = pad + round(sc.pan_px_s * max(0.0, t - sc.shake_from_s))
         oy = pad
         if sc.shake_px and t >= sc.shake_from_s:
@@ -76,6 +83,12 @@ def scene_frames(sc: Scene) -> np.ndarray:
             ramp = 1.0 + (sc.speed_ramp - 1.0) * i / max(n - 1, 1)
             xs[k] = (xs[k] + dirs[k] * sc.speed_px * ramp * (1 + 0.2 * np.sin(t + k))) % (w + 20)
             x, y = int(xs[k]) + pad - 10, int(lanes[k]) + pad
+            world[y:y + 24, x:x + 10] = 235
+        if sc.intruder is not None and sc.intruder[0] <= t < sc.intruder[1]:
+            t0, _, yf, d = sc.intruder
+            travel = (t - t0) * sc.fps * sc.speed_px
+            x = int(travel if d > 0 else w - 10 - travel) % (w - 10) + pad
+            y = int(yf * h) + pad
             world[y:y + 24, x:x + 10] = 235
         for span in (sc.fast, sc.fast_again):
             if span is not None and span[0] <= t < span[1]:

@@ -75,6 +75,7 @@ class MonitorStats:
     dropped: int = 0
     reconnects: int = 0
     alerts: int = 0
+    scored: int = 0  # frames that got an anomaly score (not in a normality warm-up)
     # capture -> score, per frame; the last LATENCY_WINDOW frames only, so a monitor running for weeks keeps
     # constant memory (percentiles are over that window)
     latency_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_WINDOW))
@@ -85,7 +86,7 @@ class MonitorStats:
         lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
         elapsed = time.monotonic() - self.started
         return {"frames": self.frames, "dropped": self.dropped, "reconnects": self.reconnects, "alerts": self.alerts,
-                "elapsed_s": round(elapsed, 2), "fps": round(self.frames / max(elapsed, 1e-9), 2),
+                "anomaly_scored_frames": self.scored, "elapsed_s": round(elapsed, 2), "fps": round(self.frames / max(elapsed, 1e-9), 2),
                 "latency_ms_median": None if np.isnan(lat).all() else round(float(np.nanmedian(lat)), 1),
                 "latency_ms_p95": None if np.isnan(lat).all() else round(float(np.nanpercentile(lat, 95)), 1),
                 "profile": self.profile}
@@ -552,6 +553,7 @@ class _PipelineContext:
             if cam.threshold is None and self.head is not None and getattr(self.head, "threshold", None) is not None:
                 cam.threshold = float(self.head.threshold)
             score = r.anomaly_score
+            stats.scored += score is not None
             if cfg.alerts.threshold is not None and score is not None:
                 is_anomaly = score >= cfg.alerts.threshold
             else:

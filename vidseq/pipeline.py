@@ -387,7 +387,8 @@ def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, k
             JsonlSink(out / "forecasts.jsonl", flush_every=25, flush_interval_s=1.0) as forecasts_out, \
             JsonlSink(out / "captions.jsonl") as captions_out, \
             tqdm(total=expected, unit="frame", desc=name, disable=not progress, dynamic_ncols=True) as bar:
-        sink = VideoSink(out / "annotated.mp4", info.fps / cfg.stride, (info.width, info.height)) \
+        # encoded in a worker thread (PyAV releases the GIL): drawing the next frame overlaps encoding this one
+        sink = VideoSink(out / "annotated.mp4", info.fps / cfg.stride, (info.width, info.height), background=8) \
             if cfg.video else None
         drawer = FrameDrawer(cfg, info.fps) if cfg.video else None
         try:
@@ -440,6 +441,7 @@ def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, k
             proc.close()
             if sink is not None:
                 sink.close()
+                stage_s["encode (background)"] = sink.encode_seconds
     elapsed = time.perf_counter() - t0
     events = _finish_heads(proc, out, scores, cfg)
     summary.update(

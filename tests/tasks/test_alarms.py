@@ -23,15 +23,19 @@ from vidseq.errors import ConfigError
 from vidseq.features.camera import CameraConfig
 from vidseq.models.anomaly.model import FrameFeatures
 from vidseq.models.anomaly.threshold import budget_calibration, fit_tail
-from vidseq.tasks.anomaly.online import NormalitySettings, OnlineNormality
+from vidseq.tasks.anomaly.online import (
+    NormalitySettings,
+    OnlineNormality,
+    unsupervised_config,
+)
 
 RAW = None
 CAM = CameraConfig()
 
 
-def run_stream(sc: Scene, camera: CameraConfig | None, **settings: object) -> OnlineNormality:
+def run_stream(sc: Scene, camera: CameraConfig | None, cfg=CFG, **settings: object) -> OnlineNormality:
     feats, cuts, ws = scene_features(scene_frames(sc), camera=camera)
-    on = OnlineNormality(CFG, FPS, NormalitySettings(**{"fit_s": 20.0, "adapt": False, **settings}))
+    on = OnlineNormality(cfg, FPS, NormalitySettings(**{"fit_s": 20.0, "adapt": False, **settings}))
     on.working_size = ws
     for f, c in zip(feats, cuts, strict=True):
         on.push(f, cut=c)
@@ -50,9 +54,10 @@ def overlaps(ev: tuple[float, float], span: tuple[float, float], pad: float = 1.
 def synthetic_frames(n: int, dt_s: float, seed: int = 0) -> list[FrameFeatures]:
     """Feature records with random motion, timestamps ``dt_s`` apart (frames dropped by a slow reader)."""
     rng = np.random.default_rng(seed)
+    d = 3 * 4 * 6 + 4  # CFG's 3x4 motion grid: per-cell statistics + global ones
     return [FrameFeatures(frame_index=i, timestamp_s=i * dt_s, magnitude_map=rng.gamma(1.0, 0.5, (12, 16)).astype(
-        np.float32), valid=i > 0, descriptor=np.zeros(4, np.float32), region_attrs=np.zeros((0, 9), np.float32))
-        for i in range(n)]
+        np.float32), valid=i > 0, descriptor=rng.gamma(1.0, 0.1, d).astype(np.float32),
+        region_attrs=np.zeros((0, 9), np.float32)) for i in range(n)]
 
 
 # -- 1. warm-up in stream seconds ---------------------------------------------------------------------------
@@ -185,6 +190,56 @@ def test_scene_cut_relearns_and_never_alarms() -> None:
 # -- 4. adaptive, persistent normality -----------------------------------------------------------------------
 
 
+def test_a_view_seen_before_gets_its_normality_back_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cut to another view and back: the first view's normality is restored on its return (so a fast
+    object right after it is found), where re-learning would have left it unscored."""
+    def run() -> OnlineNormality:
+        from vidseq.tasks.anomaly.features import FeatureComputer
+
+        sc = Scene(seconds=40.0, cut_at_s=20.0, cut_back_s=24.0, fast=(27.0, 30.0))
+        comp = FeatureComputer(CFG.motion, None, camera=CAM)
+        on = OnlineNormality(CFG, FPS, NormalitySettings(fit_s=10.0, adapt=False))
+        for i, im in enumerate(scene_frames(sc)):
+            f = comp.step(im, i, i / FPS)
+            on.working_size = tuple(comp.motion.working_size)
+            on.push(f, cut=comp.last_cut, view=comp.last_view)
+        on.finish()
+        return on
+
+    on = run()
+    restored = "normality restored (this view was learnt before)"
+    assert [c["action"] for c in on.scene_cuts] == ["normality re-learnt", restored]
+    assert any(overlaps(e, (27.0, 30.0)) for e in spans(on))
+    monkeypatch.setattr("vidseq.features.camera.same_view", lambda a, b, cfg=None: False)  # re-learn after every cut
+    again = run()
+    assert [c["action"] for c in again.scene_cuts] == ["normality re-learnt"] * 2
+    assert not any(overlaps(e, (27.0, 30.0)) for e in spans(again))
+
+
+def test_a_switch_to_a_similar_looking_view_is_a_scene_cut() -> None:
+    """A view that looks alike at thumbnail size (a mirrored view of a symmetric scene, correlation between
+    the hard cut level and 0.95) is a cut when no single camera motion explains its corners; a 2 px shift of
+    the same view is not. Without the tracked-corner test the switch goes unnoticed."""
+    import cv2
+
+    from vidseq.features.camera import CameraCompensator
+
+    rng = np.random.default_rng(0)
+    h, w = 120, 160
+    coarse = cv2.resize(rng.uniform(-60, 60, (6, 8)).astype(np.float32), (w, h), interpolation=cv2.INTER_CUBIC)
+    coarse = (coarse + coarse[:, ::-1]) / 2  # a left-right symmetric layout, like a street seen head-on
+    fine = cv2.resize(rng.uniform(-45, 45, (h // 4, w // 4)).astype(np.float32), (w, h),
+                      interpolation=cv2.INTER_CUBIC)
+    img = np.clip(120 + coarse + fine, 0, 255).astype(np.uint8)
+    views = [img[:, ::-1].copy(), np.roll(img, 2, axis=1)]
+    cam = CameraCompensator(CameraConfig())
+    mirrored, shifted = (cam.motion(cam.prepare(img), cam.prepare(v)) for v in views)
+    assert CameraConfig().cut_correlation < mirrored.correlation < 0.95
+    assert mirrored.cut and not shifted.cut
+    off = CameraCompensator(CameraConfig(similar_cut_correlation=0.0))
+    assert not off.motion(off.prepare(img), off.prepare(views[0])).cut
+
+
 def test_updates_learn_slow_drift_but_never_the_flagged_anomaly() -> None:
     """Walkers speed up slowly (drift): without updates that alarms, with updates it does not; the fast
     object's frames (and guard_s around them) never enter the normal memory, and it is flagged both times."""
@@ -230,8 +285,9 @@ def test_updates_are_bounded() -> None:
     assert on.threshold == pytest.approx(thr0 / 1.1) or on.threshold == pytest.approx(thr0 * 1.1)
 
 
-def test_saved_normality_loads_weights_only_and_resumes_scoring(tmp_path: Path) -> None:
-    on = OnlineNormality(CFG, 10.0, NormalitySettings(fit_s=5.0))
+@pytest.mark.parametrize("cfg", [CFG, unsupervised_config(base=CFG)], ids=["speed", "speed+place+direction"])
+def test_saved_normality_loads_weights_only_and_resumes_scoring(tmp_path: Path, cfg) -> None:
+    on = OnlineNormality(cfg, 10.0, NormalitySettings(fit_s=5.0))
     on.working_size = (64, 48)
     frames = synthetic_frames(120, dt_s=0.1)
     for f in frames[:80]:
@@ -239,8 +295,10 @@ def test_saved_normality_loads_weights_only_and_resumes_scoring(tmp_path: Path) 
     path = on.save(tmp_path / "cam.pt")
     ckpt = torch.load(path, weights_only=True)
     assert ckpt["extra"]["mode"] == "unsupervised-online" and len(ckpt["extra"]["normal"]) >= 1
-    back = OnlineNormality.load(path, 10.0, NormalitySettings(fit_s=5.0, update_every_s=10.0))
+    # a short guard: random features from a 5 s warm-up flag a few frames now and then
+    back = OnlineNormality.load(path, 10.0, NormalitySettings(fit_s=5.0, update_every_s=10.0, guard_s=0.5))
     assert back.state == "scoring" and back.threshold == pytest.approx(on.threshold)
+    assert back.model.cfg.streams == cfg.streams
     a = [r.score for f in frames[80:] for r in on.push(f)]
     b = [r.score for f in frames[80:] for r in back.push(f)]
     assert len(b) > 20 and np.allclose(a[-20:], b[-20:])  # same model, same scores
@@ -410,3 +468,25 @@ def test_a_trained_model_gets_this_streams_threshold_for_the_budget(tmp_path: Pa
     assert ev and all(overlaps(e, (40.0, 43.0)) for e in ev)
     d = per_stream.describe()["stream_threshold"]
     assert d["threshold"] >= d["checkpoint_threshold"] and d["fitted_at_s"] == pytest.approx(20.0, abs=0.6)
+
+
+# -- slow anomalies: where and which way things move (place / direction streams) ------------------------------
+
+ONE_WAY = {"seconds": 40.0, "walkers": 3, "one_way": True, "lane_band": (0.55, 0.75)}
+
+
+@pytest.mark.parametrize(("name", "intruder"), [("wrong direction", (28.0, 33.0, 0.6, -1.0)),
+                                                ("off the path", (28.0, 33.0, 0.05, 1.0))])
+def test_a_walker_at_normal_speed_against_the_traffic_or_off_the_path_alarms(name: str, intruder: tuple) -> None:
+    """A walker at the walkers' own speed, walking against a one-way path or where nobody walks, raises an
+    alarm with the unsupervised streams (speed + place + direction); the speed stream alone does not see it,
+    and the same scene without the walker raises none."""
+    sc = Scene(**ONE_WAY, intruder=intruder)
+    span = intruder[:2]
+    full = run_stream(sc, CAM, cfg=unsupervised_config(base=CFG))
+    assert any(overlaps(e, span) for e in spans(full)), f"{name}: not found"
+    assert not [e for e in spans(full) if not overlaps(e, span)], f"{name}: false alarms {spans(full)}"
+    speed_only = run_stream(sc, CAM)
+    assert not any(overlaps(e, span) for e in spans(speed_only)), f"{name}: the speed stream alone found it"
+    quiet = run_stream(Scene(**ONE_WAY), CAM, cfg=unsupervised_config(base=CFG))
+    assert spans(quiet) == []

@@ -176,6 +176,34 @@ def test_atomic_sink_renames_on_success_and_removes_on_error(tmp_path: Path) -> 
     assert [p.name for p in tmp_path.iterdir()] == ["a.mp4"]
 
 
+def test_background_encoding_writes_the_same_frames(tmp_path: Path) -> None:
+    """Encoding in a worker thread gives the frames, in order, that encoding in the caller's thread gives."""
+    write_clip(tmp_path / "fg.mp4", 30, 10, (96, 64))
+    sink = write_clip(tmp_path / "bg.mp4", 30, 10, (96, 64), background=4)
+    assert sink.frames_written == 30 and sink.encode_seconds > 0
+    fg, bg = decode_av(tmp_path / "fg.mp4")[0], decode_av(tmp_path / "bg.mp4")[0]
+    assert [read_index(f) for f in bg] == list(range(30))
+    assert all(np.array_equal(a, b) for a, b in zip(fg, bg, strict=True))
+
+
+def test_background_encoding_error_reaches_the_caller(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An encoder failure in the worker is raised by a later write or by close, and an atomic sink leaves
+    nothing under its name."""
+    final = tmp_path / "e.mp4"
+    sink = VideoSink(final, 10, (32, 24), atomic=True, background=2)
+
+    def broken(image: np.ndarray) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(sink, "_encode", broken)
+    with pytest.raises(SinkError, match="disk full"):
+        for _ in range(50):
+            sink.write(np.zeros((24, 32, 3), np.uint8))
+        sink.close()
+    sink.close()
+    assert not final.exists() and list(tmp_path.iterdir()) == []
+
+
 def test_fallback_to_another_encoder(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     sink = write_clip(tmp_path / "f.mp4", 4, 10, (32, 24), codec="no_such_encoder")
     assert sink.codec_name == "libx264"

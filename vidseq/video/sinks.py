@@ -20,7 +20,9 @@ import json
 import logging
 import math
 import os
+import queue
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from fractions import Fraction
@@ -95,6 +97,10 @@ class VideoSink:
         atomic: write to a temporary file beside ``path`` and rename it on a clean ``close``; on an
             exception inside the ``with`` block the temporary file is removed (no partial output).
         threads: encoder threads (0 lets the encoder choose).
+        background: encode in a worker thread (at most ``background`` frames queued; 0 = in the caller's
+            thread). :meth:`write` then returns at once, the caller must not modify a frame after handing it
+            over, and an encoder error is raised by the next :meth:`write` or by :meth:`close`.
+            :attr:`encode_seconds` is the worker's busy time.
     """
 
     def __init__(
@@ -111,6 +117,7 @@ class VideoSink:
         even: Literal["pad", "crop"] = "pad",
         atomic: bool = False,
         threads: int = 0,
+        background: int = 0,
     ) -> None:
         import av
 
@@ -172,6 +179,35 @@ class VideoSink:
             self._container.close()
             self._discard_tmp()
             raise
+        self.encode_seconds = 0.0
+        self._error: BaseException | None = None  # a worker error not yet raised to the caller
+        self._failed = False  # the worker failed: nothing more is encoded and the file is not kept
+        self._queue: queue.Queue[np.ndarray | None] | None = None
+        self._worker: threading.Thread | None = None
+        if background > 0:
+            self._queue = queue.Queue(maxsize=int(background))
+            self._worker = threading.Thread(target=self._drain, name="vidseq-encode", daemon=True)
+            self._worker.start()
+
+    def _drain(self) -> None:
+        assert self._queue is not None
+        while True:
+            image = self._queue.get()
+            if image is None:
+                return
+            if self._failed:
+                continue  # keep draining so the producer never blocks on a full queue
+            try:
+                self._encode(image)
+            except BaseException as exc:  # noqa: BLE001 - handed to the producer
+                self._error, self._failed = exc, True
+
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            exc, self._error = self._error, None
+            if isinstance(exc, SinkError):
+                raise exc
+            raise SinkError(f"{self.path}: encoding failed: {exc}") from exc
 
     def _discard_tmp(self) -> None:
         if self._tmp is not None:
@@ -215,14 +251,22 @@ class VideoSink:
         Raises:
             SinkError: wrong shape/dtype, or the sink is closed.
         """
-        import av
-
         if self._closed:
             raise SinkError(f"{self.path}: write after close")
         w, h = self.size
         if image.shape != (h, w, 3) or image.dtype != np.uint8:
             raise SinkError(f"{self.path}: frame must be ({h}, {w}, 3) uint8 like the sink size {w}x{h}, "
                             f"got {image.shape} {image.dtype}")
+        if self._queue is not None:
+            self._raise_worker_error()
+            self._queue.put(image)
+            return
+        self._encode(image)
+
+    def _encode(self, image: np.ndarray) -> None:
+        import av
+
+        t0 = time.perf_counter()
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(self._fit(image)), format="bgr24")
         frame = frame.reformat(format="yuv420p")
         frame.pts = self.frames_written
@@ -230,6 +274,7 @@ class VideoSink:
         for packet in self._stream.encode(frame):
             self._container.mux(packet)
         self.frames_written += 1
+        self.encode_seconds += time.perf_counter() - t0
 
     def close(self) -> None:
         """Flush the encoder and finish the file. Safe to call twice."""
@@ -242,6 +287,18 @@ class VideoSink:
         if self._closed:
             return
         self._closed = True
+        if self._worker is not None and self._queue is not None:
+            self._queue.put(None)  # frames already queued are encoded first
+            self._worker.join()
+            self._worker = None
+            if self._failed:  # the video is incomplete: never renamed into place
+                try:
+                    self._container.close()
+                finally:
+                    self._discard_tmp()
+                if not error:
+                    self._raise_worker_error()
+                return
         try:
             try:
                 for packet in self._stream.encode(None):

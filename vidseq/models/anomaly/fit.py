@@ -33,6 +33,7 @@ from vidseq.models.anomaly.model import (
     AnomalyModel,
     FramePredictor,
     SpeedMapFitter,
+    descriptor_cells,
     score_frames,
     smooth_scores,
     stack_scored,
@@ -196,6 +197,8 @@ def fit_parts(cfg: AnomalyConfig, train: Sequence[ClipFeatures], *, frame_predic
         model.crops.fit(crop_x, cfg.crops.max_bank, cfg.crops.seed)
     if model.frame is not None and frame_predictor is not None:
         model.frame.load_state_dict(frame_predictor.state_dict())
+    if model.scene is not None:
+        model.scene.fit(np.concatenate([descriptor_cells(cf.descriptors[cf.valid], model.scene.grid) for cf in train]))
     model.eval()
     return model
 
@@ -209,6 +212,12 @@ def standardise_and_calibrate(model: AnomalyModel, raw_scores: Sequence[ClipScor
     for s in cfg.streams:
         v = np.concatenate([r.arrays[f"raw_{s}"] for r in raw_scores])
         v = v[np.isfinite(v)]
+        if cfg.standardise == "quantile" and len(v):
+            med = float(np.median(v))
+            spread = float(np.quantile(v, 0.995)) - med
+            means.append(med)
+            stds.append(spread if spread > 1e-9 else (float(v.std()) if v.std() > 1e-12 else 1.0))
+            continue
         means.append(float(v.mean()) if len(v) else 0.0)
         stds.append(float(v.std()) if len(v) > 1 and v.std() > 1e-12 else 1.0)
     model.stream_mean = torch.tensor(means, dtype=torch.float64)

@@ -20,6 +20,14 @@ Streams (each gives one raw score per frame; higher = more anomalous):
     ``pca_dim`` principal components of the normal objects' vectors; score = mean distance to the ``k``
     nearest normal objects; frame score = max over the frame's objects (0 with no object). It sees what
     the objects stream cannot: an object that moves like a pedestrian but does not look like one.
+``place`` / ``direction`` (where things move, and which way, per cell of the motion grid)
+    Read from the motion descriptor's per-cell statistics (share of moving pixels, mean flow vector, on
+    ``motion.grid``). ``place``: how far a cell's moving share exceeds what normal frames ever showed there
+    (its ``scene.quantile``), relative to that level: a person where nobody walks, an object much larger than
+    the ones that pass there. ``direction``: the surprise (negative log probability) of an active cell's flow
+    direction under the cell's normal direction histogram (``scene.bins`` bins, a Dirichlet prior toward the
+    scene-wide histogram for cells seen rarely): someone walking against the traffic, or across it. Frame
+    score = max over cells. They see slow anomalies the speed stream cannot.
 ``frame`` (stacked LSTM next-step prediction)
     A stacked LSTM (:class:`vidseq.models.encoder.StackedLSTMEncoder`) reads per-frame vectors
     [backbone appearance feature, motion descriptor] and predicts the next one; score = squared error.
@@ -49,12 +57,13 @@ from torch import nn
 from vidseq.config import from_dict, to_dict
 from vidseq.errors import CheckpointError, ConfigError, InputShapeError
 from vidseq.features.crops import CropConfig
-from vidseq.features.motion import MotionConfig
+from vidseq.features.motion import CELL_STATS, MotionConfig
 from vidseq.features.regions import ATTRIBUTE_NAMES, RegionConfig, normalise_attributes
 from vidseq.models.anomaly.calibrate import CalibrationConfig
 from vidseq.models.encoder import EncoderConfig, StackedLSTMEncoder
 
-STREAMS: tuple[str, ...] = ("speed", "objects", "crops", "frame")
+STREAMS: tuple[str, ...] = ("speed", "objects", "crops", "frame", "place", "direction")
+SCENE_STREAMS: tuple[str, ...] = ("place", "direction")
 MODEL_NAME = "anomaly_fusion"
 FRAME_MODEL_NAME = "anomaly_frame_lstm"
 
@@ -125,6 +134,38 @@ class ObjectStreamConfig:
     @property
     def indices(self) -> list[int]:
         return [ATTRIBUTE_NAMES.index(a) for a in self.attributes]
+
+
+@dataclass(frozen=True)
+class SceneStreamConfig:
+    """The ``place`` and ``direction`` streams (cells of ``motion.grid``).
+
+    Attributes:
+        active_share: a cell is active when at least this share of its pixels moves.
+        quantile: place: a cell's normal moving share is this quantile over normal frames.
+        floor: place: normal moving shares below this count as this (cells where nothing moved).
+        bins: direction: histogram bins over 360 degrees.
+        prior: direction: pseudo-counts of the scene-wide histogram added to every cell's.
+        uniform: direction: this share of every cell's distribution is uniform over the bins, which bounds the
+            surprise of a direction never seen (a few stray flow vectors cannot score without limit).
+        full_share: direction: an active cell's surprise counts fully from this moving share up (less below,
+            so a few noisy pixels carry little weight).
+    """
+
+    active_share: float = 0.03
+    quantile: float = 0.995
+    floor: float = 0.02
+    bins: int = 8
+    prior: float = 2.0
+    uniform: float = 0.05
+    full_share: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not (0 < self.active_share < 1 and 0 < self.quantile <= 1 and 0 < self.floor < 1 and 0 < self.full_share):
+            raise ConfigError("scene.active_share, scene.floor must be in (0, 1), scene.quantile in (0, 1], "
+                              "scene.full_share > 0")
+        if self.bins < 2 or self.prior <= 0 or not 0 < self.uniform < 1:
+            raise ConfigError("scene.bins must be >= 2, scene.prior > 0 and scene.uniform in (0, 1)")
 
 
 @dataclass(frozen=True)
@@ -212,6 +253,9 @@ class AnomalyConfig:
         streams: streams fitted and fused, a subset of :data:`STREAMS`.
         weights: fusion weight per stream, same order as ``streams`` (empty = all 1).
         fusion: ``mean`` (weighted mean of z-scores) or ``max`` (max of weighted z-scores).
+        standardise: how a stream's raw score becomes its z-score: ``meanstd`` (mean and standard deviation of
+            its normal scores) or ``quantile`` (median, and the distance from it to the 99.5th percentile:
+            a stream whose normal scores are mostly 0 with rare spikes is not blown up by a tiny std).
         smooth_sigma_s: temporal Gaussian smoothing of the fused score, seconds (0 = off).
         smooth_truncate: kernel radius in sigmas (sets the live delay).
     """
@@ -219,6 +263,7 @@ class AnomalyConfig:
     streams: tuple[str, ...] = ("speed",)
     weights: tuple[float, ...] = ()
     fusion: Literal["mean", "max"] = "mean"
+    standardise: Literal["meanstd", "quantile"] = "meanstd"
     smooth_sigma_s: float = 0.3
     smooth_truncate: float = 3.0
     motion: MotionConfig = field(default_factory=MotionConfig)
@@ -227,6 +272,7 @@ class AnomalyConfig:
     objects: ObjectStreamConfig = field(default_factory=ObjectStreamConfig)
     crops: CropStreamConfig = field(default_factory=CropStreamConfig)
     frame: FrameStreamConfig = field(default_factory=FrameStreamConfig)
+    scene: SceneStreamConfig = field(default_factory=SceneStreamConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self) -> None:
@@ -239,6 +285,9 @@ class AnomalyConfig:
             raise ConfigError("weights must be >= 0 with a positive sum")
         if self.smooth_sigma_s < 0 or self.smooth_truncate <= 0:
             raise ConfigError("smooth_sigma_s must be >= 0 and smooth_truncate > 0")
+        if self.fusion not in ("mean", "max") or self.standardise not in ("meanstd", "quantile"):
+            raise ConfigError(f"fusion must be mean or max and standardise meanstd or quantile, got "
+                              f"{self.fusion!r} / {self.standardise!r}")
 
     @property
     def stream_weights(self) -> tuple[float, ...]:
@@ -535,6 +584,70 @@ class _LeadingFill:
 # ----------------------------------------------------------------------------------------- objects stream
 
 
+def descriptor_cells(descriptors: np.ndarray, grid: tuple[int, int]) -> np.ndarray:
+    """Motion descriptors ``(..., D)`` -> their per-cell statistics ``(..., rows, cols, len(CELL_STATS))``."""
+    rows, cols = grid
+    n = rows * cols * len(CELL_STATS)
+    if descriptors.shape[-1] < n:
+        raise InputShapeError(f"motion descriptor has {descriptors.shape[-1]} values, a {rows}x{cols} grid needs "
+                              f"at least {n}")
+    return descriptors[..., :n].reshape(*descriptors.shape[:-1], rows, cols, len(CELL_STATS))
+
+
+_SHARE = CELL_STATS.index("moving_frac")
+_VX, _VY, _MAG = CELL_STATS.index("vx_mean"), CELL_STATS.index("vy_mean"), CELL_STATS.index("mag_mean")
+
+
+class SceneStream(nn.Module):
+    """Per-cell normal moving share and direction histogram (see the module docstring); all buffers."""
+
+    def __init__(self, cfg: SceneStreamConfig, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.grid = (int(grid[0]), int(grid[1]))
+        self.register_buffer("normal_share", torch.full(self.grid, cfg.floor, dtype=torch.float32))
+        self.register_buffer("direction_p", torch.full((*self.grid, cfg.bins), 1.0 / cfg.bins, dtype=torch.float32))
+
+    def _bins(self, cells: np.ndarray) -> np.ndarray:
+        ang = np.arctan2(cells[..., _VY], cells[..., _VX])
+        return (np.floor((ang + np.pi) / (2 * np.pi) * self.cfg.bins).astype(np.int64)) % self.cfg.bins
+
+    def fit(self, cells: np.ndarray) -> None:
+        """``cells``: ``(T, rows, cols, S)`` of normal frames (valid flow only)."""
+        c = self.cfg
+        if len(cells) == 0:
+            return
+        share = cells[..., _SHARE]
+        self.normal_share = torch.from_numpy(np.maximum(np.quantile(share, c.quantile, axis=0), c.floor)
+                                             .astype(np.float32))
+        active = share >= c.active_share
+        counts = np.zeros((*self.grid, c.bins), np.float64)
+        t, r, k = np.nonzero(active)
+        coherence = np.clip(np.hypot(cells[..., _VX], cells[..., _VY]) / np.maximum(cells[..., _MAG], 1e-6), 0, 1)
+        np.add.at(counts, (r, k, self._bins(cells)[t, r, k]), (share * coherence)[t, r, k])
+        scene = counts.sum((0, 1)) + 1e-3
+        scene /= scene.sum()
+        post = counts + c.prior * scene
+        p = (1 - c.uniform) * post / post.sum(-1, keepdims=True) + c.uniform / c.bins
+        self.direction_p = torch.from_numpy(p.astype(np.float32))
+
+    def scores(self, cells: np.ndarray) -> tuple[float, float]:
+        """``(rows, cols, S)`` of one frame -> (place, direction) raw scores."""
+        c = self.cfg
+        share = cells[..., _SHARE]
+        q = self.normal_share.numpy()
+        place = float(((share - q).clip(0) / np.maximum(q, 0.05)).max())
+        active = share >= c.active_share
+        if not active.any():
+            return place, 0.0
+        p = np.take_along_axis(self.direction_p.numpy(), self._bins(cells)[..., None], -1)[..., 0]
+        # how much of the cell's motion goes one way (|mean flow| / mean |flow|): a cell's mean direction means
+        # little when its flow points every way (a walker's edges, two people crossing, noise)
+        coherence = np.hypot(cells[..., _VX], cells[..., _VY]) / np.maximum(cells[..., _MAG], 1e-6)
+        surprise = -np.log(np.maximum(p, 1e-9)) * np.minimum(share / c.full_share, 1.0) * np.clip(coherence, 0, 1)
+        return place, float(surprise[active].max())
+
+
 class KNNDensity(nn.Module):
     """Mean distance to the ``k`` nearest normal samples after standardisation (bank as a buffer)."""
 
@@ -697,6 +810,7 @@ class AnomalyModel(nn.Module):
             if crop_dim < 1:
                 raise InputShapeError("anomaly: the crops stream needs the crop feature width (crop_dim)")
             self.crops = CropDensity(crop_bank_size, crop_dim, cfg.crops.pca_dim, cfg.crops.k)
+        self.scene = SceneStream(cfg.scene, cfg.motion.grid) if any(cfg.uses(x) for x in SCENE_STREAMS) else None
         self.frame = None
         if cfg.uses("frame"):
             self.frame = FramePredictor(frame_input_dim, cfg.frame.hidden_dim, cfg.frame.num_layers, cfg.frame.dropout)
@@ -813,6 +927,12 @@ class StreamScorer:
                 raise InputShapeError(f"frame {f.frame_index}: crop features contain NaN/inf")
             d = m.crops.score(crops)
             raw["crops"] = float(d.max()) if len(d) else 0.0
+        if m.scene is not None:
+            cells = descriptor_cells(np.asarray(f.descriptor, np.float32), m.scene.grid)
+            if not np.isfinite(cells).all():
+                raise InputShapeError(f"frame {f.frame_index}: motion descriptor contains NaN/inf")
+            place, direction = m.scene.scores(cells) if f.valid else (0.0, 0.0)
+            raw["place"], raw["direction"] = place, direction
         if m.frame is not None:
             x = m.frame_vector(f)
             if not np.isfinite(x).all():
@@ -911,8 +1031,8 @@ def stack_scored(frames: Sequence[ScoredFrame], streams: Sequence[str]) -> dict[
 
 
 __all__ = [
-    "STREAMS", "MODEL_NAME", "FRAME_MODEL_NAME", "SpeedStreamConfig", "ObjectStreamConfig", "CropStreamConfig",
-    "FrameStreamConfig", "CropDensity",
+    "STREAMS", "SCENE_STREAMS", "MODEL_NAME", "FRAME_MODEL_NAME", "SpeedStreamConfig", "ObjectStreamConfig",
+    "CropStreamConfig", "FrameStreamConfig", "SceneStreamConfig", "SceneStream", "descriptor_cells", "CropDensity",
     "AnomalyConfig", "FrameFeatures", "ScoredFrame", "CenteredWindow", "gaussian_kernel", "smooth_scores",
     "SpeedMapFitter", "SpeedStream", "KNNDensity", "FramePredictor", "build_frame_predictor", "AnomalyModel",
     "StreamScorer", "score_frames", "build_model", "stack_scored",

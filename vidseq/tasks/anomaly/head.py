@@ -203,7 +203,7 @@ class AnomalyHead:
         if self.online is not None:
             self.online.working_size = tuple(self.computer.motion.working_size or (0, 0))  # type: ignore[assignment]
             before = (self.online.state, self.online.updates)
-            self._assign_rows(self.online.push(feats, cut=self.computer.last_cut), ctx)
+            self._assign_rows(self.online.push(feats, cut=self.computer.last_cut, view=self.computer.last_view), ctx)
             if (self.online.state, self.online.updates) != before and self.online.state == "scoring":
                 self._save()
             if self.settings.feedback_dir is not None and f.timestamp_s >= self._next_feedback_s:

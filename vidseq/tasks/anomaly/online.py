@@ -19,7 +19,10 @@
    a real anomaly is never learnt (its frames are flagged) and cannot pull the threshold far.
 4. **Scene cuts** (features computed with :class:`vidseq.features.camera.CameraConfig` ``scene_cut``):
    an open event is closed without an alarm, the memory is cleared and normality is learnt again
-   (``relearn_s``); each cut is listed in :meth:`describe`.
+   (``relearn_s``); each cut is listed in :meth:`describe`. When the frame after a cut shows a view seen
+   before (:func:`vidseq.features.camera.same_view` with the last frame of a view whose normality was learnt:
+   one camera motion explains the corners tracked between them; a multiplexed feed, a PTZ camera back at a
+   preset), that view's normality is restored at once instead (the last :data:`VIEWS_KEPT` views are kept).
 5. **Feedback / persistence.** :meth:`add_normal` adds frames known to be normal (a false alarm marked
    by the user) for the next update; :meth:`save` / :meth:`load` keep a camera's normality across
    restarts (a checkpoint: tensors only, loaded with ``weights_only=True``).
@@ -59,6 +62,8 @@ DEFAULT_FIT_S = 60.0  # the one warm-up default of process, monitor and score --
 ONLINE_MODE = "unsupervised-online"
 FOLD_CHUNKS = 4
 
+
+VIEWS_KEPT = 4  # learnt views remembered across scene cuts
 
 MIN_WARMUP_FRAMES = 12
 """Frames a warm-up needs besides its seconds (the threshold's tail fit needs a few normal scores)."""
@@ -104,12 +109,19 @@ class NormalitySettings:
             raise ConfigError(f"anomaly.max_threshold_change must be >= 1, got {self.max_threshold_change}")
 
 
+UNSUPERVISED_STREAMS: tuple[str, ...] = ("speed", "place", "direction")
+"""Streams of unsupervised scoring: how fast (speed), where (place) and which way (direction) things move
+for their place. Chosen on the alarm benchmark's dev seeds (docs/alarms.md); fused by their max after
+quantile standardisation, so each stream alone can raise an alarm."""
+
+
 def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | None = None) -> AnomalyConfig:
-    """The model config of unsupervised scoring: the speed (and objects) streams of ``base``."""
+    """The model config of unsupervised scoring: :data:`UNSUPERVISED_STREAMS` (plus ``objects`` when ``base``
+    uses it) with ``base``'s motion, stream and smoothing settings; max fusion of quantile-standardised
+    streams."""
     cfg = base or AnomalyConfig()
-    streams = tuple(s for s in cfg.streams if s in ("speed", "objects")) or ("speed",)
-    w = tuple(wi for s, wi in zip(cfg.streams, cfg.stream_weights, strict=True) if s in streams)
-    cfg = replace(cfg, streams=streams, weights=w if len(w) == len(streams) and cfg.weights else ())
+    streams = UNSUPERVISED_STREAMS + (("objects",) if "objects" in cfg.streams else ())
+    cfg = replace(cfg, streams=streams, weights=(), fusion="max", standardise="quantile")
     return cfg if smooth_s is None else replace(cfg, smooth_sigma_s=float(smooth_s))
 
 
@@ -145,7 +157,7 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
     if not clips:
         raise DatasetError("anomaly: no normal frames to learn from")
     if "objects" in cfg.streams and sum(len(c.region_attrs) for c in clips) == 0:
-        cfg = replace(cfg, streams=("speed",), weights=())
+        cfg = replace(cfg, streams=tuple(s for s in cfg.streams if s != "objects") or ("speed",), weights=())
     chunks: list[ClipFeatures] = []
     for c in clips:
         n = len(c)
@@ -230,6 +242,8 @@ class OnlineNormality:
         self.rows: list[ScoredRow] = []
         self.keep_rows = True
         self._restored = False
+        self._view: np.ndarray | None = None  # the latest frame as the camera compensation prepared it
+        self._views: list[dict[str, Any]] = []  # learnt views left at a scene cut, newest last
 
     # -- status ------------------------------------------------------------------------------------------
     @property
@@ -273,12 +287,15 @@ class OnlineNormality:
         return np.array([f.timestamp_s for seg in self._memory for f in seg.frames], np.float64)
 
     # -- streaming ---------------------------------------------------------------------------------------
-    def push(self, f: FrameFeatures, *, cut: bool = False) -> list[ScoredRow]:
-        """Consume the next frame's features; returns the rows that became final."""
+    def push(self, f: FrameFeatures, *, cut: bool = False, view: np.ndarray | None = None) -> list[ScoredRow]:
+        """Consume the next frame's features (``cut``: a scene cut came before it; ``view``: the frame as the
+        camera compensation prepared it, to recognise a view seen before); returns the rows that became final."""
         self._last_ts = float(f.timestamp_s)
         out: list[ScoredRow] = []
         if cut:
-            out.extend(self._scene_cut(f))
+            out.extend(self._scene_cut(f, view))
+        if view is not None:
+            self._view = view
         if self.scorer is None:
             self._warm.append(f)
             # the warm-up ends after fit_s seconds of stream time *and* enough frames for a threshold: a live
@@ -411,20 +428,45 @@ class OnlineNormality:
             if self._next_update_s is not None and self._last_ts is not None:
                 self._next_update_s = min(self._next_update_s, self._last_ts)
 
-    def _scene_cut(self, f: FrameFeatures) -> list[ScoredRow]:
+    def _scene_cut(self, f: FrameFeatures, view: np.ndarray | None = None) -> list[ScoredRow]:
+        from vidseq.features.camera import same_view
+
+        scoring = self.scorer is not None
         out = self._rows(self.scorer.finish()) if self.scorer is not None else []
         out = [replace(r, is_anomaly=False) for r in out]  # never an alarm for the cut itself
         if self.keep_rows and out:
             self.rows[-len(out):] = out
         self._on = False
+        if scoring and self._view is not None and self.model is not None and self.cal is not None \
+                and self.tail is not None:  # remember the view being left
+            self._views = [v for v in self._views if not same_view(v["frame"], self._view)]
+            self._views.append({"frame": self._view, "model": self.model, "cal": self.cal, "tail": self.tail,
+                                "base": self._base, "info": dict(self.fit_info)})
+            del self._views[:-VIEWS_KEPT]
+        match = None
+        if view is not None:
+            for i in range(len(self._views) - 1, -1, -1):  # newest first
+                if same_view(self._views[i]["frame"], view):
+                    match = self._views.pop(i)
+                    break
+        self._memory.clear()
+        self._candidates.clear()
+        self._extra = []
+        if match is not None:
+            self._install(match["model"], match["cal"], match["tail"], match["info"])
+            self._base = match["base"]
+            self._warm = []
+            self.scene_cuts.append({"timestamp_s": round(float(f.timestamp_s), 3),
+                                    "frame_index": int(f.frame_index),
+                                    "action": "normality restored (this view was learnt before)"})
+            log.warning("anomaly: scene cut at %.1f s to a view seen before: its normality is restored",
+                        f.timestamp_s)
+            return out
         self.scene_cuts.append({"timestamp_s": round(float(f.timestamp_s), 3), "frame_index": int(f.frame_index),
                                 "action": "normality re-learnt"})
         log.warning("anomaly: scene cut at %.1f s: learning normality again", f.timestamp_s)
         self.scorer = None
         self._warm = []
-        self._memory.clear()
-        self._candidates.clear()
-        self._extra = []
         self._base = None
         self._next_update_s = None
         self.state = "relearning" if self.model is not None else "learning"
@@ -509,5 +551,5 @@ def _clip_from_arrays(d: dict[str, Any], fps: float, working_size: tuple[int, in
                         working_size)
 
 
-__all__ = ["DEFAULT_FIT_S", "ONLINE_MODE", "NormalitySettings", "OnlineNormality", "ScoredRow", "fit_normality",
+__all__ = ["DEFAULT_FIT_S", "ONLINE_MODE", "UNSUPERVISED_STREAMS", "VIEWS_KEPT", "NormalitySettings", "OnlineNormality", "ScoredRow", "fit_normality",
            "unsupervised_config"]

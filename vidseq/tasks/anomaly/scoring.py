@@ -227,7 +227,7 @@ def score_video_unsupervised(source: str | int | Path, cfg: AnomalyConfig | None
         for frame in src:
             f = comp.step(frame.image, frame.frame_index, frame.timestamp_s)
             online.working_size = tuple(comp.motion.working_size or (0, 0))  # type: ignore[assignment]
-            emit(online.push(f, cut=comp.last_cut))
+            emit(online.push(f, cut=comp.last_cut, view=comp.last_view))
             n += 1
         if n == 0:
             raise EmptyVideoError(f"no frames in {source}")
