@@ -35,6 +35,9 @@ def main(argv: list[str] | None = None) -> int:
                          "~/.cache/vidseq/alarm_bench)")
     ap.add_argument("--out", type=Path, default=None, help="full report JSON (default CACHE/report_<set>.json)")
     ap.add_argument("--lead-s", type=float, default=30.0, help="clean start of every stream (s)")
+    ap.add_argument("--events-after-s", type=float, default=None,
+                    help="no injected event before this (s; default: the anomaly warm-up anomaly.fit_s, which is "
+                         "taken as normal and not scored)")
     ap.add_argument("--tolerance-s", type=float, default=1.0, help="alert-event matching tolerance (s)")
     ap.add_argument("--live-slowdown", type=float, default=2.0, help="live mode: processing time per frame, in "
                                                                        "frame intervals")
@@ -70,12 +73,13 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.data_dir.is_dir():
         raise FileNotFoundError(f"{args.data_dir}: no such folder")
-    cfg = BenchConfig(minutes=args.minutes, seeds=args.seeds, seed_set=args.seed_set,
-                      modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()), lead_s=args.lead_s,
-                      tolerance_s=args.tolerance_s, live_slowdown=args.live_slowdown)
     base = {"tracker": {"detector": "regions", "imgsz": args.imgsz}, "trajectory": {"enabled": False},
             "caption": {"enabled": False}, "video": False, "plot": False, "device": "cpu"}
     pcfg = with_overrides(ProcessConfig, base, args.overrides)
+    after = args.events_after_s if args.events_after_s is not None else pcfg.anomaly.fit_s
+    cfg = BenchConfig(minutes=args.minutes, seeds=args.seeds, seed_set=args.seed_set,
+                      modes=tuple(m.strip() for m in args.modes.split(",") if m.strip()), lead_s=args.lead_s,
+                      events_after_s=after, tolerance_s=args.tolerance_s, live_slowdown=args.live_slowdown)
     alerts = with_overrides(AlertSettings, {}, args.alert_overrides)
     cache = args.cache_dir or Path(os.environ.get("VIDSEQ_CACHE", Path.home() / ".cache" / "vidseq")) / "alarm_bench"
 

@@ -160,6 +160,17 @@ def test_stream_labels_mark_exactly_the_frames_with_a_pasted_object() -> None:
     assert truth.normal_mask().sum() == 300 - sum(e.stop - e.start for e in truth.events)
 
 
+def test_events_start_after_the_warmup_while_nuisances_start_after_the_lead() -> None:
+    """No event inside the normality warm-up (it could never be found); camera nuisances still fall in it."""
+    cfg = ab.BenchConfig(lead_s=2.0, events_after_s=15.0, event_gap_s=(2.0, 3.0), nuisance_s=(3.0, 4.0),
+                         clean_gap_s=(1.0, 2.0))
+    truth, _ = ab.plan_stream({"a": 50, "b": 70}, 10.0, (W, H), 400, 3, cfg, _stats())
+    assert truth.events and min(e.start for e in truth.events) >= 150
+    assert min(n.start for n in truth.nuisances if n.kind != "clip_join") < 150
+    with pytest.raises(ConfigError):
+        ab.BenchConfig(events_after_s=-1.0)
+
+
 def test_truth_round_trips_through_json() -> None:
     stats = _stats()
     truth, _ = ab.plan_stream({"a": 50, "b": 70}, 10.0, (W, H), 400, 1, ab.BenchConfig(lead_s=1.0), stats)
