@@ -213,6 +213,10 @@ class OnlineNormality:
                  tail_cfg: TailConfig | None = None) -> None:
         if not fps > 0:
             raise ConfigError(f"anomaly: the stream needs a positive frame rate, got {fps}")
+        # the threshold's tail fit needs scipy.stats, whose first import takes ~0.8 s on a 2-core CPU: import it
+        # now, before frames flow, so the first fit does not stall a live stream for that long
+        import scipy.stats  # noqa: F401
+
         self.cfg = cfg
         self.fps = float(fps)
         self.s = settings or NormalitySettings()
