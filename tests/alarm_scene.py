@@ -110,13 +110,16 @@ def scene_frames(sc: Scene) -> np.ndarray:
 
 
 def scene_features(frames: np.ndarray, fps: float = FPS, camera=None, cfg: AnomalyConfig = CFG):
-    """``(features, cuts)``: :class:`FrameFeatures` per frame and the frames that followed a scene cut."""
+    """``(features, cuts, working_size, views)``: :class:`FrameFeatures` per frame, the frames that followed a
+    scene cut, the motion working size, and each frame as the camera compensation prepared it (None without)."""
     from vidseq.tasks.anomaly.features import FeatureComputer
 
     comp = FeatureComputer(cfg.motion, None, camera=camera)
     feats: list[FrameFeatures] = []
     cuts: list[bool] = []
+    views: list[np.ndarray | None] = []
     for i, im in enumerate(frames):
         feats.append(comp.step(im, i, i / fps))
         cuts.append(comp.last_cut)
-    return feats, cuts, tuple(comp.motion.working_size or (0, 0))
+        views.append(comp.last_view)
+    return feats, cuts, tuple(comp.motion.working_size or (0, 0)), views

@@ -86,7 +86,8 @@ class MonitorStats:
         lat = np.array(self.latency_ms) if self.latency_ms else np.array([np.nan])
         elapsed = time.monotonic() - self.started
         return {"frames": self.frames, "dropped": self.dropped, "reconnects": self.reconnects, "alerts": self.alerts,
-                "anomaly_scored_frames": self.scored, "elapsed_s": round(elapsed, 2), "fps": round(self.frames / max(elapsed, 1e-9), 2),
+                "anomaly_scored_frames": self.scored, "elapsed_s": round(elapsed, 2),
+                "fps": round(self.frames / max(elapsed, 1e-9), 2),
                 "latency_ms_median": None if np.isnan(lat).all() else round(float(np.nanmedian(lat)), 1),
                 "latency_ms_p95": None if np.isnan(lat).all() else round(float(np.nanpercentile(lat, 95)), 1),
                 "profile": self.profile}

@@ -34,11 +34,11 @@ CAM = CameraConfig()
 
 
 def run_stream(sc: Scene, camera: CameraConfig | None, cfg=CFG, **settings: object) -> OnlineNormality:
-    feats, cuts, ws = scene_features(scene_frames(sc), camera=camera)
+    feats, cuts, ws, views = scene_features(scene_frames(sc), camera=camera)
     on = OnlineNormality(cfg, FPS, NormalitySettings(**{"fit_s": 20.0, "adapt": False, **settings}))
     on.working_size = ws
-    for f, c in zip(feats, cuts, strict=True):
-        on.push(f, cut=c)
+    for f, c, v in zip(feats, cuts, views, strict=True):
+        on.push(f, cut=c, view=v)
     on.finish()
     return on
 
@@ -193,25 +193,13 @@ def test_scene_cut_relearns_and_never_alarms() -> None:
 def test_a_view_seen_before_gets_its_normality_back_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """A cut to another view and back: the first view's normality is restored on its return (so a fast
     object right after it is found), where re-learning would have left it unscored."""
-    def run() -> OnlineNormality:
-        from vidseq.tasks.anomaly.features import FeatureComputer
-
-        sc = Scene(seconds=40.0, cut_at_s=20.0, cut_back_s=24.0, fast=(27.0, 30.0))
-        comp = FeatureComputer(CFG.motion, None, camera=CAM)
-        on = OnlineNormality(CFG, FPS, NormalitySettings(fit_s=10.0, adapt=False))
-        for i, im in enumerate(scene_frames(sc)):
-            f = comp.step(im, i, i / FPS)
-            on.working_size = tuple(comp.motion.working_size)
-            on.push(f, cut=comp.last_cut, view=comp.last_view)
-        on.finish()
-        return on
-
-    on = run()
+    sc = Scene(seconds=40.0, cut_at_s=20.0, cut_back_s=24.0, fast=(27.0, 30.0))
+    on = run_stream(sc, CAM, fit_s=10.0)
     restored = "normality restored (this view was learnt before)"
     assert [c["action"] for c in on.scene_cuts] == ["normality re-learnt", restored]
     assert any(overlaps(e, (27.0, 30.0)) for e in spans(on))
     monkeypatch.setattr("vidseq.features.camera.same_view", lambda a, b, cfg=None: False)  # re-learn after every cut
-    again = run()
+    again = run_stream(sc, CAM, fit_s=10.0)
     assert [c["action"] for c in again.scene_cuts] == ["normality re-learnt"] * 2
     assert not any(overlaps(e, (27.0, 30.0)) for e in spans(again))
 
@@ -266,7 +254,7 @@ def test_updates_learn_slow_drift_but_never_the_flagged_anomaly() -> None:
     """Walkers speed up slowly (drift): without updates that alarms, with updates it does not; the fast
     object's frames (and guard_s around them) never enter the normal memory, and it is flagged both times."""
     sc = Scene(seconds=110, speed_px=1.0, speed_ramp=2.2, fast=(70.0, 73.0), fast_again=(100.0, 103.0), seed=7)
-    feats, cuts, ws = scene_features(scene_frames(sc), camera=CAM)
+    feats, cuts, ws, _ = scene_features(scene_frames(sc), camera=CAM)
     runs = {}
     for adapt in (False, True):
         on = OnlineNormality(CFG, FPS, NormalitySettings(fit_s=20.0, update_every_s=15.0, guard_s=3.0, adapt=adapt))
@@ -386,7 +374,7 @@ def test_feedback_appends_and_a_false_alarm_is_learnt_as_normal(tmp_path: Path) 
     assert len(lines) == 3 and json.loads(lines[-1])["type"] == "feedback"
 
     def replay(learn: bool) -> OnlineNormality:
-        feats, cuts, ws = scene_features(frames, camera=CAM)
+        feats, cuts, ws, _ = scene_features(frames, camera=CAM)
         on = OnlineNormality(CFG, FPS, NormalitySettings(fit_s=20.0, update_every_s=1000.0))
         on.working_size = ws
         for f, c in zip(feats, cuts, strict=True):

@@ -67,11 +67,12 @@ class CameraConfig:
             fit no single camera motion (fewer than ``min_inlier_share`` RANSAC inliers among at least
             ``min_inliers`` tracked corners) are a cut too, when the frame pair before them was steady
             (correlation at or above this): a switch to a view of a similar scene (another camera, a mirrored
-            or PTZ-preset view) keeps the thumbnails alike but moves every corner its own way. (A scene already
-            in fast motion, e.g. a cyclist sweeping past close to the lens, also loses its corners' agreement
-            for a few frames; it is not steady before, so it is not taken for a cut.) Consecutive frames of one camera, shaking, panning or changing exposure, correlate above
-            0.96 on the alarm benchmark's dev streams; their two cuts to a mirrored view correlate 0.86 and
-            keep 5-8 % inliers. 0 turns the test off.
+            or PTZ-preset view) keeps the thumbnails alike but moves every corner its own way. A scene already
+            in fast motion (a cyclist sweeping past close to the lens) also loses its corners' agreement for a
+            few frames; it was not steady before, so it is not taken for a cut. Consecutive frames of one
+            camera, shaking, panning or changing exposure, correlate above 0.96 on the alarm benchmark's dev
+            streams; their two cuts to a mirrored view correlate 0.86 and keep 5-8 % inliers. 0 turns the
+            test off.
     """
 
     photometric: bool = True
@@ -184,6 +185,7 @@ class CameraCompensator:
         self.cuts = 0
         self.last_frame: np.ndarray | None = None  # the latest prepared frame given to motion()
         self._steady = True  # the previous frame pair correlated >= similar_cut_correlation
+        self._thumb: np.ndarray | None = None  # thumbnail of last_frame
 
     def prepare(self, gray: np.ndarray) -> np.ndarray:
         """The working gray frame as flow should see it (photometric normalisation, denoising)."""
@@ -196,8 +198,13 @@ class CameraCompensator:
 
     def motion(self, prev: np.ndarray, cur: np.ndarray) -> CameraMotion:
         """Dominant motion and cut test between two prepared frames."""
+        corr = 1.0
+        if self.cfg.scene_cut:
+            # the previous call's current frame is usually this call's previous one: its thumbnail is reused
+            before = self._thumb if prev is self.last_frame and self._thumb is not None else thumbnail(prev)
+            self._thumb = thumbnail(cur)
+            corr = correlation(before, self._thumb)
         self.last_frame = cur
-        corr = correlation(thumbnail(prev), thumbnail(cur)) if self.cfg.scene_cut else 1.0
         steady, self._steady = self._steady, corr >= self.cfg.similar_cut_correlation
         if corr < self.cfg.cut_correlation:
             self.cuts += 1

@@ -287,7 +287,8 @@ class VideoSink:
         if self._closed:
             return
         self._closed = True
-        if self._worker is not None and self._queue is not None:
+        if self._worker is not None:
+            assert self._queue is not None
             self._queue.put(None)  # frames already queued are encoded first
             self._worker.join()
             self._worker = None

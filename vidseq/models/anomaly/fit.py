@@ -212,14 +212,15 @@ def standardise_and_calibrate(model: AnomalyModel, raw_scores: Sequence[ClipScor
     for s in cfg.streams:
         v = np.concatenate([r.arrays[f"raw_{s}"] for r in raw_scores])
         v = v[np.isfinite(v)]
+        std = float(v.std()) if len(v) > 1 and v.std() > 1e-12 else 1.0
         if cfg.standardise == "quantile" and len(v):
             med = float(np.median(v))
             spread = float(np.quantile(v, 0.995)) - med
             means.append(med)
-            stds.append(spread if spread > 1e-9 else (float(v.std()) if v.std() > 1e-12 else 1.0))
-            continue
-        means.append(float(v.mean()) if len(v) else 0.0)
-        stds.append(float(v.std()) if len(v) > 1 and v.std() > 1e-12 else 1.0)
+            stds.append(spread if spread > 1e-9 else std)
+        else:
+            means.append(float(v.mean()) if len(v) else 0.0)
+            stds.append(std)
     model.stream_mean = torch.tensor(means, dtype=torch.float64)
     model.stream_std = torch.tensor(stds, dtype=torch.float64)
     final = []

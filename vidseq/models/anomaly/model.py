@@ -608,6 +608,12 @@ class SceneStream(nn.Module):
         self.register_buffer("normal_share", torch.full(self.grid, cfg.floor, dtype=torch.float32))
         self.register_buffer("direction_p", torch.full((*self.grid, cfg.bins), 1.0 / cfg.bins, dtype=torch.float32))
 
+    @staticmethod
+    def _coherence(cells: np.ndarray) -> np.ndarray:
+        """How much of a cell's motion goes one way (|mean flow| / mean |flow|, in [0, 1]): a cell's mean
+        direction means little when its flow points every way (a walker's edges, two people crossing, noise)."""
+        return np.clip(np.hypot(cells[..., _VX], cells[..., _VY]) / np.maximum(cells[..., _MAG], 1e-6), 0, 1)
+
     def _bins(self, cells: np.ndarray) -> np.ndarray:
         ang = np.arctan2(cells[..., _VY], cells[..., _VX])
         return (np.floor((ang + np.pi) / (2 * np.pi) * self.cfg.bins).astype(np.int64)) % self.cfg.bins
@@ -623,8 +629,7 @@ class SceneStream(nn.Module):
         active = share >= c.active_share
         counts = np.zeros((*self.grid, c.bins), np.float64)
         t, r, k = np.nonzero(active)
-        coherence = np.clip(np.hypot(cells[..., _VX], cells[..., _VY]) / np.maximum(cells[..., _MAG], 1e-6), 0, 1)
-        np.add.at(counts, (r, k, self._bins(cells)[t, r, k]), (share * coherence)[t, r, k])
+        np.add.at(counts, (r, k, self._bins(cells)[t, r, k]), (share * self._coherence(cells))[t, r, k])
         scene = counts.sum((0, 1)) + 1e-3
         scene /= scene.sum()
         post = counts + c.prior * scene
@@ -641,10 +646,7 @@ class SceneStream(nn.Module):
         if not active.any():
             return place, 0.0
         p = np.take_along_axis(self.direction_p.numpy(), self._bins(cells)[..., None], -1)[..., 0]
-        # how much of the cell's motion goes one way (|mean flow| / mean |flow|): a cell's mean direction means
-        # little when its flow points every way (a walker's edges, two people crossing, noise)
-        coherence = np.hypot(cells[..., _VX], cells[..., _VY]) / np.maximum(cells[..., _MAG], 1e-6)
-        surprise = -np.log(np.maximum(p, 1e-9)) * np.minimum(share / c.full_share, 1.0) * np.clip(coherence, 0, 1)
+        surprise = -np.log(np.maximum(p, 1e-9)) * np.minimum(share / c.full_share, 1.0) * self._coherence(cells)
         return place, float(surprise[active].max())
 
 

@@ -133,6 +133,12 @@ def mean_excursion_s(scores: np.ndarray, level: float, fps: float) -> float:
     return float(above.sum()) / runs / fps
 
 
+def preload() -> None:
+    """Import what :func:`fit_tail` needs (``scipy.stats``, ~0.8 s the first time on a 2-core CPU) now: a
+    streaming scorer calls this when it is built, so its first threshold fit does not stall a live stream."""
+    import scipy.stats  # noqa: F401
+
+
 def fit_tail(scores: np.ndarray, fps: float, cfg: TailConfig | None = None) -> Tail:
     """Fit the tail of normal ``scores`` ``(T,)`` (in time order, at ``fps``) for :meth:`Tail.threshold`.
 
@@ -170,7 +176,7 @@ def fit_tail(scores: np.ndarray, fps: float, cfg: TailConfig | None = None) -> T
                 low_fraction=cfg.low_fraction)
 
 
-__all__ = ["Tail", "TailConfig", "fit_tail", "mean_excursion_s"]
+__all__ = ["Tail", "TailConfig", "fit_tail", "mean_excursion_s", "preload"]
 
 
 def budget_calibration(scores: np.ndarray, fps: float, false_alarms_per_hour: float,

@@ -82,7 +82,8 @@ class FeatureComputer:
         crops: a :class:`vidseq.features.crops.CropEncoder` for the regions' crops (needs ``regions``), or None.
         camera: camera-nuisance compensation before flow (:mod:`vidseq.features.camera`), or None (raw
             frames, as cached training features are computed). :attr:`last_cut` says whether the latest
-            frame followed a scene cut, :attr:`last_view` is its prepared gray frame (to recognise a view seen before).
+            frame followed a scene cut, :attr:`last_view` is its prepared gray frame (to recognise a view seen
+            before).
     """
 
     def __init__(self, motion: MotionConfig, regions: RegionConfig | None = None, backbone: Any = None,
@@ -91,18 +92,21 @@ class FeatureComputer:
             raise InputShapeError("object crops need moving regions (regions settings)")
         self.motion = MotionExtractor(motion, camera)
         self.last_cut = False
-        self.last_view: np.ndarray | None = None  # the latest prepared frame (camera compensation only)
         self.regions = RegionDetector(regions) if regions is not None else None
         self.backbone = backbone
         self.crops = crops
+
+    @property
+    def last_view(self) -> np.ndarray | None:
+        """The latest frame as the camera compensation prepared it (None without compensation)."""
+        cam = self.motion.camera
+        return None if cam is None else cam.last_frame
 
     def step(self, image: np.ndarray, frame_index: int = 0, timestamp_s: float = 0.0,
              appearance: np.ndarray | None = None) -> FrameFeatures:
         """Features of the next frame. ``appearance`` may be given precomputed (batched extraction)."""
         m = self.motion.step(image, frame_index, timestamp_s)
         self.last_cut = m.cut
-        cam = self.motion.camera
-        self.last_view = cam.last_frame if cam is not None else None
         if self.regions is not None:
             regs = self.regions.step(m.gray, m.flow, frame_index)
             attrs = region_attributes(regs, m.flow)

@@ -154,6 +154,10 @@ class AnomalyHead:
         self.scored: list[float] = []
         self._flags: list[bool] = []
         self._calibrating = trained and settings.stream_threshold
+        if self._calibrating:  # the stream threshold's tail fit: its import must not stall the stream later
+            from vidseq.models.anomaly.threshold import preload
+
+            preload()
         self._first_ts: float | None = None
         self.stream_calibration: dict[str, Any] | None = None
         self._feedback_seen: set[str] = set()

@@ -55,6 +55,7 @@ from vidseq.models.anomaly.model import (
     smooth_scores,
 )
 from vidseq.models.anomaly.threshold import Tail, TailConfig, budget_calibration
+from vidseq.models.anomaly.threshold import preload as preload_threshold
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +214,7 @@ class OnlineNormality:
                  tail_cfg: TailConfig | None = None) -> None:
         if not fps > 0:
             raise ConfigError(f"anomaly: the stream needs a positive frame rate, got {fps}")
-        # the threshold's tail fit needs scipy.stats, whose first import takes ~0.8 s on a 2-core CPU: import it
-        # now, before frames flow, so the first fit does not stall a live stream for that long
-        import scipy.stats  # noqa: F401
-
+        preload_threshold()  # before frames flow: the first fit must not stall the stream on an import
         self.cfg = cfg
         self.fps = float(fps)
         self.s = settings or NormalitySettings()
@@ -555,5 +553,5 @@ def _clip_from_arrays(d: dict[str, Any], fps: float, working_size: tuple[int, in
                         working_size)
 
 
-__all__ = ["DEFAULT_FIT_S", "ONLINE_MODE", "UNSUPERVISED_STREAMS", "VIEWS_KEPT", "NormalitySettings", "OnlineNormality", "ScoredRow", "fit_normality",
-           "unsupervised_config"]
+__all__ = ["DEFAULT_FIT_S", "ONLINE_MODE", "UNSUPERVISED_STREAMS", "VIEWS_KEPT", "NormalitySettings", "OnlineNormality",
+           "ScoredRow", "fit_normality", "unsupervised_config"]
