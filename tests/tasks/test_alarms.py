@@ -439,45 +439,83 @@ def test_train_anomaly_on_a_folder_of_normal_clips_without_a_manifest(tmp_path: 
     assert main(["train", "anomaly", "--normal-dir", str(empty), "--out", str(tmp_path / "r2")]) == 2
 
 
-def test_a_trained_model_gets_this_streams_threshold_for_the_budget(tmp_path: Path) -> None:
-    """A model trained on a quieter scene (2 walkers) alarms all the time on a busier one (6 walkers) with its
-    checkpoint threshold; with stream_threshold (default) the first fit_s seconds set the threshold for the
-    budget and only the fast object alarms."""
+class _Ctx:
+    fps = FPS
+
+    def pending(self, frame_index: int) -> None:
+        return None
+
+
+@pytest.fixture(scope="module")
+def quiet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained on a quiet scene (2 walkers at 1 px/frame), with its cross-fit threshold."""
     from vidseq.models.anomaly.fit import fit_anomaly_model
     from vidseq.tasks.anomaly.features import features_from_frames
-    from vidseq.tasks.anomaly.head import AnomalyHead, AnomalySettings
-    from vidseq.tasks.stream import FrameResult
-    from vidseq.tracking.tracks import Detections
     from vidseq.train.checkpoint import save_checkpoint
-    from vidseq.video.sources import Frame
 
     quiet = [features_from_frames(scene_frames(Scene(seconds=15, walkers=2, speed_px=1.0, seed=s)), CFG, fps=FPS)
              for s in (20, 21)]
     model, cal, _ = fit_anomaly_model(CFG, quiet[:1], quiet[1:])
-    ckpt = save_checkpoint(tmp_path / "m.pt", model=model, model_name="anomaly_fusion",
+    return save_checkpoint(tmp_path_factory.mktemp("quiet") / "m.pt", model=model, model_name="anomaly_fusion",
                            model_config=model.model_config(), extra={"calibration": cal.to_dict(), "mode": "trained"})
+
+
+def run_head(frames: np.ndarray, **settings: object):
+    from vidseq.tasks.anomaly.head import AnomalyHead, AnomalySettings
+    from vidseq.tasks.stream import FrameResult
+    from vidseq.tracking.tracks import Detections
+    from vidseq.video.sources import Frame
+
+    head = AnomalyHead(AnomalySettings(**settings), FPS)
+    for i, im in enumerate(frames):
+        frame = Frame(im, i, i / FPS)
+        head.step(FrameResult(frame, Detections.empty(i, i / FPS), np.zeros(4, np.float32)), _Ctx())
+    head.finish(_Ctx())
+    return head
+
+
+def test_a_trained_model_gets_this_streams_threshold_for_the_budget(quiet_checkpoint: Path) -> None:
+    """A model trained on a quieter scene (2 walkers) alarms all the time on a busier one (6 walkers) with its
+    checkpoint threshold; with stream_threshold (default) the first fit_s seconds set the threshold for the
+    budget and only the fast object alarms."""
     busy = scene_frames(Scene(seconds=50, walkers=6, speed_px=1.8, fast=(40.0, 43.0), seed=22))
-
-    class Ctx:
-        fps = FPS
-
-        def pending(self, frame_index: int) -> None:
-            return None
-
-    def run(stream_threshold: bool) -> AnomalyHead:
-        head = AnomalyHead(AnomalySettings(model=str(ckpt), fit_s=20.0, stream_threshold=stream_threshold), FPS)
-        for i, im in enumerate(busy):
-            frame = Frame(im, i, i / FPS)
-            head.step(FrameResult(frame, Detections.empty(i, i / FPS), np.zeros(4, np.float32)), Ctx())
-        head.finish(Ctx())
-        return head
-
-    fixed, per_stream = run(False), run(True)
+    fixed, per_stream = (run_head(busy, model=str(quiet_checkpoint), fit_s=20.0, stream_threshold=st)
+                         for st in (False, True))
     assert any(e["start_s"] < 39.0 for e in fixed.events())  # false alarms on the busier scene
     ev = [(e["start_s"], e["end_s"]) for e in per_stream.events()]
     assert ev and all(overlaps(e, (40.0, 43.0)) for e in ev)
     d = per_stream.describe()["stream_threshold"]
     assert d["threshold"] >= d["checkpoint_threshold"] and d["fitted_at_s"] == pytest.approx(20.0, abs=0.6)
+
+
+def test_a_trained_model_learns_a_new_views_threshold_and_restores_a_known_one(quiet_checkpoint: Path) -> None:
+    """A trained model's frames stay raw, but scene cuts are still seen. The switch to another view, a busier
+    scene than the model learnt, raises no alarm (that view learns its own threshold first), the return restores
+    the first view's threshold at once, and a fast object after the return alarms. Without cut detection the
+    busier view alarms."""
+    first = scene_frames(Scene(seconds=50, walkers=2, speed_px=1.0, fast=(35.0, 38.0), seed=23))
+    other = scene_frames(Scene(seconds=50, walkers=6, speed_px=1.8, seed=24))
+    frames = np.concatenate([first[:200], other[200:270], first[270:]])
+    head = run_head(frames, model=str(quiet_checkpoint), fit_s=10.0)
+    cuts = head.describe()["scene_cuts"]
+    assert [c["timestamp_s"] for c in cuts] == [20.0, 27.0]
+    assert [c["action"] for c in cuts] == ["learning this view's threshold",
+                                           "threshold restored (this view was calibrated before)"]
+    ev = [(e["start_s"], e["end_s"]) for e in head.events()]
+    assert ev and all(overlaps(e, (35.0, 38.0)) for e in ev)
+    blind = run_head(frames, model=str(quiet_checkpoint), fit_s=10.0, camera=CameraConfig(scene_cut=False))
+    assert blind.describe()["scene_cuts"] == []
+    assert any(overlaps((e["start_s"], e["end_s"]), (20.0, 27.0)) for e in blind.events())
+    # a cut while the first view is still learning its threshold: the other view learns apart, and on the
+    # return the first view resumes where it was (not from zero)
+    early = run_head(np.concatenate([first[:50], other[50:80], first[80:]]), model=str(quiet_checkpoint), fit_s=10.0)
+    cuts = early.describe()["scene_cuts"]
+    assert [c["timestamp_s"] for c in cuts] == [5.0, 8.0]
+    assert cuts[0]["action"] == "learning this view's threshold"
+    assert cuts[1]["action"].startswith("learning this view's threshold (resumed at ")
+    assert 12.0 < early.describe()["stream_threshold"]["fitted_at_s"] < 16.0
+    assert [(e["start_s"], e["end_s"]) for e in early.events()] and all(
+        overlaps((e["start_s"], e["end_s"]), (35.0, 38.0)) for e in early.events())
 
 
 # -- slow anomalies: where and which way things move (place / direction streams) ------------------------------

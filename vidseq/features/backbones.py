@@ -45,6 +45,8 @@ log = logging.getLogger(__name__)
 
 IMAGENET_MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 IMAGENET_STD = np.array([0.229, 0.224, 0.225], np.float32)
+_IMAGENET_SCALE = (1.0 / (255.0 * IMAGENET_STD)).astype(np.float32)
+_IMAGENET_SHIFT = (IMAGENET_MEAN / IMAGENET_STD).astype(np.float32)
 PROJECTION_SEED = 0
 
 
@@ -248,10 +250,13 @@ class TorchvisionBackbone(Backbone):
 
     def preprocess_np(self, images: Sequence[np.ndarray]) -> np.ndarray:
         rgb = _letterbox_or_resize(images, self.imgsz, letterbox=False)  # (B, S, S, 3)
-        x = rgb.astype(np.float32) * (1.0 / 255.0)
-        x -= IMAGENET_MEAN
-        x /= IMAGENET_STD
-        return np.ascontiguousarray(x.transpose(0, 3, 1, 2))  # (B, 3, S, S)
+        # (x / 255 - mean) / std written channel by channel straight into NCHW: one pass per channel instead of
+        # four over the whole batch plus a transposed copy (0.67 -> 0.20 ms a frame at 224 on this CPU)
+        out = np.empty((rgb.shape[0], 3, *rgb.shape[1:3]), np.float32)
+        for c in range(3):
+            np.multiply(rgb[..., c], _IMAGENET_SCALE[c], out=out[:, c], casting="unsafe")
+            out[:, c] -= _IMAGENET_SHIFT[c]
+        return out  # (B, 3, S, S)
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         if self.runtime == "openvino":

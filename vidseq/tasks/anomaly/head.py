@@ -1,7 +1,8 @@
 """The anomaly head inside ``vidseq process`` / ``vidseq monitor``: streaming scores, threshold, events.
 
 With a checkpoint (``anomaly.model``) frames are scored by the trained model with its stored threshold
-(camera compensation off by default: the model was fitted on raw features). A checkpoint saved from a
+(camera compensation off by default: the model was fitted on raw features; scene cuts are still detected,
+and a view the stream has not shown before gets its own threshold before it can raise an alarm). A checkpoint saved from a
 stream (``anomaly.save_model`` / ``vidseq monitor --save-model``) resumes that stream's normality.
 Without one the head runs **unsupervised** through :class:`~vidseq.tasks.anomaly.online.OnlineNormality`:
 it learns normality from the first ``anomaly.fit_s`` seconds of the source's own timestamps (progress
@@ -62,7 +63,8 @@ class AnomalySettings:
         false_alarms_per_hour: false-alarm budget that sets the unsupervised threshold.
         adapt: keep learning normality from unflagged frames (bounded updates).
         update_every_s, memory_s, guard_s, relearn_s: see :class:`NormalitySettings`.
-        camera_compensation: ``auto`` (on without a trained model, off with one), ``on`` or ``off``.
+        camera_compensation: ``auto`` (on without a trained model; with one, only scene cuts are detected, the
+            frames stay raw as the model was fitted on them), ``on`` or ``off`` (no cut detection either).
         camera: the compensation settings (:class:`vidseq.features.camera.CameraConfig`).
         stream_threshold: with a trained model, set the threshold from the first ``fit_s`` seconds of this
             stream's own scores for the ``false_alarms_per_hour`` budget (never below the checkpoint's; those
@@ -102,8 +104,14 @@ class AnomalySettings:
                                  relearn_s=self.relearn_s)
 
     def camera_for(self, trained: bool) -> CameraConfig | None:
-        on = self.camera_compensation == "on" or (self.camera_compensation == "auto" and not trained)
-        return self.camera if on else None
+        if self.camera_compensation == "on" or (self.camera_compensation == "auto" and not trained):
+            return self.camera
+        if self.camera_compensation == "auto" and (self.camera.scene_cut or self.camera.stabilise):
+            # a trained model keeps the raw pixels it was fitted on (no photometric normalisation or blur), but
+            # the camera's own motion is removed (a static camera's flow is left exactly as it was) and a switch
+            # to another view is seen
+            return replace(self.camera, photometric=False, denoise=0.0)
+        return None
 
 
 class AnomalyHead:
@@ -158,8 +166,14 @@ class AnomalyHead:
             from vidseq.models.anomaly.threshold import preload
 
             preload()
-        self._first_ts: float | None = None
         self.stream_calibration: dict[str, Any] | None = None
+        self._checkpoint_cal = self.cal
+        # this view's threshold learning: its scores, the stream seconds they cover, the last one's timestamp
+        self._cal_scores: list[float] = []
+        self._cal_s = 0.0
+        self._cal_last_ts: float | None = None
+        self.scene_cuts: list[dict[str, Any]] = []  # trained model (the unsupervised ones are in self.online)
+        self._views: list[dict[str, Any]] = []  # views left at a cut, with their thresholds (trained model)
         self._feedback_seen: set[str] = set()
         self._next_feedback_s = 0.0
         self._saved_at: tuple[int, str | None] | None = None
@@ -189,6 +203,7 @@ class AnomalyHead:
                 d["not_scored"] = self.online.fit_info["not_scored"]
         else:
             d["calibration"] = None if self.cal is None else self.cal.to_dict()
+            d["scene_cuts"] = list(self.scene_cuts)
             if self.settings.stream_threshold:
                 d["stream_threshold"] = self.stream_calibration or {
                     "state": f"learning this stream's threshold: scored, no alarms for the first {self.fit_s:g} s"}
@@ -197,12 +212,13 @@ class AnomalyHead:
     def status_text(self) -> str:
         if self.online is not None:
             return self.online.status_text()
-        if self._calibrating and self.scored_ts and self._first_ts is not None:
-            return f"learning this camera's threshold: {self.scored_ts[-1] - self._first_ts:.0f}/{self.fit_s:g} s"
+        if self._calibrating and self._cal_scores:
+            return f"learning this camera's threshold: {self._cal_s:.0f}/{self.fit_s:g} s"
         return "anomaly: warming up"
 
     def step(self, result: FrameResult, ctx: StreamContext) -> None:
         f = result.frame
+        left = self.computer.last_view  # the last frame before this one (the view a cut leaves)
         feats = self.computer.step(f.image, f.frame_index, f.timestamp_s)
         if self.online is not None:
             self.online.working_size = tuple(self.computer.motion.working_size or (0, 0))  # type: ignore[assignment]
@@ -215,7 +231,51 @@ class AnomalyHead:
                 self._learn_feedback()
             return
         assert self.scorer is not None
+        if self.computer.last_cut:
+            self._scene_cut(feats.frame_index, feats.timestamp_s, left, ctx)
         self._assign(self.scorer.push(feats), ctx)
+
+    def _scene_cut(self, frame_index: int, timestamp_s: float, left: np.ndarray | None, ctx: StreamContext) -> None:
+        """Trained model, scene cut: the frames before it are scored without alarms (their windows would span
+        the cut), the view left is remembered with its threshold (or its threshold learning so far), and the
+        new view gets back the state of the same view seen before, or learns its own threshold for ``fit_s``
+        seconds (scored, no alarms)."""
+        from vidseq.features.camera import same_view
+        from vidseq.tasks.anomaly.online import VIEWS_KEPT
+
+        assert self.scorer is not None and self.model is not None
+        for sf in self.scorer.finish():
+            self._record(sf.frame_index, sf.timestamp_s, float(sf.score), False, ctx)
+        self.scorer = self.model.scorer(self.fps)
+        self._on = False
+        self._cal_last_ts = None  # the time across the cut is no view's
+        cut = {"timestamp_s": round(float(timestamp_s), 3), "frame_index": int(frame_index)}
+        if not self.settings.stream_threshold:
+            self.scene_cuts.append({**cut, "action": "open event closed (checkpoint threshold kept)"})
+            log.warning("anomaly: scene cut at %.1f s", timestamp_s)
+            return
+        state = ("cal", "stream_calibration", "_calibrating", "_cal_scores", "_cal_s")
+        if left is not None:
+            self._views = [v for v in self._views if not same_view(v["frame"], left)]
+            self._views.append({"frame": left, **{k: getattr(self, k) for k in state}})
+            del self._views[:-VIEWS_KEPT]
+        view = self.computer.last_view
+        match = None
+        for i in range(len(self._views) - 1, -1, -1):  # newest first
+            if view is not None and same_view(self._views[i]["frame"], view):
+                match = self._views.pop(i)
+                break
+        if match is not None:
+            for k in state:
+                setattr(self, k, match[k])
+            action = (f"learning this view's threshold (resumed at {self._cal_s:.0f}/{self.fit_s:g} s)"
+                      if self._calibrating else "threshold restored (this view was calibrated before)")
+        else:
+            self.cal, self.stream_calibration, self._calibrating = self._checkpoint_cal, None, True
+            self._cal_scores, self._cal_s = [], 0.0
+            action = "learning this view's threshold"
+        self.scene_cuts.append({**cut, "action": action})
+        log.warning("anomaly: scene cut at %.1f s: %s", timestamp_s, action)
 
     def finish(self, ctx: StreamContext) -> None:
         if self.online is not None:
@@ -253,9 +313,12 @@ class AnomalyHead:
         for sf in scored:
             s = float(sf.score)
             if self._calibrating:
-                self._first_ts = sf.timestamp_s if self._first_ts is None else self._first_ts
+                if self._cal_last_ts is not None:
+                    self._cal_s += sf.timestamp_s - self._cal_last_ts
+                self._cal_last_ts = sf.timestamp_s
+                self._cal_scores.append(s)
                 self._record(sf.frame_index, sf.timestamp_s, s, False, ctx)
-                if sf.timestamp_s - self._first_ts >= self.fit_s - 1e-9:
+                if self._cal_s >= self.fit_s - 1e-9:
                     self._set_stream_threshold(sf.timestamp_s)
                 continue
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
@@ -267,7 +330,7 @@ class AnomalyHead:
 
         assert self.cal is not None
         self._calibrating = False
-        scores = np.array(self.scored, np.float64)
+        scores = np.array(self._cal_scores, np.float64)
         scores = scores[np.isfinite(scores)]
         if len(scores) < 10:
             return
