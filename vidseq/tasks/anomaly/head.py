@@ -1,9 +1,10 @@
 """The anomaly head inside ``vidseq process`` / ``vidseq monitor``: streaming scores, threshold, events.
 
-With a checkpoint (``anomaly.model``) frames are scored by the trained model with its stored threshold
-(camera compensation off by default: the model was fitted on raw features; scene cuts are still detected,
-and a view the stream has not shown before gets its own threshold before it can raise an alarm). A checkpoint saved from a
-stream (``anomaly.save_model`` / ``vidseq monitor --save-model``) resumes that stream's normality.
+With a checkpoint (``anomaly.model``) frames are scored by the trained model with its stored threshold on
+the raw pixels it was fitted on (no photometric normalisation or blur by default); the camera's own motion is
+still removed, and after a scene cut a view the stream has not shown before learns its own threshold before it
+can raise an alarm. A checkpoint saved from a stream (``anomaly.save_model`` / ``vidseq monitor
+--save-model``) resumes that stream's normality.
 Without one the head runs **unsupervised** through :class:`~vidseq.tasks.anomaly.online.OnlineNormality`:
 it learns normality from the first ``anomaly.fit_s`` seconds of the source's own timestamps (progress
 in logs, ``summary.json``, ``monitor_summary.json`` and on screen), sets the threshold from the
