@@ -204,6 +204,22 @@ def test_a_view_seen_before_gets_its_normality_back_at_once(monkeypatch: pytest.
     assert not any(overlaps(e, (27.0, 30.0)) for e in spans(again))
 
 
+def test_a_view_left_while_being_learnt_resumes_its_warmup(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cut away during the warm-up and back: the first view's warm-up goes on from what it had learnt (8 of
+    12 s), so it is scoring 4 s after the return and a fast object then is found; learning from zero again
+    would still be in its warm-up then."""
+    sc = Scene(seconds=40.0, cut_at_s=8.0, cut_back_s=11.0, fast=(19.0, 22.0))
+    on = run_stream(sc, CAM, fit_s=12.0)
+    actions = [c["action"] for c in on.scene_cuts]
+    assert actions[0] == "normality re-learnt" and actions[1].startswith("normality learning resumed (8/12 s")
+    assert on.fitted_at_s == pytest.approx(15.0, abs=0.3)
+    assert any(overlaps(e, (19.0, 22.0)) for e in spans(on))
+    monkeypatch.setattr("vidseq.features.camera.same_view", lambda a, b, cfg=None: False)  # from zero after a cut
+    again = run_stream(sc, CAM, fit_s=12.0)
+    assert again.fitted_at_s == pytest.approx(23.0, abs=0.3)
+    assert not any(overlaps(e, (19.0, 22.0)) for e in spans(again))
+
+
 def test_a_switch_to_a_similar_looking_view_is_a_scene_cut() -> None:
     """A view that looks alike at thumbnail size (a mirrored view of a symmetric scene, correlation between
     the hard cut level and 0.95) is a cut when no single camera motion explains its corners; a 2 px shift of

@@ -231,6 +231,9 @@ class OnlineNormality:
         self.updates = 0
         self.scene_cuts: list[dict[str, Any]] = []
         self._warm: list[FrameFeatures] = []
+        # a warm-up resumed after a cut: seconds learnt before it, and where the frames after it start in _warm
+        self._warm_before_s = 0.0
+        self._warm_from = 0
         self._base: ClipFeatures | None = None  # the first warm-up (kept for updates)
         self._memory: deque[_Segment] = deque()
         self._extra: list[ClipFeatures] = []  # frames added by feedback
@@ -255,9 +258,10 @@ class OnlineNormality:
 
     @property
     def learnt_s(self) -> float:
-        if not self._warm:
-            return 0.0
-        return float(self._warm[-1].timestamp_s - self._warm[0].timestamp_s) + 1.0 / self.fps
+        if len(self._warm) <= self._warm_from:
+            return self._warm_before_s
+        return self._warm_before_s + float(self._warm[-1].timestamp_s - self._warm[self._warm_from].timestamp_s) \
+            + 1.0 / self.fps
 
     @property
     def threshold(self) -> float | None:
@@ -375,7 +379,7 @@ class OnlineNormality:
         relearn = self.state == "relearning"
         self._install(*fit_normality([base], self.cfg, self.fps, self.s, self.tail_cfg))
         self._base = base
-        self._warm = []
+        self._warm, self._warm_before_s, self._warm_from = [], 0.0, 0
         log.info("anomaly: normality %slearnt from %.1f s of video (%d frames); threshold %.3f for %g false "
                  "alarms/hour", "re-" if relearn else "", base.timestamp_s[-1] - base.timestamp_s[0] + 1 / self.fps,
                  len(base), self.threshold, self.s.false_alarms_per_hour)
@@ -439,11 +443,16 @@ class OnlineNormality:
         if self.keep_rows and out:
             self.rows[-len(out):] = out
         self._on = False
+        left = None
         if scoring and self._view is not None and self.model is not None and self.cal is not None \
                 and self.tail is not None:  # remember the view being left
+            left = {"frame": self._view, "model": self.model, "cal": self.cal, "tail": self.tail,
+                    "base": self._base, "info": dict(self.fit_info)}
+        elif not scoring and self._view is not None and self._warm:  # ... or what was learnt of it so far
+            left = {"frame": self._view, "warm": self._warm, "learnt_s": self.learnt_s, "state": self.state}
+        if left is not None:
             self._views = [v for v in self._views if not same_view(v["frame"], self._view)]
-            self._views.append({"frame": self._view, "model": self.model, "cal": self.cal, "tail": self.tail,
-                                "base": self._base, "info": dict(self.fit_info)})
+            self._views.append(left)
             del self._views[:-VIEWS_KEPT]
         match = None
         if view is not None:
@@ -454,10 +463,20 @@ class OnlineNormality:
         self._memory.clear()
         self._candidates.clear()
         self._extra = []
+        if match is not None and "warm" in match:  # a view left while it was being learnt: go on learning it
+            self.scorer = None
+            self._warm, self._warm_before_s, self._warm_from = match["warm"], match["learnt_s"], len(match["warm"])
+            self.state = match["state"]
+            self.scene_cuts.append({"timestamp_s": round(float(f.timestamp_s), 3), "frame_index": int(f.frame_index),
+                                    "action": f"normality learning resumed ({self.learnt_s:.0f}/{self.warmup_s:g} s "
+                                              "of this view were learnt before)"})
+            log.warning("anomaly: scene cut at %.1f s back to a view being learnt: %s", f.timestamp_s,
+                        self.status_text())
+            return out
         if match is not None:
             self._install(match["model"], match["cal"], match["tail"], match["info"])
             self._base = match["base"]
-            self._warm = []
+            self._warm, self._warm_before_s, self._warm_from = [], 0.0, 0
             self.scene_cuts.append({"timestamp_s": round(float(f.timestamp_s), 3),
                                     "frame_index": int(f.frame_index),
                                     "action": "normality restored (this view was learnt before)"})
@@ -468,7 +487,7 @@ class OnlineNormality:
                                 "action": "normality re-learnt"})
         log.warning("anomaly: scene cut at %.1f s: learning normality again", f.timestamp_s)
         self.scorer = None
-        self._warm = []
+        self._warm, self._warm_before_s, self._warm_from = [], 0.0, 0
         self._base = None
         self._next_update_s = None
         self.state = "relearning" if self.model is not None else "learning"
