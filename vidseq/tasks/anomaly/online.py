@@ -280,7 +280,8 @@ class OnlineNormality:
                              "false_alarms_per_hour": self.s.false_alarms_per_hour,
                              "fitted_at_s": self.fitted_at_s, "fitted_wall": self.fitted_wall,
                              "updates": self.updates, "adapt": self.s.adapt,
-                             "memory_s": round(len(self.memory_timestamps()) / self.fps, 1), "scene_cuts": list(self.scene_cuts),
+                             "memory_s": round(len(self.memory_timestamps()) / self.fps, 1),
+                             "scene_cuts": list(self.scene_cuts),
                              "restored": self._restored}
         if self.tail is not None:
             d["tail"] = self.tail.to_dict()
