@@ -452,12 +452,18 @@ class OnlineNormality:
         elif not scoring and self._view is not None and self._warm:  # ... or what was learnt of it so far
             left = {"frame": self._view, "warm": self._warm, "learnt_s": self.learnt_s, "state": self.state}
         if left is not None:
-            self._views = [v for v in self._views if not same_view(v["frame"], self._view)]
-            self._views.append(left)
-            del self._views[:-VIEWS_KEPT]
+            same = [same_view(v["frame"], self._view) for v in self._views]
+            if "warm" in left and any(m and "warm" not in v for m, v in zip(same, self._views, strict=True)):
+                left = None  # this view's learnt normality is kept already: a partial warm-up adds nothing
+            else:
+                self._views = [v for m, v in zip(same, self._views, strict=True) if not m]
+                self._views.append(left)
+                del self._views[:-VIEWS_KEPT]
         match = None
         if view is not None:
-            for i in range(len(self._views) - 1, -1, -1):  # newest first
+            # a learnt view first (it can score at once), then one being learnt; newest first within each
+            order = sorted(range(len(self._views)), key=lambda i: ("warm" in self._views[i], -i))
+            for i in order:
                 if same_view(self._views[i]["frame"], view):
                     match = self._views.pop(i)
                     break
