@@ -257,12 +257,17 @@ class AnomalyHead:
             return
         state = ("cal", "stream_calibration", "_calibrating", "_cal_scores", "_cal_s")
         if left is not None:
-            self._views = [v for v in self._views if not same_view(v["frame"], left)]
-            self._views.append({"frame": left, **{k: getattr(self, k) for k in state}})
-            del self._views[:-VIEWS_KEPT]
+            same = [same_view(v["frame"], left) for v in self._views]
+            # a view's threshold still being learnt never replaces a threshold of the same view learnt before
+            if not (self._calibrating and any(m and not v["_calibrating"]
+                                              for m, v in zip(same, self._views, strict=True))):
+                self._views = [v for m, v in zip(same, self._views, strict=True) if not m]
+                self._views.append({"frame": left, **{k: getattr(self, k) for k in state}})
+                del self._views[:-VIEWS_KEPT]
         view = self.computer.last_view
         match = None
-        for i in range(len(self._views) - 1, -1, -1):  # newest first
+        # a calibrated view first (it can alarm at once), then one still learning; newest first within each
+        for i in sorted(range(len(self._views)), key=lambda i: (self._views[i]["_calibrating"], -i)):
             if view is not None and same_view(self._views[i]["frame"], view):
                 match = self._views.pop(i)
                 break
