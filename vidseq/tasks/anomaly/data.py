@@ -96,7 +96,11 @@ def extract_all(refs: Sequence[ClipRef], cfg: AnomalyConfig, cache_dir: str | No
 
     jobs = [(str(r.path), r.clip_id, to_dict(cfg), cache_dir) for r in refs]
     if workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
+        import multiprocessing as mp
+
+        # spawn, not fork: this process has threads (PyTorch, OpenVINO, decoders), and a child forked while one
+        # of them held a lock (libcrypto's, seen in a test run) waits for it forever; the pool's exit then hangs
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
             feats = list(tqdm(pool.map(_extract_one, jobs), total=len(jobs), desc="clip features",
                               disable=not progress))
     else:
