@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -177,6 +178,33 @@ def same_view(a: np.ndarray, b: np.ndarray, cfg: CameraConfig | None = None) -> 
     return affine is not None
 
 
+class ViewMemory:
+    """The last ``kept`` views a stream left at scene cuts, each with what was learnt of it: an opaque state,
+    complete (learnt) or partial (still being learnt). A partial state never replaces a complete one of the same
+    view; :meth:`recall` prefers a complete state, newest first."""
+
+    def __init__(self, kept: int, cfg: CameraConfig | None = None) -> None:
+        self.kept = kept
+        self.cfg = cfg
+        self._items: list[tuple[np.ndarray, Any, bool]] = []  # (last frame of the view, state, complete)
+
+    def remember(self, frame: np.ndarray, state: Any, complete: bool) -> None:
+        same = [same_view(f, frame, self.cfg) for f, _, _ in self._items]
+        if not complete and any(m and c for m, (_, _, c) in zip(same, self._items, strict=True)):
+            return  # this view's complete state is kept already: a partial one adds nothing
+        self._items = [it for m, it in zip(same, self._items, strict=True) if not m]
+        self._items.append((frame, state, complete))
+        del self._items[:-self.kept]
+
+    def recall(self, frame: np.ndarray) -> tuple[Any, bool] | None:
+        """The state kept for ``frame``'s view and whether it is complete (removed from memory), or None."""
+        for i in sorted(range(len(self._items)), key=lambda i: (not self._items[i][2], -i)):
+            if same_view(self._items[i][0], frame, self.cfg):
+                _, state, complete = self._items.pop(i)
+                return state, complete
+        return None
+
+
 class CameraCompensator:
     """Per-frame camera compensation (stateless between frames except for the last thumbnail)."""
 
@@ -252,6 +280,7 @@ __all__ = [
     "CameraCompensator",
     "CameraConfig",
     "CameraMotion",
+    "ViewMemory",
     "affine_flow",
     "correlation",
     "normalise_photometric",

@@ -25,7 +25,7 @@ import numpy as np
 
 from vidseq.config import setting
 from vidseq.errors import ConfigError
-from vidseq.features.camera import CameraConfig
+from vidseq.features.camera import CameraConfig, ViewMemory
 from vidseq.models.anomaly.calibrate import Calibration, find_events
 from vidseq.models.anomaly.model import (
     AnomalyConfig,
@@ -40,6 +40,7 @@ from vidseq.tasks.anomaly.features import (
 from vidseq.tasks.anomaly.online import (
     DEFAULT_FIT_S,
     ONLINE_MODE,
+    VIEWS_KEPT,
     NormalitySettings,
     OnlineNormality,
     ScoredRow,
@@ -64,8 +65,9 @@ class AnomalySettings:
         false_alarms_per_hour: false-alarm budget that sets the unsupervised threshold.
         adapt: keep learning normality from unflagged frames (bounded updates).
         update_every_s, memory_s, guard_s, relearn_s: see :class:`NormalitySettings`.
-        camera_compensation: ``auto`` (on without a trained model; with one, only scene cuts are detected, the
-            frames stay raw as the model was fitted on them), ``on`` or ``off`` (no cut detection either).
+        camera_compensation: ``auto`` (all of it without a trained model; with one, the camera's own motion is
+            removed and scene cuts are detected, the pixels stay raw as the model was fitted on them), ``on`` or
+            ``off`` (no cut detection either).
         camera: the compensation settings (:class:`vidseq.features.camera.CameraConfig`).
         stream_threshold: with a trained model, set the threshold from the first ``fit_s`` seconds of this
             stream's own scores for the ``false_alarms_per_hour`` budget (never below the checkpoint's; those
@@ -174,7 +176,7 @@ class AnomalyHead:
         self._cal_s = 0.0
         self._cal_last_ts: float | None = None
         self.scene_cuts: list[dict[str, Any]] = []  # trained model (the unsupervised ones are in self.online)
-        self._views: list[dict[str, Any]] = []  # views left at a cut, with their thresholds (trained model)
+        self._views = ViewMemory(VIEWS_KEPT)  # views left at a cut, with their thresholds (trained model)
         self._feedback_seen: set[str] = set()
         self._next_feedback_s = 0.0
         self._saved_at: tuple[int, str | None] | None = None
@@ -241,9 +243,6 @@ class AnomalyHead:
         the cut), the view left is remembered with its threshold (or its threshold learning so far), and the
         new view gets back the state of the same view seen before, or learns its own threshold for ``fit_s``
         seconds (scored, no alarms)."""
-        from vidseq.features.camera import same_view
-        from vidseq.tasks.anomaly.online import VIEWS_KEPT
-
         assert self.scorer is not None and self.model is not None
         for sf in self.scorer.finish():
             self._record(sf.frame_index, sf.timestamp_s, float(sf.score), False, ctx)
@@ -257,23 +256,12 @@ class AnomalyHead:
             return
         state = ("cal", "stream_calibration", "_calibrating", "_cal_scores", "_cal_s")
         if left is not None:
-            same = [same_view(v["frame"], left) for v in self._views]
-            # a view's threshold still being learnt never replaces a threshold of the same view learnt before
-            if not (self._calibrating and any(m and not v["_calibrating"]
-                                              for m, v in zip(same, self._views, strict=True))):
-                self._views = [v for m, v in zip(same, self._views, strict=True) if not m]
-                self._views.append({"frame": left, **{k: getattr(self, k) for k in state}})
-                del self._views[:-VIEWS_KEPT]
+            self._views.remember(left, {k: getattr(self, k) for k in state}, complete=not self._calibrating)
         view = self.computer.last_view
-        match = None
-        # a calibrated view first (it can alarm at once), then one still learning; newest first within each
-        for i in sorted(range(len(self._views)), key=lambda i: (self._views[i]["_calibrating"], -i)):
-            if view is not None and same_view(self._views[i]["frame"], view):
-                match = self._views.pop(i)
-                break
+        match = self._views.recall(view) if view is not None else None
         if match is not None:
             for k in state:
-                setattr(self, k, match[k])
+                setattr(self, k, match[0][k])
             action = (f"learning this view's threshold (resumed at {self._cal_s:.0f}/{self.fit_s:g} s)"
                       if self._calibrating else "threshold restored (this view was calibrated before)")
         else:

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from vidseq.errors import CheckpointError, ConfigError, DatasetError
+from vidseq.features.camera import ViewMemory
 from vidseq.models.anomaly.calibrate import Calibration, find_events
 from vidseq.models.anomaly.clip import ClipFeatures
 from vidseq.models.anomaly.fit import fit_parts, score_clip
@@ -248,7 +249,7 @@ class OnlineNormality:
         self.keep_rows = True
         self._restored = False
         self._view: np.ndarray | None = None  # the latest frame as the camera compensation prepared it
-        self._views: list[dict[str, Any]] = []  # learnt views left at a scene cut, newest last
+        self._views = ViewMemory(VIEWS_KEPT)  # views left at a scene cut, learnt or being learnt
 
     # -- status ------------------------------------------------------------------------------------------
     @property
@@ -375,12 +376,15 @@ class OnlineNormality:
     def _clip(self, frames: Sequence[FrameFeatures], name: str) -> ClipFeatures:
         return ClipFeatures.from_frames(name, self.fps, frames, self.working_size)
 
+    def _reset_warm(self) -> None:
+        self._warm, self._warm_before_s, self._warm_from = [], 0.0, 0
+
     def _fit_from_warmup(self) -> None:
         base = self._clip(self._warm, "warmup")
         relearn = self.state == "relearning"
         self._install(*fit_normality([base], self.cfg, self.fps, self.s, self.tail_cfg))
         self._base = base
-        self._warm, self._warm_before_s, self._warm_from = [], 0.0, 0
+        self._reset_warm()
         log.info("anomaly: normality %slearnt from %.1f s of video (%d frames); threshold %.3f for %g false "
                  "alarms/hour", "re-" if relearn else "", base.timestamp_s[-1] - base.timestamp_s[0] + 1 / self.fps,
                  len(base), self.threshold, self.s.false_alarms_per_hour)
@@ -436,44 +440,28 @@ class OnlineNormality:
                 self._next_update_s = min(self._next_update_s, self._last_ts)
 
     def _scene_cut(self, f: FrameFeatures, view: np.ndarray | None = None) -> list[ScoredRow]:
-        from vidseq.features.camera import same_view
-
         scoring = self.scorer is not None
         out = self._rows(self.scorer.finish()) if self.scorer is not None else []
         out = [replace(r, is_anomaly=False) for r in out]  # never an alarm for the cut itself
         if self.keep_rows and out:
             self.rows[-len(out):] = out
         self._on = False
-        left = None
         if scoring and self._view is not None and self.model is not None and self.cal is not None \
                 and self.tail is not None:  # remember the view being left
-            left = {"frame": self._view, "model": self.model, "cal": self.cal, "tail": self.tail,
-                    "base": self._base, "info": dict(self.fit_info)}
+            self._views.remember(self._view, {"model": self.model, "cal": self.cal, "tail": self.tail,
+                                              "base": self._base, "info": dict(self.fit_info)}, complete=True)
         elif not scoring and self._view is not None and self._warm:  # ... or what was learnt of it so far
-            left = {"frame": self._view, "warm": self._warm, "learnt_s": self.learnt_s, "state": self.state}
-        if left is not None:
-            same = [same_view(v["frame"], self._view) for v in self._views]
-            if "warm" in left and any(m and "warm" not in v for m, v in zip(same, self._views, strict=True)):
-                left = None  # this view's learnt normality is kept already: a partial warm-up adds nothing
-            else:
-                self._views = [v for m, v in zip(same, self._views, strict=True) if not m]
-                self._views.append(left)
-                del self._views[:-VIEWS_KEPT]
-        match = None
-        if view is not None:
-            # a learnt view first (it can score at once), then one being learnt; newest first within each
-            order = sorted(range(len(self._views)), key=lambda i: ("warm" in self._views[i], -i))
-            for i in order:
-                if same_view(self._views[i]["frame"], view):
-                    match = self._views.pop(i)
-                    break
+            self._views.remember(self._view, {"warm": self._warm, "learnt_s": self.learnt_s, "state": self.state},
+                                 complete=False)
+        match = self._views.recall(view) if view is not None else None
         self._memory.clear()
         self._candidates.clear()
         self._extra = []
-        if match is not None and "warm" in match:  # a view left while it was being learnt: go on learning it
+        if match is not None and not match[1]:  # a view left while it was being learnt: go on learning it
+            kept = match[0]
             self.scorer = None
-            self._warm, self._warm_before_s, self._warm_from = match["warm"], match["learnt_s"], len(match["warm"])
-            self.state = match["state"]
+            self._warm, self._warm_before_s, self._warm_from = kept["warm"], kept["learnt_s"], len(kept["warm"])
+            self.state = kept["state"]
             self.scene_cuts.append({"timestamp_s": round(float(f.timestamp_s), 3), "frame_index": int(f.frame_index),
                                     "action": f"normality learning resumed ({self.learnt_s:.0f}/{self.warmup_s:g} s "
                                               "of this view were learnt before)"})
@@ -481,9 +469,10 @@ class OnlineNormality:
                         self.status_text())
             return out
         if match is not None:
-            self._install(match["model"], match["cal"], match["tail"], match["info"])
-            self._base = match["base"]
-            self._warm, self._warm_before_s, self._warm_from = [], 0.0, 0
+            kept = match[0]
+            self._install(kept["model"], kept["cal"], kept["tail"], kept["info"])
+            self._base = kept["base"]
+            self._reset_warm()
             self.scene_cuts.append({"timestamp_s": round(float(f.timestamp_s), 3),
                                     "frame_index": int(f.frame_index),
                                     "action": "normality restored (this view was learnt before)"})
@@ -494,7 +483,7 @@ class OnlineNormality:
                                 "action": "normality re-learnt"})
         log.warning("anomaly: scene cut at %.1f s: learning normality again", f.timestamp_s)
         self.scorer = None
-        self._warm, self._warm_before_s, self._warm_from = [], 0.0, 0
+        self._reset_warm()
         self._base = None
         self._next_update_s = None
         self.state = "relearning" if self.model is not None else "learning"
