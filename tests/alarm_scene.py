@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from vidseq.features.motion import MotionConfig
+from vidseq.features.regions import RegionConfig
 from vidseq.models.anomaly.model import AnomalyConfig, FrameFeatures
 
 SIZE = (160, 120)
@@ -42,6 +43,7 @@ class Scene:
     lane_band: tuple[float, float] | None = None  # walkers' lanes in this band of the height (fractions)
     intruder: tuple[float, float, float, float] | None = None  # (start_s, end_s, y fraction, +1/-1): a walker at
     # ordinary speed, in its own lane and direction (off the path, or against the traffic)
+    intruder_size: tuple[int, int] = (10, 24)  # its (w, h) px (walkers are 10x24)
 
 
 def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
@@ -89,7 +91,8 @@ def scene_frames(sc: Scene) -> np.ndarray:
             travel = (t - t0) * sc.fps * sc.speed_px
             x = int(travel if d > 0 else w - 10 - travel) % (w - 10) + pad
             y = int(yf * h) + pad
-            world[y:y + 24, x:x + 10] = 235
+            iw, ih = sc.intruder_size
+            world[y + 24 - ih:y + 24, x:x + iw] = 235
         for span in (sc.fast, sc.fast_again):
             if span is not None and span[0] <= t < span[1]:
                 x = int(((t - span[0]) * sc.fps * sc.fast_speed_px) % (w - 10)) + pad
@@ -109,12 +112,14 @@ def scene_frames(sc: Scene) -> np.ndarray:
     return out
 
 
-def scene_features(frames: np.ndarray, fps: float = FPS, camera=None, cfg: AnomalyConfig = CFG):
+def scene_features(frames: np.ndarray, fps: float = FPS, camera=None, cfg: AnomalyConfig = CFG,
+                   regions: RegionConfig | None = None):
     """``(features, cuts, working_size, views)``: :class:`FrameFeatures` per frame, the frames that followed a
-    scene cut, the motion working size, and each frame as the camera compensation prepared it (None without)."""
+    scene cut, the motion working size, and each frame as the camera compensation prepared it (None without).
+    ``regions``: also find the frames' moving regions (the tracks stream needs them)."""
     from vidseq.tasks.anomaly.features import FeatureComputer
 
-    comp = FeatureComputer(cfg.motion, None, camera=camera)
+    comp = FeatureComputer(cfg.motion, regions, camera=camera)
     feats: list[FrameFeatures] = []
     cuts: list[bool] = []
     views: list[np.ndarray | None] = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -554,3 +555,30 @@ def test_a_walker_at_normal_speed_against_the_traffic_or_off_the_path_alarms(nam
     assert not any(overlaps(e, span) for e in spans(speed_only)), f"{name}: the speed stream alone found it"
     quiet = run_stream(Scene(**ONE_WAY), CAM, cfg=unsupervised_config(base=CFG))
     assert spans(quiet) == []
+
+
+@pytest.mark.parametrize(("name", "intruder"), [("wrong direction", (48.0, 53.0, 0.6, -1.0)),
+                                                ("off the path", (48.0, 53.0, 0.05, 1.0))])
+def test_the_tracks_stream_alone_follows_a_small_walker_against_the_traffic_or_off_the_path(
+        name: str, intruder: tuple) -> None:
+    """The ``tracks`` stream on real features (moving regions of the compensated flow, linked into tracks):
+    alone, it finds a half-size walker going the wrong way or where nobody walks, and nothing in the same
+    scene without it (a 40 s warm-up: tracks need a few walkers per place to learn from)."""
+    ucfg = unsupervised_config(base=replace(CFG, streams=("speed", "tracks")))
+    assert ucfg.streams[-1] == "tracks" and ucfg.regions.method == "flow"
+    only = replace(ucfg, streams=("tracks",))
+    scene = {**ONE_WAY, "seconds": 60.0}
+
+    def run(sc: Scene) -> list[tuple[float, float]]:
+        feats, cuts, ws, views = scene_features(scene_frames(sc), camera=CAM, regions=ucfg.regions)
+        on = OnlineNormality(only, FPS, NormalitySettings(fit_s=40.0, adapt=False))
+        on.working_size = ws
+        for f, c, v in zip(feats, cuts, views, strict=True):
+            on.push(f, cut=c, view=v)
+        on.finish()
+        return spans(on)
+
+    found = run(Scene(**scene, intruder=intruder, intruder_size=(5, 12)))
+    assert any(overlaps(e, intruder[:2]) for e in found), f"{name}: not found"
+    assert not [e for e in found if not overlaps(e, intruder[:2])], f"{name}: false alarms {found}"
+    assert run(Scene(**scene)) == []

@@ -38,6 +38,7 @@ from vidseq.models.anomaly.model import (
     smooth_scores,
     stack_scored,
 )
+from vidseq.models.anomaly.tracks import track_clip
 
 log = logging.getLogger(__name__)
 
@@ -197,6 +198,9 @@ def fit_parts(cfg: AnomalyConfig, train: Sequence[ClipFeatures], *, frame_predic
         model.crops.fit(crop_x, cfg.crops.max_bank, cfg.crops.seed)
     if model.frame is not None and frame_predictor is not None:
         model.frame.load_state_dict(frame_predictor.state_dict())
+    if model.tracks is not None:
+        model.tracks.fit(np.concatenate([track_clip(cfg.tracks, frame_size, cf.fps, zip(
+            cf.regions_of(), cf.timestamp_s.tolist(), cf.valid.tolist(), strict=True)) for cf in train]))
     if model.scene is not None:
         model.scene.fit(np.concatenate([descriptor_cells(cf.descriptors[cf.valid], model.scene.grid) for cf in train]))
     model.eval()

@@ -28,6 +28,11 @@ Streams (each gives one raw score per frame; higher = more anomalous):
     direction under the cell's normal direction histogram (``scene.bins`` bins, a Dirichlet prior toward the
     scene-wide histogram for cells seen rarely): someone walking against the traffic, or across it. Frame
     score = max over cells. They see slow anomalies the speed stream cannot.
+``tracks`` (where a tracked object walks, and which way; :mod:`vidseq.models.anomaly.tracks`)
+    Moving regions linked into tracks; a track's evidence is how rare its cell is for normal tracks plus the
+    surprise of its heading there, averaged over its last seconds; frame score = the highest track's. It
+    finds a walker off the path or against the traffic that fills too little of a grid cell for ``place`` /
+    ``direction``.
 ``frame`` (stacked LSTM next-step prediction)
     A stacked LSTM (:class:`vidseq.models.encoder.StackedLSTMEncoder`) reads per-frame vectors
     [backbone appearance feature, motion descriptor] and predicts the next one; score = squared error.
@@ -60,9 +65,10 @@ from vidseq.features.crops import CropConfig
 from vidseq.features.motion import CELL_STATS, MotionConfig
 from vidseq.features.regions import ATTRIBUTE_NAMES, RegionConfig, normalise_attributes
 from vidseq.models.anomaly.calibrate import CalibrationConfig
+from vidseq.models.anomaly.tracks import TrackScorer, TrackStream, TrackStreamConfig
 from vidseq.models.encoder import EncoderConfig, StackedLSTMEncoder
 
-STREAMS: tuple[str, ...] = ("speed", "objects", "crops", "frame", "place", "direction")
+STREAMS: tuple[str, ...] = ("speed", "objects", "crops", "frame", "place", "direction", "tracks")
 SCENE_STREAMS: tuple[str, ...] = ("place", "direction")
 MODEL_NAME = "anomaly_fusion"
 FRAME_MODEL_NAME = "anomaly_frame_lstm"
@@ -273,6 +279,7 @@ class AnomalyConfig:
     crops: CropStreamConfig = field(default_factory=CropStreamConfig)
     frame: FrameStreamConfig = field(default_factory=FrameStreamConfig)
     scene: SceneStreamConfig = field(default_factory=SceneStreamConfig)
+    tracks: TrackStreamConfig = field(default_factory=TrackStreamConfig)
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self) -> None:
@@ -298,7 +305,7 @@ class AnomalyConfig:
 
     @property
     def needs_regions(self) -> bool:
-        return "objects" in self.streams or "crops" in self.streams
+        return "objects" in self.streams or "crops" in self.streams or "tracks" in self.streams
 
     @property
     def needs_crops(self) -> bool:
@@ -813,6 +820,7 @@ class AnomalyModel(nn.Module):
                 raise InputShapeError("anomaly: the crops stream needs the crop feature width (crop_dim)")
             self.crops = CropDensity(crop_bank_size, crop_dim, cfg.crops.pca_dim, cfg.crops.k)
         self.scene = SceneStream(cfg.scene, cfg.motion.grid) if any(cfg.uses(x) for x in SCENE_STREAMS) else None
+        self.tracks = TrackStream(cfg.tracks, self.frame_size) if cfg.uses("tracks") else None
         self.frame = None
         if cfg.uses("frame"):
             self.frame = FramePredictor(frame_input_dim, cfg.frame.hidden_dim, cfg.frame.num_layers, cfg.frame.dropout)
@@ -904,6 +912,7 @@ class StreamScorer:
         self._n = 0
         self._lstm_state: Any = None
         self._lstm_pred: torch.Tensor | None = None
+        self._tracks = TrackScorer(model.tracks, self.fps) if model.tracks is not None else None
         self._done = False
 
     def _immediate(self, f: FrameFeatures) -> dict[str, float]:
@@ -935,6 +944,11 @@ class StreamScorer:
                 raise InputShapeError(f"frame {f.frame_index}: motion descriptor contains NaN/inf")
             place, direction = m.scene.scores(cells) if f.valid else (0.0, 0.0)
             raw["place"], raw["direction"] = place, direction
+        if self._tracks is not None:
+            attrs = np.asarray(f.region_attrs, np.float32)
+            if not np.isfinite(attrs).all():
+                raise InputShapeError(f"frame {f.frame_index}: region attributes contain NaN/inf")
+            raw["tracks"] = self._tracks.score(attrs, float(f.timestamp_s), bool(f.valid))
         if m.frame is not None:
             x = m.frame_vector(f)
             if not np.isfinite(x).all():

@@ -114,7 +114,8 @@ class NormalitySettings:
 UNSUPERVISED_STREAMS: tuple[str, ...] = ("speed", "place", "direction")
 """Streams of unsupervised scoring: how fast (speed), where (place) and which way (direction) things move
 for their place. Chosen on the alarm benchmark's dev seeds (docs/alarms.md); fused by their max after
-quantile standardisation, so each stream alone can raise an alarm."""
+quantile standardisation, so each stream alone can raise an alarm. ``tracks`` (where and which way each
+tracked object walks) is opt-in: it is added when ``base`` uses it (not the default yet: docs/alarms.md)."""
 
 
 def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | None = None) -> AnomalyConfig:
@@ -122,8 +123,12 @@ def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | Non
     uses it) with ``base``'s motion, stream and smoothing settings; max fusion of quantile-standardised
     streams."""
     cfg = base or AnomalyConfig()
-    streams = UNSUPERVISED_STREAMS + (("objects",) if "objects" in cfg.streams else ())
+    streams = UNSUPERVISED_STREAMS + tuple(s for s in ("objects", "tracks") if s in cfg.streams)
     cfg = replace(cfg, streams=streams, weights=(), fusion="max", standardise="quantile")
+    if "tracks" in streams and "objects" not in streams:
+        # the tracks stream follows what moves in the camera-compensated flow; background subtraction
+        # (the objects stream's regions) also finds everything a shake or an exposure jump changes
+        cfg = replace(cfg, regions=replace(cfg.regions, method="flow"))
     return cfg if smooth_s is None else replace(cfg, smooth_sigma_s=float(smooth_s))
 
 

@@ -1,0 +1,123 @@
+"""The ``tracks`` anomaly stream on generated region sequences (arrays in, arrays out)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vidseq.errors import ConfigError
+from vidseq.features.regions import ATTRIBUTE_NAMES
+from vidseq.models.anomaly.tracks import (
+    RegionTracker,
+    TrackStream,
+    TrackStreamConfig,
+    score_observations,
+    track_clip,
+)
+
+FPS = 10.0
+SIZE = (360, 240)
+H = 30.0  # walker height (px)
+
+
+def region(x: float, y: float, vx: float, vy: float, h: float = H) -> np.ndarray:
+    a = np.zeros(len(ATTRIBUTE_NAMES))
+    a[ATTRIBUTE_NAMES.index("vx")], a[ATTRIBUTE_NAMES.index("vy")] = vx, vy
+    a[ATTRIBUTE_NAMES.index("height")], a[ATTRIBUTE_NAMES.index("width")] = h, h / 3
+    a[ATTRIBUTE_NAMES.index("sqrt_area")] = h / 2
+    a[ATTRIBUTE_NAMES.index("y_bottom")], a[ATTRIBUTE_NAMES.index("x_center")] = y, x
+    a[ATTRIBUTE_NAMES.index("speed_median")] = np.hypot(vx, vy)
+    return a
+
+
+def walkers(seconds: float, paths: list[tuple[float, float, float, float, float]], rng: np.random.Generator,
+            noise_blobs: int = 0) -> list[tuple[np.ndarray, float, bool]]:
+    """Frames of walkers ``(t_start, x0, y0, ux, uy)`` (unit direction, 0.8 heights/s) plus flickering blobs."""
+    v = 0.8 * H / FPS  # px per frame
+    frames = []
+    for i in range(int(seconds * FPS)):
+        t = i / FPS
+        rows = []
+        for t0, x0, y0, ux, uy in paths:
+            if t < t0:
+                continue
+            k = (t - t0) * FPS
+            x, y = x0 + ux * v * k + rng.normal(0, 0.5), y0 + uy * v * k + rng.normal(0, 0.5)
+            if 0 <= x < SIZE[0] and H <= y < SIZE[1]:
+                rows.append(region(x, y, ux * v + rng.normal(0, 0.2), uy * v + rng.normal(0, 0.2)))
+        for _ in range(noise_blobs):  # a sensor-noise blob: anywhere, one frame, flow every way
+            rows.append(region(rng.uniform(0, SIZE[0]), rng.uniform(20, SIZE[1]), rng.normal(0, 1), rng.normal(0, 1),
+                               h=rng.uniform(5, 12)))
+        frames.append((np.array(rows).reshape(-1, len(ATTRIBUTE_NAMES)), t, True))
+    return frames
+
+
+def lane_traffic(seconds: float, rng: np.random.Generator) -> list[tuple[float, float, float, float, float]]:
+    """Walkers along a horizontal path (foot rows 150-175), both ways, a new one every ~1.5 s."""
+    out = []
+    for t0 in np.arange(0, seconds, 1.5):
+        right = rng.random() < 0.5
+        out.append((float(t0 + rng.uniform(0, 1)), 0.0 if right else SIZE[0] - 1.0, float(rng.uniform(150, 175)),
+                    1.0 if right else -1.0, 0.0))
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted() -> TrackStream:
+    rng = np.random.default_rng(0)
+    cfg = TrackStreamConfig()
+    obs = track_clip(cfg, SIZE, FPS, walkers(120.0, lane_traffic(120.0, rng), rng, noise_blobs=3))
+    stream = TrackStream(cfg, SIZE)
+    stream.fit(obs)
+    return stream
+
+
+def test_one_walker_keeps_one_track_and_a_scene_cut_ends_it() -> None:
+    rng = np.random.default_rng(1)
+    tracker = RegionTracker(TrackStreamConfig(), SIZE, FPS)
+    frames = walkers(4.0, [(0.0, 20.0, 160.0, 1.0, 0.0)], rng)
+    steps = [tracker.step(a, t, v) for a, t, v in frames]
+    ids = {int(o[0, 0]) for o in steps}
+    assert len(ids) == 1
+    obs = steps[-1]
+    assert obs[0, 1] == pytest.approx(3.9)  # age in seconds
+    assert obs[0, 4] == pytest.approx(0.8, rel=0.25)  # body heights per second
+    assert abs(obs[0, 2]) < 0.3  # heading: to the right
+    after_cut = tracker.step(frames[-1][0], 4.2, False)
+    assert after_cut[0, 1] == 0.0 and int(after_cut[0, 0]) not in ids
+
+
+@pytest.mark.parametrize(("name", "path"), [("against the path's directions", (2.0, 200.0, 235.0, 0.0, -1.0)),
+                                            ("where nobody walks", (2.0, 0.0, 70.0, 1.0, 0.0))])
+def test_a_walker_off_the_path_or_crossing_it_scores_far_above_normal_walkers(fitted: TrackStream, name: str,
+                                                                            path: tuple) -> None:
+    rng = np.random.default_rng(2)
+    normal = score_observations(fitted, FPS, walkers(30.0, lane_traffic(30.0, rng), rng, noise_blobs=3))
+    rng = np.random.default_rng(2)
+    frames = walkers(30.0, lane_traffic(30.0, rng), rng, noise_blobs=3)
+    odd = walkers(30.0, [path], np.random.default_rng(3))
+    mixed = [(np.concatenate([a, b[0]]), t, True) for (a, t, _), b in zip(frames, odd, strict=True)]
+    scores = score_observations(fitted, FPS, mixed)
+    assert normal.max() > 0  # normal walkers are tracked and scored
+    assert scores.max() > 2.0 * normal.max(), f"{name}: {scores.max():.2f} vs normal {normal.max():.2f}"
+
+
+def test_flickering_noise_never_scores(fitted: TrackStream) -> None:
+    """Blobs that live one frame, anywhere, never become tracks old enough to score."""
+    rng = np.random.default_rng(4)
+    frames = walkers(20.0, [], rng, noise_blobs=6)
+    assert score_observations(fitted, FPS, frames).max() == 0.0
+
+
+def test_an_unfitted_stream_and_empty_frames_score_zero() -> None:
+    stream = TrackStream(TrackStreamConfig(), SIZE)
+    stream.fit(np.zeros((0, 7)))
+    empty = [(np.zeros((0, len(ATTRIBUTE_NAMES))), i / FPS, True) for i in range(20)]
+    assert score_observations(stream, FPS, empty).tolist() == [0.0] * 20
+
+
+@pytest.mark.parametrize("bad", [{"grid": (0, 4)}, {"bins": 1}, {"window_s": 0}, {"min_cover": 1.5},
+                                 {"uniform": 0}, {"prior": 0}])
+def test_bad_settings_are_refused(bad: dict) -> None:
+    with pytest.raises(ConfigError, match="tracks"):
+        TrackStreamConfig(**bad)
