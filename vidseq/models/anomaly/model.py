@@ -918,10 +918,10 @@ class StreamScorer:
     def _immediate(self, f: FrameFeatures) -> dict[str, float]:
         m = self.model
         raw: dict[str, float] = {}
+        attrs = np.asarray(f.region_attrs, np.float32)
+        if (m.objects is not None or self._tracks is not None) and not np.isfinite(attrs).all():
+            raise InputShapeError(f"frame {f.frame_index}: region attributes contain NaN/inf")
         if m.objects is not None:
-            attrs = np.asarray(f.region_attrs, np.float32)
-            if not np.isfinite(attrs).all():
-                raise InputShapeError(f"frame {f.frame_index}: region attributes contain NaN/inf")
             d = m.objects.score(m.object_vectors(attrs))
             raw["objects"] = float(d.max()) if len(d) else 0.0
         if m.crops is not None:
@@ -945,9 +945,6 @@ class StreamScorer:
             place, direction = m.scene.scores(cells) if f.valid else (0.0, 0.0)
             raw["place"], raw["direction"] = place, direction
         if self._tracks is not None:
-            attrs = np.asarray(f.region_attrs, np.float32)
-            if not np.isfinite(attrs).all():
-                raise InputShapeError(f"frame {f.frame_index}: region attributes contain NaN/inf")
             raw["tracks"] = self._tracks.score(attrs, float(f.timestamp_s), bool(f.valid))
         if m.frame is not None:
             x = m.frame_vector(f)

@@ -290,9 +290,7 @@ class TrackScorer:
         """The frame's raw score (highest track score; 0 when no track is old enough)."""
         c = self.stream.cfg
         obs = self.tracker.step(attrs, t, valid)
-        if not valid:
-            self._evidence.clear()
-        live = set(self.tracker.tracks)
+        live = set(self.tracker.tracks)  # ended tracks (a cut ends them all) drop their evidence
         for k in [k for k in self._evidence if k not in live]:
             del self._evidence[k]
         best = 0.0
