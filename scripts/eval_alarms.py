@@ -117,6 +117,12 @@ def print_table(report: dict) -> None:
         print(f"-- {mode}: per event kind")
         for k, v in r["by_kind"].items():
             print(f"   {k:<15} recall {v['event_recall']} of {v['events']}  median delay {v['median_delay_s']} s")
+        causes = ", ".join(f"{k} {c['alerts']} ({c['false_events']} false)" for k, c in r.get("by_cause", {}).items())
+        print(f"-- {mode}: alerts by the stream behind them: {causes or 'none'}")
+        missed = [e for e in r.get("events_detail", []) if not e["found"]]
+        for e in missed:
+            print(f"   missed: seed {e['seed']} {e['kind']:<15} {e['start_s']:>6}-{e['end_s']:<6} s  "
+                  f"max score {e['max_score']}  under {', '.join(e['nuisances']) or 'no nuisance'}")
 
 
 if __name__ == "__main__":

@@ -28,6 +28,22 @@ def test_alert_rule_min_duration_and_cooldown() -> None:
     assert ended == [1.6, 6.2]
 
 
+def test_an_alert_names_the_anomaly_stream_behind_most_of_its_run() -> None:
+    rule = AlertRule(AlertSettings(min_duration_s=0.2, cooldown_s=0.0))
+    causes = [None, "speed", "direction", "direction", "direction", "speed", None]
+    flags = [0, 1, 1, 1, 1, 1, 0]
+    started = ended = None
+    for i, (f, c) in enumerate(zip(flags, causes, strict=True)):
+        s, e = rule.update(i / 10, bool(f), float(f), c)
+        started, ended = started or s, ended or e
+    assert started is not None and ended is not None and ended["cause"] == "direction"
+    # a new run counts its own frames only
+    for i, c in enumerate(["speed"] * 4 + [None]):
+        s, e = rule.update(1.0 + i / 10, c is not None, 1.0, c)
+        ended = e or ended
+    assert ended["cause"] == "speed"
+
+
 def test_monitor_realtime_file(tmp_path: Path, make_video) -> None:
     video = make_video(tmp_path / "cam.avi", n_frames=30, size=(96, 64), fps=15.0)
     cfg = load_config(MonitorConfig, None, [*FAST, "realtime=true"])

@@ -22,7 +22,7 @@ import re
 import signal
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -101,14 +101,18 @@ class AlertRule:
         self.run_start: float | None = None
         self.last_alert: float | None = None
         self.active: dict[str, Any] | None = None
+        self._causes: Counter[str] = Counter()  # the anomalous run's frames per stream that drove them
 
-    def update(self, t: float, is_anomaly: bool, score: float | None) -> tuple[dict[str, Any] | None,
-                                                                              dict[str, Any] | None]:
-        """Returns ``(started_event, ended_event)`` for time ``t``."""
+    def update(self, t: float, is_anomaly: bool, score: float | None,
+               cause: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """Returns ``(started_event, ended_event)`` for time ``t``; ``cause`` (the anomaly stream behind the
+        frame's score) makes the event's ``cause`` the one behind most of its anomalous frames."""
         started = ended = None
         if is_anomaly:
             if self.run_start is None:
                 self.run_start = t
+            if cause is not None:
+                self._causes[cause] += 1
             if self.active is None and t - self.run_start >= self.s.min_duration_s and (
                     self.last_alert is None or self.run_start - self.last_alert >= self.s.cooldown_s):
                 self.active = {"start_s": self.run_start, "alert_s": t, "peak_score": score, "peak_s": t}
@@ -117,8 +121,11 @@ class AlertRule:
             if self.active is not None and score is not None and (self.active["peak_score"] is None
                                                                   or score > self.active["peak_score"]):
                 self.active.update(peak_score=score, peak_s=t)
+            if self.active is not None and self._causes:
+                self.active["cause"] = self._causes.most_common(1)[0][0]
         else:
             self.run_start = None
+            self._causes.clear()
             if self.active is not None:
                 self.active["end_s"] = t
                 ended, self.active = self.active, None
@@ -559,14 +566,14 @@ class _PipelineContext:
                 is_anomaly = score >= cfg.alerts.threshold
             else:
                 is_anomaly = bool(r.is_anomaly)
-            started, ended = self.rule.update(frame.timestamp_s, is_anomaly, score)
+            started, ended = self.rule.update(frame.timestamp_s, is_anomaly, score, r.anomaly_cause)
             if started is not None:
                 self._start_event(started, frame, img, fps, size)
             if ended is not None:
                 cam._log.write({"type": "end", "id": self.active_id, **ended})
                 cam._update_event(self.active_id, end_s=ended["end_s"],
                                   duration_s=round(ended["end_s"] - ended["start_s"], 3),
-                                  peak_score=ended["peak_score"])
+                                  peak_score=ended["peak_score"], cause=ended.get("cause"))
                 self.active_id = None
                 if self.clip is not None:
                     self.clip.close_at = frame.timestamp_s + cfg.alerts.post_roll_s
@@ -626,8 +633,9 @@ class _PipelineContext:
         cam._log.write(rec)
         cam._add_event({**rec, "end_s": None, "duration_s": None, "clip_ready": False, "feedback": None})
         self.active_id = event_id
-        log.warning("%s: ALERT at %.1f s (score %.3f)", cam.name, frame.timestamp_s,
-                    started["peak_score"] if started["peak_score"] is not None else float("nan"))
+        log.warning("%s: ALERT at %.1f s (score %.3f%s)", cam.name, frame.timestamp_s,
+                    started["peak_score"] if started["peak_score"] is not None else float("nan"),
+                    f", {started['cause']}" if started.get("cause") else "")
         if clip is not None and self.clip is None:
             # atomic: the clip appears under its name only once complete (a browser never gets half a file)
             self.clip = _ClipWriter(cam.out / clip, fps, size, list(self.ring))

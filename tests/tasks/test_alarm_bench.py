@@ -171,6 +171,20 @@ def test_events_start_after_the_warmup_while_nuisances_start_after_the_lead() ->
         ab.BenchConfig(events_after_s=-1.0)
 
 
+def test_no_event_falls_in_the_other_cameras_view() -> None:
+    """A scene cut's span shows a view new to the stream: every mode is learning it, so no event goes there."""
+    cfg = ab.BenchConfig(lead_s=2.0, events_after_s=5.0, event_gap_s=(1.0, 2.0), nuisance_s=(4.0, 6.0),
+                         clean_gap_s=(1.0, 2.0))
+    cuts = 0
+    for seed in range(6):
+        truth, _ = ab.plan_stream({"a": 50, "b": 70}, 10.0, (W, H), 600, seed, cfg, _stats())
+        spans = [n for n in truth.nuisances if n.kind == "scene_cut"]
+        cuts += len(spans)
+        assert truth.events
+        assert not [(e, n) for e in truth.events for n in spans if e.start < n.stop + 10 and e.stop > n.start]
+    assert cuts >= 3
+
+
 def test_truth_round_trips_through_json() -> None:
     stats = _stats()
     truth, _ = ab.plan_stream({"a": 50, "b": 70}, 10.0, (W, H), 400, 1, ab.BenchConfig(lead_s=1.0), stats)
@@ -208,7 +222,7 @@ def test_measure_counts_false_events_per_hour_recall_and_flags() -> None:
     score = np.where(labels == 1, 5.0, 0.0)
     flagged = labels == 1
     score[600:620], flagged[600:620] = 4.0, True  # one false run, under the noise nuisance
-    alerts = [ab.Alert(60.0, 61.0, 62.0), ab.Alert(100.0, 100.8, 103.0)]  # false (noise), finds event 1
+    alerts = [ab.Alert(60.0, 61.0, 62.0, cause="place"), ab.Alert(100.0, 100.8, 103.0, cause="speed")]
     run = ab.ModeRun(np.ones(n, bool), score, flagged, alerts, wall_s=1.0)
     m = ab.measure(truth, run, tolerance_s=1.0)
     s = ab.summarise(m)
@@ -219,6 +233,11 @@ def test_measure_counts_false_events_per_hour_recall_and_flags() -> None:
     assert s["by_nuisance"]["noise"]["false_events"] == 1 and s["by_nuisance"]["clean"]["false_events"] == 0
     assert s["by_nuisance"]["noise"]["false_events_per_hour"] == pytest.approx(3600 / 30, rel=1e-3)
     assert s["by_kind"]["fast_object"]["event_recall"] == 1.0 and s["by_kind"]["oversize"]["event_recall"] == 0.0
+    # which stream raised each alert, and what happened to each event
+    assert s["by_cause"] == {"place": {"alerts": 1, "false_events": 1, "join_alerts": 0},
+                             "speed": {"alerts": 1, "false_events": 0, "join_alerts": 0}}
+    assert [(e["kind"], e["found"], e["cause"], e["nuisances"]) for e in s["events_detail"]] == [
+        ("fast_object", True, "speed", []), ("oversize", False, None, [])]
     # an alert whose run starts at a clip join is counted apart, not as a false event
     truth.nuisances.append(ab.Span("clip_join", 3000, 3010))
     run.alerts.append(ab.Alert(300.5, 301.5, 302.0))

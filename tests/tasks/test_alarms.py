@@ -89,6 +89,16 @@ def test_a_stream_shorter_than_the_warmup_says_nothing_was_scored() -> None:
     assert "nothing scored" in on.describe()["fit"]["not_scored"] and "120 s" in on.describe()["fit"]["not_scored"]
 
 
+def test_the_unsupervised_streams_are_a_setting_checked_in_one_line() -> None:
+    from vidseq.tasks.anomaly.head import AnomalyHead, AnomalySettings
+
+    head = AnomalyHead(AnomalySettings(streams=("speed", "place", "direction", "tracks")), FPS)
+    assert head.cfg.streams[-1] == "tracks" and head.cfg.regions.method == "flow" and head.cfg.needs_regions
+    assert AnomalyHead(AnomalySettings(), FPS).cfg.streams == ("speed", "place", "direction")
+    with pytest.raises(ConfigError, match="anomaly.streams"):
+        AnomalySettings(streams=("speed", "wings"))
+
+
 @pytest.mark.parametrize("key", ["fit_s", "false_alarms_per_hour", "update_every_s", "memory_s"])
 def test_non_positive_durations_are_rejected_naming_the_key(key: str) -> None:
     with pytest.raises(ConfigError, match=f"anomaly.{key} must be > 0"):
@@ -550,6 +560,8 @@ def test_a_walker_at_normal_speed_against_the_traffic_or_off_the_path_alarms(nam
     span = intruder[:2]
     full = run_stream(sc, CAM, cfg=unsupervised_config(base=CFG))
     assert any(overlaps(e, span) for e in spans(full)), f"{name}: not found"
+    # the alarm says which cue raised it: not speed (alone it does not see this walker, below)
+    assert {e["cause"] for e in full.events()} <= {"place", "direction"}, full.events()
     assert not [e for e in spans(full) if not overlaps(e, span)], f"{name}: false alarms {spans(full)}"
     speed_only = run_stream(sc, CAM)
     assert not any(overlaps(e, span) for e in spans(speed_only)), f"{name}: the speed stream alone found it"

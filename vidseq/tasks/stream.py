@@ -27,6 +27,7 @@ class FrameResult:
     feature: np.ndarray  # (D,) frame feature from the same YOLO pass
     anomaly_score: float | None = None
     is_anomaly: bool | None = None
+    anomaly_cause: str | None = None  # the anomaly stream the score came from (speed, place, direction...)
     anomaly_ready: bool = False
     forecasts: dict[int, np.ndarray] = field(default_factory=dict)  # track id -> (K, T_pred, 2) pixels
     caption: str | None = None

@@ -163,7 +163,7 @@ def _event_view(cam: CameraMonitor, e: dict[str, Any]) -> dict[str, Any]:
     base = f"/clips/{cam.name}/"
     return {"id": e["id"], "camera": cam.name, "wall_time": e.get("wall_time"), "start_s": e.get("start_s"),
             "alert_s": e.get("alert_s"), "end_s": e.get("end_s"), "duration_s": e.get("duration_s"),
-            "peak_score": e.get("peak_score"), "feedback": e.get("feedback"),
+            "peak_score": e.get("peak_score"), "cause": e.get("cause"), "feedback": e.get("feedback"),
             "clip_url": base + e["clip"] if e.get("clip") and e.get("clip_ready") else None,
             "thumbnail_url": base + e["thumbnail"] if e.get("thumbnail") else None,
             "recording": bool(e.get("clip")) and not e.get("clip_ready")}

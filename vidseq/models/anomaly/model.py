@@ -353,6 +353,17 @@ class ScoredFrame:
     raw: dict[str, float]
     fused: float
     score: float
+    z: dict[str, float] = field(default_factory=dict)  # weighted z per stream (what the fusion took)
+
+    @property
+    def cause(self) -> str | None:
+        """The stream with the highest weighted z on this frame (which cue the frame's score comes from)."""
+        return top_stream(self.z)
+
+
+def top_stream(z: dict[str, float]) -> str | None:
+    """Name of the stream with the highest value in ``z`` (None when empty)."""
+    return max(z, key=lambda k: z[k]) if z else None
 
 
 # ------------------------------------------------------------------------------------ streaming helpers
@@ -876,7 +887,7 @@ class AnomalyModel(nn.Module):
         return StreamScorer(self, fps, normalise=normalise)
 
     def fuse(self, raw: dict[str, float], normalise: bool = True) -> tuple[float, dict[str, float]]:
-        """Raw stream scores -> (fused score, z per stream). NaN raw scores count as z = 0 (typical)."""
+        """Raw stream scores -> (fused score, weighted z per stream). NaN raw scores count as z = 0 (typical)."""
         z = {}
         for i, name in enumerate(self.cfg.streams):
             v = raw[name]
@@ -885,7 +896,8 @@ class AnomalyModel(nn.Module):
                 continue
             z[name] = (v - float(self.stream_mean[i])) / float(self.stream_std[i]) if normalise else v
         w = self.cfg.stream_weights
-        vals = [z[n] * wi for n, wi in zip(self.cfg.streams, w, strict=True)]
+        z = {n: z[n] * wi for n, wi in zip(self.cfg.streams, w, strict=True)}
+        vals = list(z.values())
         fused = max(vals) if self.cfg.fusion == "max" else sum(vals) / sum(w)
         return float(fused), z
 
@@ -965,17 +977,17 @@ class StreamScorer:
         raw = dict(info["raw"])
         raw["speed"] = speed_score
         raw = {k: raw[k] for k in self.model.cfg.streams}
-        fused, _ = self.model.fuse(raw, self.normalise)
-        self._fused[pos] = (fused, raw)
+        fused, z = self.model.fuse(raw, self.normalise)
+        self._fused[pos] = (fused, raw, z)
         return self._smoothed(self._smooth.push(fused))
 
     def _smoothed(self, ready: list[tuple[int, float]]) -> list[ScoredFrame]:
         out = []
         for q, value in ready:
             info = self._pending.pop(q)
-            fused, raw = self._fused.pop(q)
+            fused, raw, z = self._fused.pop(q)
             out.append(ScoredFrame(position=q, frame_index=info["frame_index"], timestamp_s=info["timestamp_s"],
-                                   raw=raw, fused=fused, score=float(value)))
+                                   raw=raw, fused=fused, score=float(value), z=z))
         return out
 
     def push(self, f: FrameFeatures) -> list[ScoredFrame]:

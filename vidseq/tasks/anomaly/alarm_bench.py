@@ -21,6 +21,10 @@ Streams (:func:`plan_stream`, :func:`render_frames`)
     ``wrong_direction``  walks along the direction least seen in the normal clips' optical flow;
     ``oversize``         1.8-2.5x scaled, at walking speed.
 
+    Events start after ``events_after_s`` (the warm-up) and never overlap a ``scene_cut`` span or the second
+    after it: that view is new to the stream, so every mode learns it (``relearn_s``) and scores none of it,
+    and an event there could never be found.
+
     A frame is labelled anomalous while the pasted object is at least 30 % visible; an event's span runs from
     its first to its last such frame. Streams are written lossless (FFV1 ``stream.mkv`` + ``truth.json``)
     under the cache folder, so reruns, and ``vidseq process``/``monitor`` by hand, read the very same frames.
@@ -65,7 +69,7 @@ from vidseq.tasks.anomaly.pseudo import Donor, find_donors, paste_donor
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "2"  # bump when the streams a seed produces change
+GENERATOR_VERSION = "3"  # bump when the streams a seed produces change
 NUISANCES: tuple[str, ...] = ("exposure_drift", "exposure_jump", "noise", "jpeg", "shake", "pan", "scene_cut")
 EVENT_KINDS: tuple[str, ...] = ("fast_object", "loitering", "off_path", "wrong_direction", "oversize")
 MODES: tuple[str, ...] = ("unsupervised", "trained", "live")
@@ -564,6 +568,10 @@ def plan_stream(clip_lengths: dict[str, int], fps: float, size: tuple[int, int],
         n = len(path.cx)
         if start + n > n_frames:
             break
+        cut = next((s for s in nuis if s.kind == "scene_cut" and start < s.stop + fps and start + n > s.start), None)
+        if cut is not None:  # the other camera's view is new to the stream: it is being learnt, never scored
+            t = cut.stop + fps
+            continue
         kinds.pop()
         vis = _visible_shares(stats.donors[path.donor_index][1], path, size)
         on = np.flatnonzero(vis >= 0.3)
@@ -689,8 +697,8 @@ class Processor(Protocol):
 class Rule(Protocol):
     """What :func:`run_mode` needs of :class:`vidseq.monitor.AlertRule`."""
 
-    def update(self, t: float, is_anomaly: bool, score: float | None) -> tuple[dict[str, Any] | None,
-                                                                               dict[str, Any] | None]: ...
+    def update(self, t: float, is_anomaly: bool, score: float | None,
+               cause: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]: ...
 
 
 @dataclass(frozen=True)
@@ -703,6 +711,7 @@ class Alert:
     alert_s: float
     end_s: float
     raised_s: float | None = None
+    cause: str | None = None  # the anomaly stream behind most of the run's frames
 
     @property
     def fired_s(self) -> float:
@@ -719,20 +728,25 @@ class ModeRun:
     flagged: np.ndarray  # (T,) bool
     alerts: list[Alert]
     wall_s: float = 0.0
+    cause: np.ndarray | None = None  # (T,) str: the stream behind each scored frame's score ("" = none)
 
     def to_npz(self, path: Path) -> None:
         from vidseq.io import atomic_path
 
+        cause = self.cause if self.cause is not None else np.full(len(self.score), "")
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, processed=self.processed, score=self.score, flagged=self.flagged,
                      alerts=np.array([[a.start_s, a.alert_s, a.end_s, a.fired_s] for a in self.alerts],
-                                     np.float64).reshape(-1, 4), wall_s=np.float64(self.wall_s))
+                                     np.float64).reshape(-1, 4), wall_s=np.float64(self.wall_s),
+                     cause=np.asarray(cause, str), alert_cause=np.array([a.cause or "" for a in self.alerts], str))
 
     @classmethod
     def from_npz(cls, path: Path) -> ModeRun:
         z = np.load(path, allow_pickle=False)
-        return cls(z["processed"], z["score"], z["flagged"], [Alert(*map(float, a)) for a in z["alerts"]],
-                   float(z["wall_s"]))  # results of before raised_s have 3 columns: raised_s stays None
+        causes = [str(c) or None for c in z["alert_cause"]] if "alert_cause" in z.files else [None] * len(z["alerts"])
+        alerts = [Alert(*map(float, a), cause=c) for a, c in zip(z["alerts"], causes, strict=True)]
+        return cls(z["processed"], z["score"], z["flagged"], alerts, float(z["wall_s"]),
+                   z["cause"] if "cause" in z.files else None)  # older results: no causes, raised_s may be None
 
 
 def live_schedule(n_frames: int, fps: float, slowdown: float, seed: int) -> np.ndarray:
@@ -761,6 +775,7 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
     processed = np.zeros(n_frames, bool)
     score = np.full(n_frames, np.nan)
     flagged = np.zeros(n_frames, bool)
+    cause = np.full(n_frames, "", dtype="<U16")
     alerts: list[tuple[dict[str, Any], float]] = []
     last_t = now_s = 0.0
 
@@ -774,8 +789,10 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
             if r.anomaly_score is not None:
                 score[i] = float(r.anomaly_score)
             flagged[i] = bool(r.is_anomaly)
+            why = getattr(r, "anomaly_cause", None)
+            cause[i] = why or ""
             last_t = float(r.frame.timestamp_s)
-            started, _ended = rule.update(last_t, bool(r.is_anomaly), r.anomaly_score)
+            started, _ended = rule.update(last_t, bool(r.is_anomaly), r.anomaly_score, why)
             if started is not None:  # the rule fills in end_s on this same record when the run ends
                 alerts.append((started, max(now_s, last_t)))
 
@@ -794,9 +811,9 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
                          f"{int(processed.sum()) / (t_note - t0):.1f} frames/s")
         handle(processor.finish())
     wall = time.perf_counter() - t0
-    out = [Alert(float(a["start_s"]), float(a["alert_s"]), float(a.get("end_s", last_t)), raised)
+    out = [Alert(float(a["start_s"]), float(a["alert_s"]), float(a.get("end_s", last_t)), raised, a.get("cause"))
            for a, raised in alerts]
-    return ModeRun(processed, score, flagged, out, wall)
+    return ModeRun(processed, score, flagged, out, wall, cause)
 
 
 # ------------------------------------------------------------------------------------------ metrics
@@ -858,6 +875,8 @@ class StreamMetrics:
     wall_s: float = 0.0
     by_nuisance: dict[str, dict[str, float]] = field(default_factory=dict)
     by_kind: dict[str, dict[str, Any]] = field(default_factory=dict)
+    by_cause: dict[str, dict[str, int]] = field(default_factory=dict)  # alerts per anomaly stream behind them
+    event_rows: list[dict[str, Any]] = field(default_factory=list)  # one line per injected event
 
 
 def measure(truth: StreamTruth, run: ModeRun, tolerance_s: float, acc: StreamMetrics | None = None,
@@ -912,6 +931,19 @@ def measure(truth: StreamTruth, run: ModeRun, tolerance_s: float, acc: StreamMet
             if mask[e.start:e.stop].any():
                 b["events"] += 1
                 b["found"] += int(f is not None)
+    for a, is_false, is_join in zip(run.alerts, false, at_join, strict=True):
+        c = m.by_cause.setdefault(a.cause or "unknown", {"alerts": 0, "false_events": 0, "join_alerts": 0})
+        c["alerts"] += 1
+        c["false_events"] += int(is_false)
+        c["join_alerts"] += int(is_join)
+    for e, f in zip(truth.events, found, strict=True):
+        s0, s1 = e.seconds(fps)
+        sc = run.score[e.start:e.stop]
+        m.event_rows.append({
+            "seed": truth.seed, "kind": e.kind, "start_s": round(s0, 1), "end_s": round(s1, 1),
+            "found": f is not None, "cause": run.alerts[f].cause if f is not None else None,
+            "max_score": round(float(np.nanmax(sc)), 3) if np.isfinite(sc).any() else None,
+            "nuisances": sorted({n.kind for n in truth.nuisances if n.start < e.stop and n.stop > e.start})})
     for e, f, in zip(truth.events, found, strict=True):
         k = m.by_kind.setdefault(e.kind, {"events": 0, "found": 0, "delays": []})
         k["events"] += 1
@@ -945,6 +977,8 @@ def summarise(m: StreamMetrics) -> dict[str, Any]:
     out["by_kind"] = {k: {"events": v["events"], "event_recall": round(v["found"] / v["events"], 4),
                           "median_delay_s": round(float(np.median(v["delays"])), 2) if v["delays"] else None}
                       for k, v in sorted(m.by_kind.items())}
+    out["by_cause"] = dict(sorted(m.by_cause.items()))
+    out["events_detail"] = m.event_rows
     return out
 
 

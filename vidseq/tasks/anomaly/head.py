@@ -43,7 +43,9 @@ from vidseq.tasks.anomaly.online import (
     VIEWS_KEPT,
     NormalitySettings,
     OnlineNormality,
+    UNSUPERVISED_STREAMS,
     ScoredRow,
+    event_causes,
     unsupervised_config,
 )
 from vidseq.tasks.stream import FrameResult, StreamContext
@@ -75,6 +77,8 @@ class AnomalySettings:
             statistics.
         save_model: write the learnt normality here after each fit/update and at the end.
         feedback_dir: run folder whose ``events.jsonl`` false-alarm feedback is learnt as normal (monitor).
+        streams: the unsupervised anomaly streams, each able to raise an alarm (``speed``, ``place``,
+            ``direction``; opt-in ``tracks``, per tracked object, and ``objects``); a trained model has its own.
     """
 
     enabled: bool = True
@@ -92,6 +96,7 @@ class AnomalySettings:
     stream_threshold: bool = True
     save_model: str | None = None
     feedback_dir: str | None = None
+    streams: tuple[str, ...] = UNSUPERVISED_STREAMS
 
     def __post_init__(self) -> None:
         if self.camera_compensation not in ("auto", "on", "off"):
@@ -99,6 +104,7 @@ class AnomalySettings:
         if self.smooth_s is not None and self.smooth_s < 0:
             raise ConfigError(f"anomaly.smooth_s must be >= 0, got {self.smooth_s}")
         self.normality  # noqa: B018 - validates the durations (one line naming the key)
+        unsupervised_config(streams=self.streams)  # validates the stream names
 
     @property
     def normality(self) -> NormalitySettings:
@@ -149,7 +155,7 @@ class AnomalyHead:
                 cfg = self.model.cfg
                 self.mode = "model"
         else:
-            cfg = unsupervised_config(settings.smooth_s)
+            cfg = unsupervised_config(settings.smooth_s, streams=settings.streams)
             self.online = OnlineNormality(cfg, self.fps, settings.normality)
             self.mode = f"unsupervised (normality learnt from the first {self.fit_s:g} s of stream time)"
             log.warning("no anomaly model given: learning normality from the first %.0f s of the video", self.fit_s)
@@ -164,6 +170,7 @@ class AnomalyHead:
         self.scored_ts: list[float] = []
         self.scored: list[float] = []
         self._flags: list[bool] = []
+        self._causes: list[str | None] = []
         self._calibrating = trained and settings.stream_threshold
         if self._calibrating:  # the stream threshold's tail fit: its import must not stall the stream later
             from vidseq.models.anomaly.threshold import preload
@@ -300,7 +307,7 @@ class AnomalyHead:
 
     def _assign_rows(self, rows: list[ScoredRow], ctx: StreamContext) -> None:
         for row in rows:
-            self._record(row.frame_index, row.timestamp_s, row.score, row.is_anomaly, ctx)
+            self._record(row.frame_index, row.timestamp_s, row.score, row.is_anomaly, ctx, row.cause)
 
     def _assign(self, scored: list[ScoredFrame], ctx: StreamContext) -> None:
         assert self.cal is not None
@@ -311,12 +318,12 @@ class AnomalyHead:
                     self._cal_s += sf.timestamp_s - self._cal_last_ts
                 self._cal_last_ts = sf.timestamp_s
                 self._cal_scores.append(s)
-                self._record(sf.frame_index, sf.timestamp_s, s, False, ctx)
+                self._record(sf.frame_index, sf.timestamp_s, s, False, ctx, sf.cause)
                 if self._cal_s >= self.fit_s - 1e-9:
                     self._set_stream_threshold(sf.timestamp_s)
                 continue
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
-            self._record(sf.frame_index, sf.timestamp_s, s, self._on, ctx)
+            self._record(sf.frame_index, sf.timestamp_s, s, self._on, ctx, sf.cause)
 
     def _set_stream_threshold(self, now_s: float) -> None:
         """Trained model: threshold pair for this stream's budget, from its first fit_s seconds of scores."""
@@ -339,8 +346,10 @@ class AnomalyHead:
         log.info("anomaly: threshold for this stream %.3f (checkpoint %.3f, budget %g false alarms/h)",
                  self.cal.threshold, before, self.settings.false_alarms_per_hour)
 
-    def _record(self, frame_index: int, timestamp_s: float, score: float, flag: bool, ctx: StreamContext) -> None:
+    def _record(self, frame_index: int, timestamp_s: float, score: float, flag: bool, ctx: StreamContext,
+                cause: str | None = None) -> None:
         self.scored_index.append(frame_index)
+        self._causes.append(cause)
         self.scored_ts.append(timestamp_s)
         self.scored.append(score)
         self._flags.append(flag)
@@ -348,6 +357,7 @@ class AnomalyHead:
         if r is not None:
             r.anomaly_score = score
             r.is_anomaly = flag
+            r.anomaly_cause = cause
             r.anomaly_ready = True
 
     def events(self) -> list[dict[str, Any]]:
@@ -357,7 +367,8 @@ class AnomalyHead:
             return []
         evs = find_events(np.array(self.scored), self.cal, fps=self.fps, frame_index=np.array(self.scored_index),
                           timestamp_s=np.array(self.scored_ts), flags=np.array(self._flags))
-        return [{"id": i + 1, **e.to_dict()} for i, e in enumerate(evs)]
+        return event_causes([{"id": i + 1, **e.to_dict()} for i, e in enumerate(evs)], np.array(self.scored_index),
+                            self._causes)
 
 
 def _kernel(cfg: AnomalyConfig, fps: float) -> np.ndarray:

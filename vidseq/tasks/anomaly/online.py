@@ -118,12 +118,22 @@ quantile standardisation, so each stream alone can raise an alarm. ``tracks`` (w
 tracked object walks) is opt-in: it is added when ``base`` uses it (not the default yet: docs/alarms.md)."""
 
 
-def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | None = None) -> AnomalyConfig:
-    """The model config of unsupervised scoring: :data:`UNSUPERVISED_STREAMS` (plus ``objects`` when ``base``
-    uses it) with ``base``'s motion, stream and smoothing settings; max fusion of quantile-standardised
-    streams."""
+OPTIONAL_UNSUPERVISED_STREAMS: tuple[str, ...] = ("objects", "tracks")
+
+
+def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | None = None,
+                        streams: Sequence[str] | None = None) -> AnomalyConfig:
+    """The model config of unsupervised scoring: ``streams`` (default :data:`UNSUPERVISED_STREAMS`, plus
+    ``objects`` / ``tracks`` when ``base`` uses them) with ``base``'s motion, stream and smoothing settings; max
+    fusion of quantile-standardised streams."""
     cfg = base or AnomalyConfig()
-    streams = UNSUPERVISED_STREAMS + tuple(s for s in ("objects", "tracks") if s in cfg.streams)
+    if streams is None:
+        streams = UNSUPERVISED_STREAMS + tuple(s for s in OPTIONAL_UNSUPERVISED_STREAMS if s in cfg.streams)
+    streams = tuple(dict.fromkeys(streams))
+    allowed = UNSUPERVISED_STREAMS + OPTIONAL_UNSUPERVISED_STREAMS
+    bad = [s for s in streams if s not in allowed]
+    if bad or not streams:
+        raise ConfigError(f"anomaly.streams: unsupervised streams are {', '.join(allowed)}; got {list(streams)}")
     cfg = replace(cfg, streams=streams, weights=(), fusion="max", standardise="quantile")
     if "tracks" in streams and "objects" not in streams:
         # the tracks stream follows what moves in the camera-compensated flow; background subtraction
@@ -140,6 +150,21 @@ class ScoredRow:
     timestamp_s: float
     score: float
     is_anomaly: bool
+    cause: str | None = None  # the stream the frame's score came from (highest weighted z)
+
+
+def event_causes(events: Sequence[dict[str, Any]], frame_index: np.ndarray,
+                 causes: Sequence[str | None]) -> list[dict[str, Any]]:
+    """``events`` with ``cause``: the stream that drove most of each event's frames (None when unknown)."""
+    from collections import Counter
+
+    idx = np.asarray(frame_index)
+    out = []
+    for e in events:
+        sel = np.flatnonzero((idx >= e["start_frame"]) & (idx <= e["end_frame"]))
+        named = Counter(causes[i] for i in sel if causes[i] is not None)
+        out.append({**e, "cause": named.most_common(1)[0][0] if named else None})
+    return out
 
 
 def _final_scores(model: AnomalyModel, clips: Sequence[ClipFeatures]) -> np.ndarray:
@@ -345,7 +370,7 @@ class OnlineNormality:
         for sf in scored:
             s = float(sf.score)
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
-            row = ScoredRow(sf.frame_index, sf.timestamp_s, s, self._on)
+            row = ScoredRow(sf.frame_index, sf.timestamp_s, s, self._on, sf.cause)
             out.append(row)
             if self.keep_rows:
                 self.rows.append(row)
@@ -499,8 +524,8 @@ class OnlineNormality:
         """Events of the rows kept so far (threshold pair of the latest fit), numbered from 1."""
         if self.cal is None or not self.rows:
             return []
-        ev = find_events(np.array([r.score for r in self.rows]), self.cal, fps=self.fps,
-                         frame_index=np.array([r.frame_index for r in self.rows]),
+        index = np.array([r.frame_index for r in self.rows])
+        ev = find_events(np.array([r.score for r in self.rows]), self.cal, fps=self.fps, frame_index=index,
                          timestamp_s=np.array([r.timestamp_s for r in self.rows]),
                          flags=np.array([r.is_anomaly for r in self.rows]))
         cuts = [c["timestamp_s"] for c in self.scene_cuts]
@@ -509,7 +534,7 @@ class OnlineNormality:
             if any(e.start_s - 1.0 / self.fps <= c <= e.end_s + 1.0 / self.fps for c in cuts):
                 continue  # an excursion at a scene cut is the cut, never an alarm
             out.append({"id": len(out) + 1, **e.to_dict()})
-        return out
+        return event_causes(out, index, [r.cause for r in self.rows])
 
     # -- persistence -------------------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:

@@ -114,6 +114,7 @@ function renderEvent(ev) {
   q(".ev-start").textContent = "at " + fmt(ev.start_s, 1, " s");
   q(".ev-duration").textContent = ev.duration_s === null ? "ongoing" : fmt(ev.duration_s, 1, " s");
   q(".ev-peak").textContent = fmt(ev.peak_score, 2);
+  q(".ev-cause").textContent = ev.cause ? "· " + ev.cause : "";
   const fb = q(".ev-feedback");
   fb.textContent = ev.feedback ? ev.feedback.replace("_", " ") : "";
   fb.className = "ev-feedback badge " + (ev.feedback || "");
