@@ -125,6 +125,7 @@ class Event:
     peak_frame: int
     peak_score: float
     mean_score: float
+    cause: str | None = None  # the anomaly stream behind most of its frames, when known
 
     @property
     def num_frames(self) -> int:

@@ -40,10 +40,10 @@ from vidseq.tasks.anomaly.features import (
 from vidseq.tasks.anomaly.online import (
     DEFAULT_FIT_S,
     ONLINE_MODE,
+    UNSUPERVISED_STREAMS,
     VIEWS_KEPT,
     NormalitySettings,
     OnlineNormality,
-    UNSUPERVISED_STREAMS,
     ScoredRow,
     event_causes,
     unsupervised_config,
