@@ -92,9 +92,10 @@ def test_a_stream_shorter_than_the_warmup_says_nothing_was_scored() -> None:
 def test_the_unsupervised_streams_are_a_setting_checked_in_one_line() -> None:
     from vidseq.tasks.anomaly.head import AnomalyHead, AnomalySettings
 
-    head = AnomalyHead(AnomalySettings(streams=("speed", "place", "direction", "tracks")), FPS)
-    assert head.cfg.streams[-1] == "tracks" and head.cfg.regions.method == "flow" and head.cfg.needs_regions
-    assert AnomalyHead(AnomalySettings(), FPS).cfg.streams == ("speed", "place", "direction")
+    head = AnomalyHead(AnomalySettings(), FPS)
+    assert head.cfg.streams == ("speed", "place", "direction", "tracks")
+    assert head.cfg.regions.method == "flow" and head.cfg.needs_regions
+    assert AnomalyHead(AnomalySettings(streams=("speed", "place")), FPS).cfg.streams == ("speed", "place")
     with pytest.raises(ConfigError, match="anomaly.streams"):
         AnomalySettings(streams=("speed", "wings"))
 
@@ -146,6 +147,43 @@ def test_budget_threshold_holds_the_false_alarm_rate_from_two_minutes_of_samples
     assert count_events(later, p99, float(np.percentile(warm, 95)), 5) / hours > 20
     # a larger budget lowers the threshold, monotonically
     assert fit_tail(warm, fps).threshold(20.0) < tail.threshold(2.0) < tail.threshold(0.2)
+
+
+def test_each_stream_gets_its_own_share_of_the_budget() -> None:
+    """A stream with a light-tailed normal score (tracked objects' evidence) is not held to the threshold a
+    heavy-tailed stream (speed) sets: after :func:`stream_budget_scales` an excursion of 1.3x its own budget
+    threshold passes the fused threshold, which it does not with the streams' 99.5th-percentile scales alone."""
+    from types import SimpleNamespace
+
+    from vidseq.models.anomaly.fit import ClipScores
+    from vidseq.tasks.anomaly.online import stream_budget_scales
+
+    rng = np.random.default_rng(0)
+    n = 6000  # 10 minutes at 10 fps
+    heavy = rng.pareto(2.5, n)  # speed-like: rare large normal excursions
+    light = rng.normal(0.0, 1.0, n)  # tracks-like: bounded
+    raw = [ClipScores("clip", FPS, {"raw_a": heavy, "raw_b": light})]
+    med = torch.tensor([np.median(heavy), np.median(light)], dtype=torch.float64)
+    q = torch.tensor([np.quantile(heavy, 0.995), np.quantile(light, 0.995)], dtype=torch.float64) - med
+    model = SimpleNamespace(cfg=SimpleNamespace(streams=("a", "b")), stream_mean=med.clone(), stream_std=q.clone(),
+                            kernel=lambda fps: np.ones(1))
+    settings = NormalitySettings(false_alarms_per_hour=1.0)
+
+    def fused_threshold() -> float:
+        z = np.maximum((heavy - float(model.stream_mean[0])) / float(model.stream_std[0]),
+                       (light - float(model.stream_mean[1])) / float(model.stream_std[1]))
+        return budget_calibration(z, FPS, 1.0)[0].threshold
+
+    def own_threshold(v: np.ndarray) -> float:
+        return budget_calibration(v, FPS, 0.5)[0].threshold
+
+    b_thr = own_threshold(light)
+    excursion = float(med[1]) + 1.3 * (b_thr - float(med[1]))  # well beyond stream b's own normal tail
+    before = fused_threshold()
+    assert (excursion - float(model.stream_mean[1])) / float(model.stream_std[1]) < before
+    stream_budget_scales(model, raw, FPS, settings, None)
+    assert (excursion - float(model.stream_mean[1])) / float(model.stream_std[1]) > fused_threshold()
+    assert float(model.stream_std[0]) >= float(q[0]) and float(model.stream_std[1]) >= float(q[1])  # never finer
 
 
 def test_tail_fit_rejects_too_few_or_bad_samples() -> None:

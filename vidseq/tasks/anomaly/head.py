@@ -78,7 +78,7 @@ class AnomalySettings:
         save_model: write the learnt normality here after each fit/update and at the end.
         feedback_dir: run folder whose ``events.jsonl`` false-alarm feedback is learnt as normal (monitor).
         streams: the unsupervised anomaly streams, each able to raise an alarm (``speed``, ``place``,
-            ``direction``; opt-in ``tracks``, per tracked object, and ``objects``); a trained model has its own.
+            ``direction``, ``tracks``: per tracked object; opt-in ``objects``); a trained model has its own.
     """
 
     enabled: bool = True

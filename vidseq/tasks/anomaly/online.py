@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from vidseq.errors import CheckpointError, ConfigError, DatasetError
+from vidseq.errors import CheckpointError, ConfigError, DatasetError, InputShapeError
 from vidseq.features.camera import ViewMemory
 from vidseq.models.anomaly.calibrate import Calibration, find_events
 from vidseq.models.anomaly.clip import ClipFeatures
@@ -85,6 +85,11 @@ class NormalitySettings:
         max_threshold_change: an update moves the threshold by at most this factor either way.
         relearn_s: warm-up after a scene cut (None: ``fit_s``).
         min_duration_s, merge_gap_s: events shorter than this are dropped / closer than this merged.
+        stream_budgets: give every stream its own share of the budget: each stream's scale is set so that its
+            own threshold for ``false_alarms_per_hour / streams`` (tail fit of its out-of-fold scores) lands at
+            the same fused value, so a stream whose normal scores have a light tail (where and which way each
+            tracked object walks) is not held to a threshold that another stream's heavy tail set. A stream is
+            never made more sensitive than its own warm-up's 99.5th percentile.
     """
 
     fit_s: float = DEFAULT_FIT_S
@@ -97,6 +102,7 @@ class NormalitySettings:
     relearn_s: float | None = None
     min_duration_s: float = 0.5
     merge_gap_s: float = 0.3
+    stream_budgets: bool = True
 
     def __post_init__(self) -> None:
         for key in ("fit_s", "false_alarms_per_hour", "update_every_s", "memory_s"):
@@ -111,14 +117,14 @@ class NormalitySettings:
             raise ConfigError(f"anomaly.max_threshold_change must be >= 1, got {self.max_threshold_change}")
 
 
-UNSUPERVISED_STREAMS: tuple[str, ...] = ("speed", "place", "direction")
+UNSUPERVISED_STREAMS: tuple[str, ...] = ("speed", "place", "direction", "tracks")
 """Streams of unsupervised scoring: how fast (speed), where (place) and which way (direction) things move
-for their place. Chosen on the alarm benchmark's dev seeds (docs/alarms.md); fused by their max after
-quantile standardisation, so each stream alone can raise an alarm. ``tracks`` (where and which way each
-tracked object walks) is opt-in: it is added when ``base`` uses it (not the default yet: docs/alarms.md)."""
+for their place, and where and which way each tracked object walks (tracks). Chosen on the alarm benchmark's
+dev seeds (docs/alarms.md); fused by their max after quantile standardisation and a share of the budget each
+(:attr:`NormalitySettings.stream_budgets`), so each stream alone can raise an alarm."""
 
 
-OPTIONAL_UNSUPERVISED_STREAMS: tuple[str, ...] = ("objects", "tracks")
+OPTIONAL_UNSUPERVISED_STREAMS: tuple[str, ...] = ("objects",)
 
 
 def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | None = None,
@@ -130,7 +136,7 @@ def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | Non
     if streams is None:
         streams = UNSUPERVISED_STREAMS + tuple(s for s in OPTIONAL_UNSUPERVISED_STREAMS if s in cfg.streams)
     streams = tuple(dict.fromkeys(streams))
-    allowed = UNSUPERVISED_STREAMS + OPTIONAL_UNSUPERVISED_STREAMS
+    allowed = ("speed", "place", "direction", "tracks", *OPTIONAL_UNSUPERVISED_STREAMS)
     bad = [s for s in streams if s not in allowed]
     if bad or not streams:
         raise ConfigError(f"anomaly.streams: unsupervised streams are {', '.join(allowed)}; got {list(streams)}")
@@ -176,6 +182,28 @@ def _final_scores(model: AnomalyModel, clips: Sequence[ClipFeatures]) -> np.ndar
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def stream_budget_scales(model: AnomalyModel, raw: Sequence[Any], fps: float, settings: NormalitySettings,
+                   tail_cfg: TailConfig | None) -> None:
+    """Rescale each stream so that its own threshold for an equal share of the budget is the fused value 1
+    (see :attr:`NormalitySettings.stream_budgets`); a stream whose tail cannot be fitted keeps its scale."""
+    from vidseq.models.anomaly.threshold import fit_tail
+
+    share = settings.false_alarms_per_hour / len(model.cfg.streams)
+    std = model.stream_std.clone()
+    for i, s in enumerate(model.cfg.streams):
+        z = []
+        for r in raw:
+            v = (np.nan_to_num(r.arrays[f"raw_{s}"], nan=float(model.stream_mean[i])) - float(model.stream_mean[i]))
+            z.append(smooth_scores(v / float(std[i]), model.kernel(r.fps)))
+        try:
+            thr = fit_tail(np.concatenate(z), fps, tail_cfg).threshold(share)
+        except (InputShapeError, ValueError):
+            continue
+        if np.isfinite(thr):
+            std[i] = std[i] * max(float(thr), 1.0)
+    model.stream_std = std
+
+
 def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float, settings: NormalitySettings,
                   tail_cfg: TailConfig | None = None) -> tuple[AnomalyModel, Calibration, Tail, dict[str, Any]]:
     """Fit the unsupervised model on normal ``clips`` and set a budget threshold from out-of-fold scores.
@@ -202,7 +230,10 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
         for fold in (0, 1):
             held = [c for i, c in enumerate(chunks) if i % 2 == fold]
             folds.append((held, fit_parts(cfg, [c for i, c in enumerate(chunks) if i % 2 != fold])))
-        standardise_and_calibrate(model, [score_clip(part, c, normalise=False) for held, part in folds for c in held])
+        raw = [score_clip(part, c, normalise=False) for held, part in folds for c in held]
+        standardise_and_calibrate(model, raw)
+        if settings.stream_budgets and len(model.cfg.streams) > 1:
+            stream_budget_scales(model, raw, fps, settings, tail_cfg)
         scores = []
         for held, part in folds:  # out-of-fold final scores under the full model's statistics
             part.stream_mean, part.stream_std = model.stream_mean.clone(), model.stream_std.clone()
@@ -599,4 +630,4 @@ def _clip_from_arrays(d: dict[str, Any], fps: float, working_size: tuple[int, in
 
 
 __all__ = ["DEFAULT_FIT_S", "ONLINE_MODE", "UNSUPERVISED_STREAMS", "VIEWS_KEPT", "NormalitySettings", "OnlineNormality",
-           "ScoredRow", "fit_normality", "unsupervised_config"]
+           "ScoredRow", "event_causes", "fit_normality", "stream_budget_scales", "unsupervised_config"]
