@@ -121,3 +121,15 @@ def test_an_unfitted_stream_and_empty_frames_score_zero() -> None:
 def test_bad_settings_are_refused(bad: dict) -> None:
     with pytest.raises(ConfigError, match="tracks"):
         TrackStreamConfig(**bad)
+
+
+def test_a_live_source_that_drops_frames_keeps_its_tracks_weight() -> None:
+    """Cover counts the frames the tracker was given: with every other frame dropped (a latest-frame reader
+    behind a slow pass) a walker's track keeps its full motion weight, as with every frame."""
+    rng = np.random.default_rng(7)
+    frames = walkers(6.0, [(0.0, 20.0, 160.0, 1.0, 0.0)], rng)
+    cfg = TrackStreamConfig()
+    every = track_clip(cfg, SIZE, FPS, frames)
+    halved = track_clip(cfg, SIZE, FPS, frames[::2])
+    assert every[-1, 3] > 0.5
+    assert halved[-1, 3] > 0.5, "a track seen in every frame it was given lost its weight"

@@ -139,6 +139,7 @@ class RegionTracker:
         self.fps = float(fps)
         self.tracks: dict[int, _Track] = {}
         self._next = 0
+        self._seen: deque[float] = deque()  # times of the frames given to step (a live source drops some)
 
     def reset(self) -> None:
         self.tracks.clear()
@@ -151,6 +152,9 @@ class RegionTracker:
         c = self.cfg
         if not valid:
             self.reset()
+        self._seen.append(t)
+        while self._seen[0] < t - c.window_s - 1.0 / self.fps:
+            self._seen.popleft()
         for k in [k for k, tr in self.tracks.items() if t - tr.last[0] > c.max_gap_s]:
             del self.tracks[k]
         attrs = np.asarray(attrs, np.float64).reshape(-1, len(ATTRIBUTE_NAMES))
@@ -200,7 +204,10 @@ class RegionTracker:
         coherence = math.hypot(mvx, mvy) / max(float(np.hypot(h[:, 3], h[:, 4]).mean()), 1e-6)
         disp = math.hypot(dx, dy)
         agree = (dx * mvx + dy * mvy) / max(disp * math.hypot(mvx, mvy), 1e-9)
-        cover = len(h) / (dt * self.fps + 1)
+        # share of the frames this tracker was given in the window in which the track was found: the frames
+        # a live reader dropped were never seen, and do not count against it
+        seen = sum(1 for s in self._seen if s >= t0 - 1e-9)
+        cover = len(h) / max(min(dt * self.fps + 1, seen), 1)
         weight = max(agree, 0.0) * min(coherence, 1.0) * (cover >= self.cfg.min_cover)
         return math.atan2(dy, dx), weight, disp / dt / max(float(np.median(h[:, 5])), 1.0)
 
