@@ -728,25 +728,23 @@ class ModeRun:
     flagged: np.ndarray  # (T,) bool
     alerts: list[Alert]
     wall_s: float = 0.0
-    cause: np.ndarray | None = None  # (T,) str: the stream behind each scored frame's score ("" = none)
 
     def to_npz(self, path: Path) -> None:
         from vidseq.io import atomic_path
 
-        cause = self.cause if self.cause is not None else np.full(len(self.score), "")
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             np.savez(fh, processed=self.processed, score=self.score, flagged=self.flagged,
                      alerts=np.array([[a.start_s, a.alert_s, a.end_s, a.fired_s] for a in self.alerts],
                                      np.float64).reshape(-1, 4), wall_s=np.float64(self.wall_s),
-                     cause=np.asarray(cause, str), alert_cause=np.array([a.cause or "" for a in self.alerts], str))
+                     alert_cause=np.array([a.cause or "" for a in self.alerts], str))
 
     @classmethod
     def from_npz(cls, path: Path) -> ModeRun:
         z = np.load(path, allow_pickle=False)
         causes = [str(c) or None for c in z["alert_cause"]] if "alert_cause" in z.files else [None] * len(z["alerts"])
         alerts = [Alert(*map(float, a), cause=c) for a, c in zip(z["alerts"], causes, strict=True)]
-        return cls(z["processed"], z["score"], z["flagged"], alerts, float(z["wall_s"]),
-                   z["cause"] if "cause" in z.files else None)  # older results: no causes, raised_s may be None
+        # older results: no causes, and raised_s stays None where they have 3 columns
+        return cls(z["processed"], z["score"], z["flagged"], alerts, float(z["wall_s"]))
 
 
 def live_schedule(n_frames: int, fps: float, slowdown: float, seed: int) -> np.ndarray:
@@ -775,7 +773,6 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
     processed = np.zeros(n_frames, bool)
     score = np.full(n_frames, np.nan)
     flagged = np.zeros(n_frames, bool)
-    cause = np.full(n_frames, "", dtype="<U16")
     alerts: list[tuple[dict[str, Any], float]] = []
     last_t = now_s = 0.0
 
@@ -790,7 +787,6 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
                 score[i] = float(r.anomaly_score)
             flagged[i] = bool(r.is_anomaly)
             why = getattr(r, "anomaly_cause", None)
-            cause[i] = why or ""
             last_t = float(r.frame.timestamp_s)
             started, _ended = rule.update(last_t, bool(r.is_anomaly), r.anomaly_score, why)
             if started is not None:  # the rule fills in end_s on this same record when the run ends
@@ -813,7 +809,7 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
     wall = time.perf_counter() - t0
     out = [Alert(float(a["start_s"]), float(a["alert_s"]), float(a.get("end_s", last_t)), raised, a.get("cause"))
            for a, raised in alerts]
-    return ModeRun(processed, score, flagged, out, wall, cause)
+    return ModeRun(processed, score, flagged, out, wall)
 
 
 # ------------------------------------------------------------------------------------------ metrics

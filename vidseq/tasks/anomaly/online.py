@@ -45,7 +45,7 @@ from vidseq.errors import CheckpointError, ConfigError, DatasetError, InputShape
 from vidseq.features.camera import ViewMemory
 from vidseq.models.anomaly.calibrate import Calibration, find_events
 from vidseq.models.anomaly.clip import ClipFeatures
-from vidseq.models.anomaly.fit import fit_parts, score_clip
+from vidseq.models.anomaly.fit import ClipScores, fit_parts, score_clip
 from vidseq.models.anomaly.model import (
     MODEL_NAME,
     AnomalyConfig,
@@ -136,7 +136,7 @@ def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | Non
     if streams is None:
         streams = UNSUPERVISED_STREAMS + tuple(s for s in OPTIONAL_UNSUPERVISED_STREAMS if s in cfg.streams)
     streams = tuple(dict.fromkeys(streams))
-    allowed = ("speed", "place", "direction", "tracks", *OPTIONAL_UNSUPERVISED_STREAMS)
+    allowed = UNSUPERVISED_STREAMS + OPTIONAL_UNSUPERVISED_STREAMS
     bad = [s for s in streams if s not in allowed]
     if bad or not streams:
         raise ConfigError(f"anomaly.streams: unsupervised streams are {', '.join(allowed)}; got {list(streams)}")
@@ -182,8 +182,8 @@ def _final_scores(model: AnomalyModel, clips: Sequence[ClipFeatures]) -> np.ndar
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def stream_budget_scales(model: AnomalyModel, raw: Sequence[Any], fps: float, settings: NormalitySettings,
-                   tail_cfg: TailConfig | None) -> None:
+def stream_budget_scales(model: AnomalyModel, raw: Sequence[ClipScores], fps: float,
+                         settings: NormalitySettings, tail_cfg: TailConfig | None) -> None:
     """Rescale each stream so that its own threshold for an equal share of the budget is the fused value 1
     (see :attr:`NormalitySettings.stream_budgets`); a stream whose tail cannot be fitted keeps its scale."""
     from vidseq.models.anomaly.threshold import fit_tail
@@ -191,10 +191,7 @@ def stream_budget_scales(model: AnomalyModel, raw: Sequence[Any], fps: float, se
     share = settings.false_alarms_per_hour / len(model.cfg.streams)
     std = model.stream_std.clone()
     for i, s in enumerate(model.cfg.streams):
-        z = []
-        for r in raw:
-            v = (np.nan_to_num(r.arrays[f"raw_{s}"], nan=float(model.stream_mean[i])) - float(model.stream_mean[i]))
-            z.append(smooth_scores(v / float(std[i]), model.kernel(r.fps)))
+        z = [smooth_scores(r.z(model, s), model.kernel(r.fps)) for r in raw]  # model's scales: not yet changed
         try:
             thr = fit_tail(np.concatenate(z), fps, tail_cfg).threshold(share)
         except (InputShapeError, ValueError):
