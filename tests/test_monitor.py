@@ -28,6 +28,19 @@ def test_alert_rule_min_duration_and_cooldown() -> None:
     assert ended == [1.6, 6.2]
 
 
+def test_a_run_that_outlasts_the_cooldown_still_alerts() -> None:
+    """The cooldown spaces alerts out; a long anomaly that starts just after a (false) alert is not swallowed."""
+    rule = AlertRule(AlertSettings(min_duration_s=0.3, cooldown_s=2.0))
+    flags = [1] * 5 + [0] * 5 + [1] * 30 + [0]  # alert at 0.3 s; the next run starts at 1.0 s and lasts 3 s
+    started = []
+    for i, f in enumerate(flags):
+        s, _ = rule.update(i / 10, bool(f), float(f))
+        if s:
+            started.append((round(s["start_s"], 2), round(s["alert_s"], 2)))
+    assert len(started) == 2 and started[0] == (0.0, 0.3)
+    assert started[1][0] == 1.0 and 2.3 <= started[1][1] <= 2.4  # raised when the cooldown ends, dated from the run
+
+
 def test_an_alert_names_the_anomaly_stream_behind_most_of_its_run() -> None:
     rule = AlertRule(AlertSettings(min_duration_s=0.2, cooldown_s=0.0))
     causes = [None, "speed", "direction", "direction", "direction", "speed", None]

@@ -2,8 +2,8 @@
 
 The source is read with latest-frame semantics (lag never grows; drops are counted and shown), the
 shared :class:`~vidseq.pipeline.FrameProcessor` scores each frame, and alert rules turn scores into
-events: a run of anomalous frames at least ``min_duration_s`` long raises an alert unless one was raised
-less than ``cooldown_s`` ago. Each event is saved as a clip with ``pre_roll_s`` seconds before it (from a
+events: a run of anomalous frames at least ``min_duration_s`` long raises an alert once no alert was raised
+in the last ``cooldown_s`` (a run that began inside the cooldown and outlasts it alerts when it is over). Each event is saved as a clip with ``pre_roll_s`` seconds before it (from a
 ring buffer) and ``post_roll_s`` after, and appended to ``events.jsonl``. Without a trained anomaly model
 the anomaly head learns normality from the first seconds (said on screen and in the logs).
 
@@ -47,7 +47,7 @@ STATUS_LOG_INTERVAL_S = 30.0
 @dataclass(frozen=True)
 class AlertSettings:
     min_duration_s: float = 1.0  # anomalous for at least this long before an alert
-    cooldown_s: float = 10.0  # no new alert within this long after the previous one started
+    cooldown_s: float = 10.0  # no new alert within this long after the previous one was raised
     pre_roll_s: float = 3.0  # clip seconds before the alert
     post_roll_s: float = 3.0  # clip seconds after the event ends
     max_clip_s: float = 60.0  # a clip never grows beyond this
@@ -113,10 +113,12 @@ class AlertRule:
                 self.run_start = t
             if cause is not None:
                 self._causes[cause] += 1
+            # The cooldown spaces alerts out; it never swallows a run that outlasts it: a run that began
+            # inside it alerts once it is over (with the run's own start).
             if self.active is None and t - self.run_start >= self.s.min_duration_s and (
-                    self.last_alert is None or self.run_start - self.last_alert >= self.s.cooldown_s):
+                    self.last_alert is None or t - self.last_alert >= self.s.cooldown_s):
                 self.active = {"start_s": self.run_start, "alert_s": t, "peak_score": score, "peak_s": t}
-                self.last_alert = self.run_start
+                self.last_alert = t
                 started = self.active
             if self.active is not None and score is not None and (self.active["peak_score"] is None
                                                                   or score > self.active["peak_score"]):
