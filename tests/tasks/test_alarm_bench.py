@@ -185,6 +185,21 @@ def test_no_event_falls_in_the_other_cameras_view() -> None:
     assert cuts >= 3
 
 
+def test_a_scene_cut_in_the_warm_up_delays_the_first_event() -> None:
+    """A cut inside the warm-up pauses it: an event before the prolonged warm-up ends would be learnt as normal."""
+    assert ab.warm_up_end(100, [ab.Span("scene_cut", 30, 55, {}), ab.Span("noise", 10, 20, {})], 10.0) == 135
+    assert ab.warm_up_end(100, [ab.Span("scene_cut", 120, 150, {})], 10.0) == 100  # after the warm-up: no pause
+    cfg = ab.BenchConfig(lead_s=2.0, events_after_s=8.0, event_gap_s=(1.0, 2.0), nuisance_s=(4.0, 6.0),
+                         clean_gap_s=(1.0, 2.0))
+    early = 0
+    for seed in range(12):
+        truth, _ = ab.plan_stream({"a": 50, "b": 70}, 10.0, (W, H), 600, seed, cfg, _stats())
+        cuts = [n for n in truth.nuisances if n.kind == "scene_cut" and n.start < 80]
+        early += bool(cuts)
+        assert truth.events[0].start >= ab.warm_up_end(80, truth.nuisances, 10.0)
+    assert early >= 2  # the seeds do put cuts inside the warm-up
+
+
 def test_truth_round_trips_through_json() -> None:
     stats = _stats()
     truth, _ = ab.plan_stream({"a": 50, "b": 70}, 10.0, (W, H), 400, 1, ab.BenchConfig(lead_s=1.0), stats)

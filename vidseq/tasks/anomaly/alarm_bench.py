@@ -23,7 +23,9 @@ Streams (:func:`plan_stream`, :func:`render_frames`)
 
     Events start after ``events_after_s`` (the warm-up) and never overlap a ``scene_cut`` span or the second
     after it: that view is new to the stream, so every mode learns it (``relearn_s``) and scores none of it,
-    and an event there could never be found.
+    and an event there could never be found. A scene cut that starts inside the warm-up pauses it (the other
+    view is learnt apart; the first view's warm-up resumes when it returns), so the first event waits as long
+    again: an event inside a warm-up would be taken as normal, by definition.
 
     A frame is labelled anomalous while the pasted object is at least 30 % visible; an event's span runs from
     its first to its last such frame. Streams are written lossless (FFV1 ``stream.mkv`` + ``truth.json``)
@@ -69,7 +71,7 @@ from vidseq.tasks.anomaly.pseudo import Donor, find_donors, paste_donor
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "3"  # bump when the streams a seed produces change
+GENERATOR_VERSION = "4"  # bump when the streams a seed produces change
 NUISANCES: tuple[str, ...] = ("exposure_drift", "exposure_jump", "noise", "jpeg", "shake", "pan", "scene_cut")
 EVENT_KINDS: tuple[str, ...] = ("fast_object", "loitering", "off_path", "wrong_direction", "oversize")
 MODES: tuple[str, ...] = ("unsupervised", "trained", "live")
@@ -556,7 +558,7 @@ def plan_stream(clip_lengths: dict[str, int], fps: float, size: tuple[int, int],
     paths: list[ObjectPath] = []
     labels = np.zeros(n_frames, np.int64)
     first = cfg.lead_s if cfg.events_after_s is None else max(cfg.lead_s, cfg.events_after_s)
-    t = first * fps + rng.uniform(*cfg.event_gap_s) * fps / 2
+    t = warm_up_end(first * fps, nuis, fps) + rng.uniform(*cfg.event_gap_s) * fps / 2
     kinds: list[str] = []
     while True:
         if not kinds:
@@ -584,6 +586,15 @@ def plan_stream(clip_lengths: dict[str, int], fps: float, size: tuple[int, int],
         t = start + n + rng.uniform(*cfg.event_gap_s) * fps
     truth = StreamTruth(seed, fps, size, labels, events, nuis, clips)
     return truth, paths
+
+
+def warm_up_end(end: float, nuisances: Sequence[Span], fps: float) -> float:
+    """Frame at which a warm-up that would end at frame ``end`` does end: each scene cut that starts before then
+    pauses it for the cut's span and the second after it (the first view's learning resumes on its return)."""
+    for s in sorted((n for n in nuisances if n.kind == "scene_cut"), key=lambda n: n.start):
+        if s.start < end:
+            end += s.stop - s.start + fps
+    return end
 
 
 def _visible_shares(donor: Donor, path: ObjectPath, size: tuple[int, int]) -> np.ndarray:
