@@ -3,8 +3,9 @@
 The source is read with latest-frame semantics (lag never grows; drops are counted and shown), the
 shared :class:`~vidseq.pipeline.FrameProcessor` scores each frame, and alert rules turn scores into
 events: a run of anomalous frames at least ``min_duration_s`` long raises an alert once no alert was raised
-in the last ``cooldown_s`` (a run that began inside the cooldown and outlasts it alerts when it is over). Each event is saved as a clip with ``pre_roll_s`` seconds before it (from a
-ring buffer) and ``post_roll_s`` after, and appended to ``events.jsonl``. Without a trained anomaly model
+in the last ``cooldown_s`` (a run that began inside the cooldown and outlasts it alerts when it is over).
+Each event is saved as a clip with ``pre_roll_s`` seconds before it (from a ring buffer) and ``post_roll_s``
+after, and appended to ``events.jsonl``. Without a trained anomaly model
 the anomaly head learns normality from the first seconds (said on screen and in the logs).
 
 Several cameras run in one process (:func:`load_cameras`, :func:`run_cameras`): each
