@@ -360,6 +360,54 @@ def test_updates_are_bounded() -> None:
     assert on.threshold == pytest.approx(thr0 / 1.1) or on.threshold == pytest.approx(thr0 * 1.1)
 
 
+def test_background_updates_never_stop_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With background_updates (the monitor) an update is fitted in a worker thread: the frames go on being
+    scored by the current normality meanwhile, the new one takes over on the first frame after it is ready,
+    and one still fitting at a scene cut is dropped (it learnt the view being left)."""
+    import threading
+
+    from vidseq.tasks.anomaly import online as online_mod
+
+    real_fit = online_mod.fit_normality
+    started, release = threading.Event(), threading.Event()
+
+    def slow_fit(clips, *a, **k):  # noqa: ANN001, ANN002, ANN003
+        if len(clips) > 1:  # an update (the first fit has the warm-up alone)
+            started.set()
+            release.wait(5.0)
+        return real_fit(clips, *a, **k)
+
+    monkeypatch.setattr(online_mod, "fit_normality", slow_fit)
+    on = OnlineNormality(CFG, 10.0, NormalitySettings(fit_s=10.0, update_every_s=5.0, background_updates=True))
+    on.working_size = (64, 48)
+    frames = synthetic_frames(300, dt_s=0.1)
+    i = 0
+    while not started.is_set() and i < 250:
+        on.push(frames[i])
+        i += 1
+    assert started.is_set() and on.updates == 0  # the push that began the update came back at once
+    rows_before = len(on.rows)
+    for f in frames[i:i + 20]:
+        on.push(f)
+    assert on.updates == 0 and len(on.rows) > rows_before  # still scoring with the current normality
+    release.set()
+    on._fitting.result(timeout=30)
+    on.push(frames[i + 20])
+    assert on.updates == 1
+    # an update still fitting when the view changes is not installed over the new view
+    release.clear()
+    started.clear()
+    j = i + 21
+    while not started.is_set() and j < 300:
+        on.push(frames[j])
+        j += 1
+    assert started.is_set()
+    on.push(frames[j], cut=True)
+    release.set()
+    assert on._fitting is None and on.updates == 1
+    on.finish()
+
+
 @pytest.mark.parametrize("cfg", [CFG, unsupervised_config(base=CFG)], ids=["speed", "speed+place+direction"])
 def test_saved_normality_loads_weights_only_and_resumes_scoring(tmp_path: Path, cfg) -> None:
     on = OnlineNormality(cfg, 10.0, NormalitySettings(fit_s=5.0))

@@ -76,6 +76,8 @@ class AnomalySettings:
             seconds are scored but raise no alarm): a model trained on other footage meets this camera's
             statistics.
         save_model: write the learnt normality here after each fit/update and at the end.
+        background_updates: fit normality updates in a worker thread (see :class:`NormalitySettings`; the
+            monitor turns it on).
         feedback_dir: run folder whose ``events.jsonl`` false-alarm feedback is learnt as normal (monitor).
         streams: the unsupervised anomaly streams, each able to raise an alarm (``speed``, ``place``,
             ``direction``, ``tracks``: per tracked object; opt-in ``objects``); a trained model has its own.
@@ -95,6 +97,7 @@ class AnomalySettings:
     camera: CameraConfig = field(default_factory=CameraConfig)
     stream_threshold: bool = True
     save_model: str | None = None
+    background_updates: bool = False
     feedback_dir: str | None = None
     streams: tuple[str, ...] = UNSUPERVISED_STREAMS
 
@@ -110,7 +113,7 @@ class AnomalySettings:
     def normality(self) -> NormalitySettings:
         return NormalitySettings(fit_s=self.fit_s, false_alarms_per_hour=self.false_alarms_per_hour, adapt=self.adapt,
                                  update_every_s=self.update_every_s, memory_s=self.memory_s, guard_s=self.guard_s,
-                                 relearn_s=self.relearn_s)
+                                 relearn_s=self.relearn_s, background_updates=self.background_updates)
 
     def camera_for(self, trained: bool) -> CameraConfig | None:
         if self.camera_compensation == "on" or (self.camera_compensation == "auto" and not trained):

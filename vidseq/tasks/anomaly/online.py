@@ -90,6 +90,10 @@ class NormalitySettings:
             the same fused value, so a stream whose normal scores have a light tail (where and which way each
             tracked object walks) is not held to a threshold that another stream's heavy tail set. A stream is
             never made more sensitive than its own warm-up's 99.5th percentile.
+        background_updates: fit each update in a worker thread while the current normality goes on scoring,
+            and switch to the new one on the first frame after it is ready (a live monitor: a refit over
+            minutes of memory takes seconds, which would otherwise freeze the stream). Off by default: offline
+            runs switch on the exact frame, so their results do not depend on the machine's speed.
     """
 
     fit_s: float = DEFAULT_FIT_S
@@ -103,6 +107,7 @@ class NormalitySettings:
     min_duration_s: float = 0.5
     merge_gap_s: float = 0.3
     stream_budgets: bool = True
+    background_updates: bool = False
 
     def __post_init__(self) -> None:
         for key in ("fit_s", "false_alarms_per_hour", "update_every_s", "memory_s"):
@@ -308,6 +313,9 @@ class OnlineNormality:
         self._restored = False
         self._view: np.ndarray | None = None  # the latest frame as the camera compensation prepared it
         self._views = ViewMemory(VIEWS_KEPT)  # views left at a scene cut, learnt or being learnt
+        self._fitting: Any = None  # background_updates: the update being fitted (a Future), None when none
+        self._fitting_extra = 0  # feedback clips in the update being fitted
+        self._fitter: Any = None  # ... and its worker thread (made on the first update)
 
     # -- status ------------------------------------------------------------------------------------------
     @property
@@ -374,11 +382,17 @@ class OnlineNormality:
         if self._next_update_s is None:  # restored from a file: updates count from its first frame
             self._next_update_s = float(f.timestamp_s) + self.s.update_every_s
         out.extend(self._rows(self.scorer.push(f)))
+        if self._fitting is not None and self._fitting.done():
+            out.extend(self._install_update(*self._fitting.result()))
         if self.s.adapt and self._next_update_s is not None and f.timestamp_s >= self._next_update_s:
             out.extend(self.update())
         return out
 
     def finish(self) -> list[ScoredRow]:
+        self._fitting = None  # an update still being fitted is not waited for
+        if self._fitter is not None:
+            self._fitter.shutdown(wait=False)
+            self._fitter = None
         out: list[ScoredRow] = []
         if self.scorer is not None:
             out = self._rows(self.scorer.finish())
@@ -464,16 +478,40 @@ class OnlineNormality:
         if self.model is None or self.cal is None:
             return []
         self._next_update_s = (self._last_ts or 0.0) + self.s.update_every_s
+        if self._fitting is not None:
+            return []  # the previous update is still being fitted
         clips = [self._clip(s.frames, f"memory{i}") for i, s in enumerate(self._memory) if len(s.frames) >= 8]
         clips += self._extra
         if not clips:
             return []
+        self._fitting_extra = len(self._extra)  # learnt once this update is installed
         base = [self._base] if self._base is not None else []
+        if self.s.background_updates:
+            if self._fitter is None:
+                from concurrent.futures import ThreadPoolExecutor
+
+                self._fitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidseq-normality")
+            self._fitting = self._fitter.submit(self._fit_update, base + clips)
+            return []
+        return self._install_update(*self._fit_update(base + clips))
+
+    def _fit_update(self, clips: list[ClipFeatures]) -> tuple[Any, ...]:
+        """``(model, cal, tail, info, frames)`` fitted on ``clips``, or Nones when they cannot be fitted (pure:
+        runs in the worker thread with background updates)."""
         try:
-            model, cal, tail, info = fit_normality(base + clips, self.cfg, self.fps, self.s, self.tail_cfg)
+            return (*fit_normality(clips, self.cfg, self.fps, self.s, self.tail_cfg), sum(len(c) for c in clips))
         except DatasetError as exc:
             log.warning("anomaly: update skipped: %s", exc)
+            return None, None, None, None, 0
+
+    def _install_update(self, model: AnomalyModel | None, cal: Calibration | None, tail: Tail | None,
+                        info: dict[str, Any] | None, frames: int) -> list[ScoredRow]:
+        """Switch to an updated normality (its threshold bounded against the current one); returns the rows
+        flushed from the previous scorer (its delayed frames)."""
+        self._fitting = None
+        if model is None or cal is None or tail is None or info is None or self.cal is None:
             return []
+        del self._extra[:self._fitting_extra]
         old = self.cal.threshold
         lo, hi = sorted((old / self.s.max_threshold_change, old * self.s.max_threshold_change))
         if old <= 0:
@@ -482,9 +520,8 @@ class OnlineNormality:
         if thr != cal.threshold:
             cal = replace(cal, threshold=thr, low_threshold=min(cal.low_threshold, thr))
         flushed = self._rows(self.scorer.finish()) if self.scorer is not None else []
-        info["update_frames"] = int(sum(len(c) for c in clips))
+        info["update_frames"] = int(frames)
         self._install(model, cal, tail, info)
-        self._extra = []
         self.updates += 1
         log.info("anomaly: normality updated (%d) from %d normal frames; threshold %.3f -> %.3f", self.updates,
                  info["update_frames"], old, thr)
@@ -498,6 +535,7 @@ class OnlineNormality:
                 self._next_update_s = min(self._next_update_s, self._last_ts)
 
     def _scene_cut(self, f: FrameFeatures, view: np.ndarray | None = None) -> list[ScoredRow]:
+        self._fitting = None  # an update being fitted was the view being left: not installed over the new one
         scoring = self.scorer is not None
         out = self._rows(self.scorer.finish()) if self.scorer is not None else []
         out = [replace(r, is_anomaly=False) for r in out]  # never an alarm for the cut itself
