@@ -23,6 +23,7 @@ seconds, from a noisy blob that is surprising for a frame. Pure arrays: no video
 
 from __future__ import annotations
 
+import bisect
 import math
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -206,7 +207,7 @@ class RegionTracker:
         agree = (dx * mvx + dy * mvy) / max(disp * math.hypot(mvx, mvy), 1e-9)
         # share of the frames this tracker was given in the window in which the track was found: the frames
         # a live reader dropped were never seen, and do not count against it
-        seen = sum(1 for s in self._seen if s >= t0 - 1e-9)
+        seen = len(self._seen) - bisect.bisect_left(self._seen, t0 - 1e-9)
         cover = len(h) / max(min(dt * self.fps + 1, seen), 1)
         weight = max(agree, 0.0) * min(coherence, 1.0) * (cover >= self.cfg.min_cover)
         return math.atan2(dy, dx), weight, disp / dt / max(float(np.median(h[:, 5])), 1.0)

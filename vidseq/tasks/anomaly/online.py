@@ -314,7 +314,6 @@ class OnlineNormality:
         self._view: np.ndarray | None = None  # the latest frame as the camera compensation prepared it
         self._views = ViewMemory(VIEWS_KEPT)  # views left at a scene cut, learnt or being learnt
         self._fitting: Any = None  # background_updates: the update being fitted (a Future), None when none
-        self._fitting_extra = 0  # feedback clips in the update being fitted
         self._fitter: Any = None  # ... and its worker thread (made on the first update)
 
     # -- status ------------------------------------------------------------------------------------------
@@ -484,34 +483,36 @@ class OnlineNormality:
         clips += self._extra
         if not clips:
             return []
-        self._fitting_extra = len(self._extra)  # learnt once this update is installed
         base = [self._base] if self._base is not None else []
+        args = (base + clips, len(self._extra))  # the feedback clips are learnt once this update is installed
         if self.s.background_updates:
             if self._fitter is None:
                 from concurrent.futures import ThreadPoolExecutor
 
                 self._fitter = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidseq-normality")
-            self._fitting = self._fitter.submit(self._fit_update, base + clips)
+            self._fitting = self._fitter.submit(self._fit_update, *args)
             return []
-        return self._install_update(*self._fit_update(base + clips))
+        return self._install_update(*self._fit_update(*args))
 
-    def _fit_update(self, clips: list[ClipFeatures]) -> tuple[Any, ...]:
-        """``(model, cal, tail, info, frames)`` fitted on ``clips``, or Nones when they cannot be fitted (pure:
-        runs in the worker thread with background updates)."""
+    def _fit_update(self, clips: list[ClipFeatures], n_extra: int) -> tuple[Any, int, int]:
+        """``(fit_normality's result or None when the clips cannot be fitted, frames, n_extra)`` (pure: runs in
+        the worker thread with background updates)."""
         try:
-            return (*fit_normality(clips, self.cfg, self.fps, self.s, self.tail_cfg), sum(len(c) for c in clips))
+            fitted = fit_normality(clips, self.cfg, self.fps, self.s, self.tail_cfg)
         except DatasetError as exc:
             log.warning("anomaly: update skipped: %s", exc)
-            return None, None, None, None, 0
+            fitted = None
+        return fitted, sum(len(c) for c in clips), n_extra
 
-    def _install_update(self, model: AnomalyModel | None, cal: Calibration | None, tail: Tail | None,
-                        info: dict[str, Any] | None, frames: int) -> list[ScoredRow]:
+    def _install_update(self, fitted: tuple[AnomalyModel, Calibration, Tail, dict[str, Any]] | None, frames: int,
+                        n_extra: int) -> list[ScoredRow]:
         """Switch to an updated normality (its threshold bounded against the current one); returns the rows
         flushed from the previous scorer (its delayed frames)."""
         self._fitting = None
-        if model is None or cal is None or tail is None or info is None or self.cal is None:
+        if fitted is None or self.cal is None:
             return []
-        del self._extra[:self._fitting_extra]
+        model, cal, tail, info = fitted
+        del self._extra[:n_extra]
         old = self.cal.threshold
         lo, hi = sorted((old / self.s.max_threshold_change, old * self.s.max_threshold_change))
         if old <= 0:
