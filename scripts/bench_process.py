@@ -7,7 +7,9 @@ Prints (each measured in a fresh subprocess so numbers don't leak into each othe
   runtime/precision (``torch``; ``openvino`` at its default precision; ``openvino`` int8 calibrated on the video
   itself) at the same network input size, for every ``--imgsz`` (the ratios are taken at the first, 320 by
   default); vidseq does more than ``model.track``: features, forecasts, anomaly scores, annotated video;
-  exports/calibration happen in an untimed warm-up run (they are cached);
+  exports/calibration happen in an untimed warm-up run (they are cached); with ``--repeat N`` every run is
+  repeated N times, interleaved (track, each variant, track, ...), and the median is reported, so a noisy
+  neighbour or a frequency change during one run does not decide a ratio (each run's figure is printed);
 * per-stage seconds of each vidseq run (pipeline = detect+track+heads, draw, encode);
 * peak RSS after N1 and N2 frames (the video is looped to the needed length; goal: flat);
 * monitor: frames/s processed and dropped, latency (capture -> score) median and p95, a 25 fps file played in
@@ -16,7 +18,7 @@ Prints (each measured in a fresh subprocess so numbers don't leak into each othe
 The last line is JSON: ``{"track_fps", "process_fps": {"torch", "openvino", "openvino_int8"}, "ratio_vs_track",
 "ratio_vs_track_int8", "monitor_fps_320", ...}``.
 
-    python scripts/bench_process.py [VIDEO] [--imgsz 320 640] [--frames 250] [--parts fps rss monitor]
+    python scripts/bench_process.py [VIDEO] [--imgsz 320 640] [--frames 250] [--repeat 3] [--parts fps rss monitor]
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import argparse
 import importlib.util
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,7 +55,7 @@ if mode == "vidseq":
     info = {"frames": res.frames, "seconds": dt, "stages": res.summary.get("stage_seconds"),
             "anomaly_scored": scored,
             "runtime": d.get("runtime"), "precision": d.get("precision"), "network_input": d.get("network_input"),
-            "int8_check": (d.get("export") or {}).get("check")}
+            "int8_check": (d.get("export") or {}).get("check"), "threads": (d.get("export") or {}).get("threads")}
 elif mode == "ultralytics":
     from vidseq.features.backbones import resolve_yolo_weights
     from ultralytics import YOLO
@@ -116,6 +119,8 @@ def main() -> None:
     ap.add_argument("--imgsz", type=int, nargs="+", default=[320, 640], help="network input sizes; ratios at the "
                                                                             "first")
     ap.add_argument("--frames", type=int, default=250, help="frames for the fps comparison")
+    ap.add_argument("--repeat", type=int, default=3, help="interleaved runs of each fps measurement; the median "
+                                                          "is reported")
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     ap.add_argument("--rss-frames", type=int, nargs=2, default=[1000, 3000])
     ap.add_argument("--rss-imgsz", type=int, default=160, help="small input so the long RSS runs finish")
@@ -145,21 +150,31 @@ def main() -> None:
         t = Path(tmp)
         if "fps" in args.parts:
             for imgsz in args.imgsz:
-                ul = child("ultralytics", str(video), str(t / f"u{imgsz}"), str(imgsz), str(args.frames))
-                row = {"track_fps": ul["frames"] / ul["seconds"], "process_fps": {}, "stages": {}}
-                print(f"[{imgsz}] ultralytics model.track (.pt, eager): {row['track_fps']:.2f} fps "
-                      f"({ul['frames']} frames)")
-                for name in args.variants:
-                    vs = child("vidseq", str(video), str(t / f"v{imgsz}{name}"), str(imgsz), str(args.frames),
-                               *VARIANTS[name], *fit)
-                    fps = vs["frames"] / vs["seconds"]
-                    row["process_fps"][name] = fps
-                    row["stages"][name] = vs["stages"]
-                    check = f"  int8 check {vs['int8_check']}" if vs.get("int8_check") else ""
-                    print(f"[{imgsz}] vidseq process {name:<14} ({vs['runtime']} {vs['precision']}, input "
-                          f"{vs['network_input']}): {fps:.2f} fps  ratio {fps / row['track_fps']:.2f}  "
-                          f"anomaly-scored frames {vs['anomaly_scored']}/{vs['frames']}  "
-                          f"stages {vs['stages']}{check}")
+                runs: dict[str, list[float]] = {"track": [], **{name: [] for name in args.variants}}
+                row: dict = {"process_fps": {}, "stages": {}}
+                for r in range(args.repeat):
+                    tag = f"[{imgsz}] run {r + 1}/{args.repeat}"
+                    ul = child("ultralytics", str(video), str(t / f"u{imgsz}"), str(imgsz), str(args.frames))
+                    runs["track"].append(ul["frames"] / ul["seconds"])
+                    print(f"{tag} ultralytics model.track (.pt, eager): {runs['track'][-1]:.2f} fps "
+                          f"({ul['frames']} frames)", flush=True)
+                    for name in args.variants:
+                        vs = child("vidseq", str(video), str(t / f"v{imgsz}{name}"), str(imgsz), str(args.frames),
+                                   *VARIANTS[name], *fit)
+                        fps = vs["frames"] / vs["seconds"]
+                        runs[name].append(fps)
+                        row["stages"][name] = vs["stages"]
+                        check = f"  int8 check {vs['int8_check']}" if vs.get("int8_check") else ""
+                        print(f"{tag} vidseq process {name:<14} ({vs['runtime']} {vs['precision']}, input "
+                              f"{vs['network_input']}, detector threads {vs['threads']}): {fps:.2f} fps  "
+                              f"ratio {fps / runs['track'][-1]:.2f}  anomaly-scored frames "
+                              f"{vs['anomaly_scored']}/{vs['frames']}  stages {vs['stages']}{check}", flush=True)
+                row["track_fps"] = statistics.median(runs["track"])
+                row["process_fps"] = {name: statistics.median(runs[name]) for name in args.variants}
+                row["runs"] = runs
+                print(f"[{imgsz}] median of {args.repeat}: model.track {row['track_fps']:.2f} fps; " + "; ".join(
+                    f"{name} {fps:.2f} fps (ratio {fps / row['track_fps']:.2f})"
+                    for name, fps in row["process_fps"].items()), flush=True)
                 table[imgsz] = row
         rss = {}
         for n in (args.rss_frames if "rss" in args.parts else []):
@@ -190,8 +205,10 @@ def main() -> None:
         "monitor_fps_320": mon.get("fps"), "monitor_dropped": mon.get("dropped"),
         "imgsz": args.imgsz[0],
         "by_imgsz": {str(k): {"track_fps": r3(v["track_fps"]), "process_fps": {n: r3(f) for n, f in
-                                                                               v["process_fps"].items()}}
+                                                                               v["process_fps"].items()},
+                              "runs": {n: [r3(f) for f in fs] for n, fs in v["runs"].items()}}
                      for k, v in table.items()},
+        "repeat": args.repeat,
         "rss_mb": {str(k): round(v) for k, v in rss.items()}, "skipped": skipped,
         "monitor_latency_ms": [mon.get("latency_ms_median"), mon.get("latency_ms_p95")],
         "load_average": [load, load_end]}))

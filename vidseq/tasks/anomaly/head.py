@@ -38,12 +38,14 @@ from vidseq.tasks.anomaly.features import (
     make_crop_encoder,
 )
 from vidseq.tasks.anomaly.online import (
+    DEFAULT_ANALYSIS_FPS,
     DEFAULT_FIT_S,
     ONLINE_MODE,
     UNSUPERVISED_STREAMS,
     VIEWS_KEPT,
     NormalitySettings,
     OnlineNormality,
+    FrameStride,
     ScoredRow,
     event_causes,
     unsupervised_config,
@@ -79,6 +81,9 @@ class AnomalySettings:
         background_updates: fit normality updates in a worker thread (see :class:`NormalitySettings`; the
             monitor turns it on).
         feedback_dir: run folder whose ``events.jsonl`` false-alarm feedback is learnt as normal (monitor).
+        analysis_fps: without a trained model, the most frames per second of stream time the head analyses (a
+            25 fps source: every other frame; the frames between take the score before them); None = every
+            frame. A trained model sees every frame, as it was trained (:class:`NormalitySettings`).
         streams: the unsupervised anomaly streams, each able to raise an alarm (``speed``, ``place``,
             ``direction``, ``tracks``: per tracked object; opt-in ``objects``); a trained model has its own.
     """
@@ -100,6 +105,7 @@ class AnomalySettings:
     background_updates: bool = False
     feedback_dir: str | None = None
     streams: tuple[str, ...] = UNSUPERVISED_STREAMS
+    analysis_fps: float | None = DEFAULT_ANALYSIS_FPS
 
     def __post_init__(self) -> None:
         if self.camera_compensation not in ("auto", "on", "off"):
@@ -113,7 +119,8 @@ class AnomalySettings:
     def normality(self) -> NormalitySettings:
         return NormalitySettings(fit_s=self.fit_s, false_alarms_per_hour=self.false_alarms_per_hour, adapt=self.adapt,
                                  update_every_s=self.update_every_s, memory_s=self.memory_s, guard_s=self.guard_s,
-                                 relearn_s=self.relearn_s, background_updates=self.background_updates)
+                                 relearn_s=self.relearn_s, background_updates=self.background_updates,
+                                 analysis_fps=self.analysis_fps)
 
     def camera_for(self, trained: bool) -> CameraConfig | None:
         if self.camera_compensation == "on" or (self.camera_compensation == "auto" and not trained):
@@ -132,7 +139,10 @@ class AnomalyHead:
     name = "anomaly"
 
     def __init__(self, settings: AnomalySettings, fps: float, device: str = "cpu") -> None:
-        self.fps = float(fps)
+        # the unsupervised head analyses at most analysis_fps frames a second; its clock is the analysed
+        # frames' (a trained model sees every frame, as it was fitted: set below)
+        self.stride = FrameStride(fps, settings.analysis_fps)
+        self.fps = self.stride.fps
         self.settings = settings
         self.fit_s = float(settings.fit_s)
         self.model: AnomalyModel | None = None
@@ -153,6 +163,8 @@ class AnomalyHead:
                 self.mode = f"unsupervised (normality restored from {settings.model}, still adapting)"
             else:
                 self.model, self.cal, trained = model, cal, True
+                self.stride = FrameStride(fps, None)
+                self.fps = self.stride.fps
                 if settings.smooth_s is not None:
                     self.model.cfg = replace(self.model.cfg, smooth_sigma_s=float(settings.smooth_s))
                 cfg = self.model.cfg
@@ -199,15 +211,18 @@ class AnomalyHead:
 
     @property
     def delay_frames(self) -> int:
+        """Source frames a result waits for its score (analysed frames x the stride)."""
         if self.online is not None:  # nothing is held back while normality is being learnt (nothing is scored)
             if self.online.scorer is None:
                 return 0
-            return self.online.cfg.speed.temporal // 2 + len(_kernel(self.online.cfg, self.fps)) // 2
+            return (self.online.cfg.speed.temporal // 2 + len(_kernel(self.online.cfg, self.fps)) // 2) \
+                * self.stride.stride
         return 0 if self.model is None else self.model.delay_frames(self.fps)
 
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"mode": self.mode, "model": self.model_path, "streams": list(self.cfg.streams),
                              "threshold": self.threshold, "delay_frames": self.delay_frames,
+                             "analysis_fps": round(self.fps, 3), "analysis_stride": self.stride.stride,
                              "camera_compensation": None if self.camera is None else _camera_dict(self.camera)}
         if self.online is not None:
             d["normality"] = self.online.describe()
@@ -231,12 +246,15 @@ class AnomalyHead:
 
     def step(self, result: FrameResult, ctx: StreamContext) -> None:
         f = result.frame
+        if not self.stride.due(f.frame_index, f.timestamp_s):
+            return  # takes the score of the analysed frame before it (FrameStride.expand)
         left = self.computer.last_view  # the last frame before this one (the view a cut leaves)
         feats = self.computer.step(f.image, f.frame_index, f.timestamp_s)
         if self.online is not None:
             self.online.working_size = tuple(self.computer.motion.working_size or (0, 0))  # type: ignore[assignment]
             before = (self.online.state, self.online.updates)
-            self._assign_rows(self.online.push(feats, cut=self.computer.last_cut, view=self.computer.last_view), ctx)
+            self._assign_rows(self.stride.expand(self.online.push(feats, cut=self.computer.last_cut,
+                                                                  view=self.computer.last_view)), ctx)
             if (self.online.state, self.online.updates) != before and self.online.state == "scoring":
                 self._save()
             if self.settings.feedback_dir is not None and f.timestamp_s >= self._next_feedback_s:
@@ -283,7 +301,7 @@ class AnomalyHead:
 
     def finish(self, ctx: StreamContext) -> None:
         if self.online is not None:
-            self._assign_rows(self.online.finish(), ctx)
+            self._assign_rows(self.stride.expand(self.online.finish()), ctx)
             self._save()
             return
         if self.scorer is not None:

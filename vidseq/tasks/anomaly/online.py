@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Sequence
@@ -60,6 +61,7 @@ from vidseq.models.anomaly.threshold import preload as preload_threshold
 
 log = logging.getLogger(__name__)
 
+DEFAULT_ANALYSIS_FPS = 12.5  # see NormalitySettings.analysis_fps
 DEFAULT_FIT_S = 60.0  # the one warm-up default of process, monitor and score --unsupervised (measured: docs/alarms.md)
 ONLINE_MODE = "unsupervised-online"
 FOLD_CHUNKS = 4
@@ -94,6 +96,12 @@ class NormalitySettings:
             and switch to the new one on the first frame after it is ready (a live monitor: a refit over
             minutes of memory takes seconds, which would otherwise freeze the stream). Off by default: offline
             runs switch on the exact frame, so their results do not depend on the machine's speed.
+        analysis_fps: the most frames per second of stream time the unsupervised head analyses: a faster
+            source has every ``round(fps / analysis_fps)``-th frame analysed (optical flow, regions, scores)
+            and the frames between take the score of the analysed frame before them (:class:`FrameStride`).
+            Walking people change little in 80 ms, and the flow is the head's largest cost. None = every
+            frame. The default (12.5) leaves 10-15 fps sources, where the streams were developed, untouched
+            and halves the work at 25-30 fps.
     """
 
     fit_s: float = DEFAULT_FIT_S
@@ -108,8 +116,11 @@ class NormalitySettings:
     merge_gap_s: float = 0.3
     stream_budgets: bool = True
     background_updates: bool = False
+    analysis_fps: float | None = DEFAULT_ANALYSIS_FPS
 
     def __post_init__(self) -> None:
+        if self.analysis_fps is not None and not (self.analysis_fps > 0 and math.isfinite(self.analysis_fps)):
+            raise ConfigError(f"anomaly.analysis_fps must be > 0 or null (every frame), got {self.analysis_fps}")
         for key in ("fit_s", "false_alarms_per_hour", "update_every_s", "memory_s"):
             v = getattr(self, key)
             if not v > 0:
@@ -151,6 +162,45 @@ def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | Non
         # (the objects stream's regions) also finds everything a shake or an exposure jump changes
         cfg = replace(cfg, regions=replace(cfg.regions, method="flow"))
     return cfg if smooth_s is None else replace(cfg, smooth_sigma_s=float(smooth_s))
+
+
+class FrameStride:
+    """Which frames of a ``fps`` source the head analyses at most ``analysis_fps`` times a stream second, and
+    the rows of the frames it skips.
+
+    Every ``stride``-th frame by index is analysed (a live source that dropped frames has its next frame
+    analysed once ``stride`` indices have passed). :meth:`due` says whether a frame is analysed and notes
+    the skipped ones; :meth:`expand` returns the head's rows with each analysed frame's row repeated for the
+    frames skipped after it (own index and timestamp, same score and flag). The head's own clock is
+    :attr:`fps` (``fps / stride``): its windows and smoothing stay in seconds.
+    """
+
+    KEPT = 256  # analysed frames whose skipped followers are remembered (warm-up frames never get a row)
+
+    def __init__(self, fps: float, analysis_fps: float | None) -> None:
+        self.stride = 1 if analysis_fps is None else max(1, round(float(fps) / float(analysis_fps)))
+        self.fps = float(fps) / self.stride
+        self._last: int | None = None
+        self._followers: dict[int, list[tuple[int, float]]] = {}
+
+    def due(self, frame_index: int, timestamp_s: float) -> bool:
+        if self._last is not None and 0 < frame_index - self._last < self.stride:
+            self._followers.setdefault(self._last, []).append((int(frame_index), float(timestamp_s)))
+            return False
+        self._last = int(frame_index)
+        if len(self._followers) > self.KEPT:
+            for k in sorted(self._followers)[:len(self._followers) - self.KEPT]:
+                del self._followers[k]
+        return True
+
+    def expand(self, rows: list[ScoredRow]) -> list[ScoredRow]:
+        if self.stride == 1:
+            return rows
+        out: list[ScoredRow] = []
+        for r in rows:
+            out.append(r)
+            out.extend(replace(r, frame_index=i, timestamp_s=t) for i, t in self._followers.pop(r.frame_index, ()))
+        return out
 
 
 @dataclass

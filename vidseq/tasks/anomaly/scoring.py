@@ -45,6 +45,7 @@ from vidseq.tasks.anomaly.features import (
 )
 from vidseq.tasks.anomaly.online import (
     ONLINE_MODE,
+    FrameStride,
     NormalitySettings,
     OnlineNormality,
     ScoredRow,
@@ -211,7 +212,8 @@ def score_video_unsupervised(source: str | int | Path, cfg: AnomalyConfig | None
     rows: list[ScoreRow] = []
     with open_source(source, max_frames=max_frames) as src:
         fps = src.info.fps if src.info.fps and math.isfinite(src.info.fps) and src.info.fps > 0 else 25.0
-        online = OnlineNormality(ucfg, fps, settings)
+        stride = FrameStride(fps, settings.analysis_fps)  # the same frames as process analyses
+        online = OnlineNormality(ucfg, stride.fps, settings)
         online.keep_rows = True
         comp = FeatureComputer(ucfg.motion, ucfg.regions if ucfg.needs_regions else None,
                                camera=CameraConfig() if camera is None else camera)
@@ -225,14 +227,17 @@ def score_video_unsupervised(source: str | int | Path, cfg: AnomalyConfig | None
 
         n = 0
         for frame in src:
+            n += 1
+            if not stride.due(frame.frame_index, frame.timestamp_s):
+                continue
             f = comp.step(frame.image, frame.frame_index, frame.timestamp_s)
             online.working_size = tuple(comp.motion.working_size or (0, 0))  # type: ignore[assignment]
-            emit(online.push(f, cut=comp.last_cut, view=comp.last_view))
-            n += 1
+            emit(stride.expand(online.push(f, cut=comp.last_cut, view=comp.last_view)))
         if n == 0:
             raise EmptyVideoError(f"no frames in {source}")
-        emit(online.finish())
-    info = {"streams": list(ucfg.streams), "normality": online.describe(),
+        emit(stride.expand(online.finish()))
+    info = {"streams": list(ucfg.streams), "normality": online.describe(), "analysis_fps": round(stride.fps, 3),
+            "analysis_stride": stride.stride,
             "note": f"unsupervised: normality learnt from the first {settings.fit_s:g} s of this video (not scored), "
                     "no trained model"}
     if "not_scored" in online.fit_info:
