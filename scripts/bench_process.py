@@ -130,8 +130,10 @@ def main() -> None:
                     help="anomaly warm-up (s) of the vidseq runs; bikes.mp4 has a shot change every ~2 s and each "
                          "re-learns normality, so the 60 s default would never score: 1 s keeps anomaly scoring "
                          "on for most frames")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                    help="process-config override of every vidseq run (e.g. anomaly.analysis_fps=null)")
     args = ap.parse_args()
-    fit = [f"anomaly.fit_s={args.fit_s}"]
+    fit = [f"anomaly.fit_s={args.fit_s}", *args.overrides]
     skipped: dict[str, str] = {}
     if "openvino_int8" in args.variants and importlib.util.find_spec("nncf") is None:
         # int8 is opt-in (the `int8` extra); without it the other figures are still worth having.
@@ -186,7 +188,7 @@ def main() -> None:
         mon: dict = {}
         if "monitor" in args.parts:
             mon = child("monitor", str(looped(video, 2_000, t)), str(t / "m"), "320", str(args.monitor_s),
-                        f"pipeline.anomaly.fit_s={args.fit_s}")
+                        *(f"pipeline.{o}" for o in fit))
             print(f"monitor (input 320, {args.monitor_s:.0f} s realtime, 25 fps source): {mon}")
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"load average at end {load_end}")
@@ -208,7 +210,7 @@ def main() -> None:
                                                                                v["process_fps"].items()},
                               "runs": {n: [r3(f) for f in fs] for n, fs in v["runs"].items()}}
                      for k, v in table.items()},
-        "repeat": args.repeat,
+        "repeat": args.repeat, "overrides": args.overrides,
         "rss_mb": {str(k): round(v) for k, v in rss.items()}, "skipped": skipped,
         "monitor_latency_ms": [mon.get("latency_ms_median"), mon.get("latency_ms_p95")],
         "load_average": [load, load_end]}))
