@@ -38,7 +38,8 @@ def test_frame_stride_analyses_every_kth_frame_and_repeats_its_row() -> None:
     assert st.due(7, 0.28) and not st.due(8, 0.32) and st.due(9, 0.36)
     assert st.due(0, 0.0)  # a source that starts again is analysed from its first frame
     assert FrameStride(10.0, 12.5).stride == 1 and FrameStride(30.0, 12.5).stride == 2
-    assert FrameStride(60.0, None).stride == 1 and FrameStride(60.0, 12.5).stride == 5
+    assert FrameStride(60.0, None).stride == 1 and FrameStride(60.0, 12.5).stride == 4  # never under 12.5 a second
+    assert FrameStride(20.0, 12.5).stride == 1 and FrameStride(24.9, 12.5).stride == 1
     many = FrameStride(25.0, 12.5)  # warm-up frames never get a row: what they skipped is not kept forever
     for i in range(4 * FrameStride.KEPT):
         many.due(i, i / 25)

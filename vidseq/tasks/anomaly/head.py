@@ -81,9 +81,10 @@ class AnomalySettings:
         background_updates: fit normality updates in a worker thread (see :class:`NormalitySettings`; the
             monitor turns it on).
         feedback_dir: run folder whose ``events.jsonl`` false-alarm feedback is learnt as normal (monitor).
-        analysis_fps: without a trained model, the most frames per second of stream time the head analyses (a
-            25 fps source: every other frame; the frames between take the score before them); None = every
-            frame. A trained model sees every frame, as it was trained (:class:`NormalitySettings`).
+        analysis_fps: without a trained model, a source at least twice this fast has every k-th frame analysed
+            (``k = floor(fps / analysis_fps)``; a 25 fps source: every other frame; the frames between take the
+            score before them); None = every frame. A trained model sees every frame, as it was trained
+            (:class:`NormalitySettings`).
         streams: the unsupervised anomaly streams, each able to raise an alarm (``speed``, ``place``,
             ``direction``, ``tracks``: per tracked object; opt-in ``objects``); a trained model has its own.
     """

@@ -96,12 +96,14 @@ class NormalitySettings:
             and switch to the new one on the first frame after it is ready (a live monitor: a refit over
             minutes of memory takes seconds, which would otherwise freeze the stream). Off by default: offline
             runs switch on the exact frame, so their results do not depend on the machine's speed.
-        analysis_fps: the most frames per second of stream time the unsupervised head analyses: a faster
-            source has every ``round(fps / analysis_fps)``-th frame analysed (optical flow, regions, scores)
-            and the frames between take the score of the analysed frame before them (:class:`FrameStride`).
-            Walking people change little in 80 ms, and the flow is the head's largest cost. None = every
-            frame. The default (12.5) leaves 10-15 fps sources, where the streams were developed, untouched
-            and halves the work at 25-30 fps.
+        analysis_fps: the unsupervised head analyses every k-th frame of a source at least twice this fast,
+            ``k = floor(fps / analysis_fps)``, so never fewer than ``analysis_fps`` frames a second of stream
+            time (optical flow, regions, scores); the frames between take the score of the analysed frame
+            before them (:class:`FrameStride`). The flow is the head's largest cost. None = every frame. The
+            default (12.5) leaves sources under 25 fps untouched (the streams were developed at 10 fps) and
+            halves the work at 25-30 fps. Fewer analysed frames than that lose events: at 5 a second on the
+            alarm benchmark's 10 fps streams, fast objects move too far between frames for the flow
+            (docs/runtime.md).
     """
 
     fit_s: float = DEFAULT_FIT_S
@@ -178,7 +180,7 @@ class FrameStride:
     KEPT = 256  # analysed frames whose skipped followers are remembered (warm-up frames never get a row)
 
     def __init__(self, fps: float, analysis_fps: float | None) -> None:
-        self.stride = 1 if analysis_fps is None else max(1, round(float(fps) / float(analysis_fps)))
+        self.stride = 1 if analysis_fps is None else max(1, int(float(fps) / float(analysis_fps) + 1e-9))
         self.fps = float(fps) / self.stride
         self._last: int | None = None
         self._followers: dict[int, list[tuple[int, float]]] = {}
