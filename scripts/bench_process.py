@@ -133,7 +133,7 @@ def main() -> None:
     ap.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                     help="process-config override of every vidseq run (e.g. anomaly.analysis_fps=null)")
     args = ap.parse_args()
-    fit = [f"anomaly.fit_s={args.fit_s}", *args.overrides]
+    sets = [f"anomaly.fit_s={args.fit_s}", *args.overrides]  # every vidseq run's config overrides
     skipped: dict[str, str] = {}
     if "openvino_int8" in args.variants and importlib.util.find_spec("nncf") is None:
         # int8 is opt-in (the `int8` extra); without it the other figures are still worth having.
@@ -162,7 +162,7 @@ def main() -> None:
                           f"({ul['frames']} frames)", flush=True)
                     for name in args.variants:
                         vs = child("vidseq", str(video), str(t / f"v{imgsz}{name}"), str(imgsz), str(args.frames),
-                                   *VARIANTS[name], *fit)
+                                   *VARIANTS[name], *sets)
                         fps = vs["frames"] / vs["seconds"]
                         runs[name].append(fps)
                         row["stages"][name] = vs["stages"]
@@ -188,7 +188,7 @@ def main() -> None:
         mon: dict = {}
         if "monitor" in args.parts:
             mon = child("monitor", str(looped(video, 2_000, t)), str(t / "m"), "320", str(args.monitor_s),
-                        *(f"pipeline.{o}" for o in fit))
+                        *(f"pipeline.{o}" for o in sets))
             print(f"monitor (input 320, {args.monitor_s:.0f} s realtime, 25 fps source): {mon}")
     load_end = os.getloadavg() if hasattr(os, "getloadavg") else None
     print(f"load average at end {load_end}")

@@ -140,10 +140,9 @@ class AnomalyHead:
     name = "anomaly"
 
     def __init__(self, settings: AnomalySettings, fps: float, device: str = "cpu") -> None:
-        # the unsupervised head analyses at most analysis_fps frames a second; its clock is the analysed
+        # the unsupervised head analyses at least analysis_fps frames a second; its clock (fps) is the analysed
         # frames' (a trained model sees every frame, as it was fitted: set below)
         self.stride = FrameStride(fps, settings.analysis_fps)
-        self.fps = self.stride.fps
         self.settings = settings
         self.fit_s = float(settings.fit_s)
         self.model: AnomalyModel | None = None
@@ -165,7 +164,6 @@ class AnomalyHead:
             else:
                 self.model, self.cal, trained = model, cal, True
                 self.stride = FrameStride(fps, None)
-                self.fps = self.stride.fps
                 if settings.smooth_s is not None:
                     self.model.cfg = replace(self.model.cfg, smooth_sigma_s=float(settings.smooth_s))
                 cfg = self.model.cfg
@@ -203,6 +201,11 @@ class AnomalyHead:
         self._feedback_seen: set[str] = set()
         self._next_feedback_s = 0.0
         self._saved_at: tuple[int, str | None] | None = None
+
+    @property
+    def fps(self) -> float:
+        """The head's clock: frames it analyses per second of stream time."""
+        return self.stride.fps
 
     @property
     def threshold(self) -> float | None:

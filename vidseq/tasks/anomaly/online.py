@@ -190,9 +190,8 @@ class FrameStride:
             self._followers.setdefault(self._last, []).append((int(frame_index), float(timestamp_s)))
             return False
         self._last = int(frame_index)
-        if len(self._followers) > self.KEPT:
-            for k in sorted(self._followers)[:len(self._followers) - self.KEPT]:
-                del self._followers[k]
+        while len(self._followers) > self.KEPT:  # the oldest first (insertion order)
+            del self._followers[next(iter(self._followers))]
         return True
 
     def expand(self, rows: list[ScoredRow]) -> list[ScoredRow]:
