@@ -35,7 +35,11 @@ CAM = CameraConfig()
 
 
 def run_stream(sc: Scene, camera: CameraConfig | None, cfg=CFG, **settings: object) -> OnlineNormality:
-    feats, cuts, ws, views = scene_features(scene_frames(sc), camera=camera)
+    return frames_stream(scene_frames(sc), camera, cfg, **settings)
+
+
+def frames_stream(frames: np.ndarray, camera: CameraConfig | None, cfg=CFG, **settings: object) -> OnlineNormality:
+    feats, cuts, ws, views = scene_features(frames, camera=camera)
     on = OnlineNormality(cfg, FPS, NormalitySettings(**{"fit_s": 20.0, "adapt": False, **settings}))
     on.working_size = ws
     for f, c, v in zip(feats, cuts, views, strict=True):
@@ -223,6 +227,90 @@ def test_slow_pan_is_removed_before_speed_statistics() -> None:
     assert spans(run_stream(sc, CAM)) == []
 
 
+def zoomed(frames: np.ndarray, start_s: float, zoom: float, pan: float = 0.0, ramp_s: float = 2.0,
+           back_s: float | None = None) -> np.ndarray:
+    """The frames as a PTZ camera sees them that zooms in to ``zoom`` (and pans by ``pan``) over ``ramp_s``
+    from ``start_s`` (and back out from ``back_s``)."""
+    from vidseq.tasks.anomaly.alarm_bench import crop_view
+
+    out = frames.copy()
+    for i in range(len(frames)):
+        t = i / FPS
+        e = float(np.clip((t - start_s) / ramp_s, 0.0, 1.0))
+        if back_s is not None:
+            e = min(e, float(np.clip(1.0 - (t - back_s) / ramp_s, 0.0, 1.0)))
+        if e > 0:
+            out[i] = crop_view(frames[i], 1.0 - (1.0 - zoom) * e, pan * e)
+    return out
+
+
+def test_a_zooming_camera_keeps_its_walkers_at_their_learnt_speed() -> None:
+    """A PTZ camera zooms in by 1.39 and pans after the warm-up: every walker looks 39 % faster and larger.
+    Registered to the home view, nothing alarms and the fast object is still found; without the
+    registration the zoom alone alarms."""
+    sc = Scene(seconds=48, fast=(40.0, 43.0), seed=5)
+    frames = zoomed(scene_frames(sc), start_s=25.0, zoom=0.72, pan=0.8)
+    reg = frames_stream(frames, CAM)
+    assert reg.describe()["scene_cuts"] == []
+    ev = spans(reg)
+    assert ev and all(overlaps(e, (40.0, 43.0)) for e in ev)
+    loose = spans(frames_stream(frames, CameraConfig(register=False)))
+    assert any(e[0] < 39.0 for e in loose)  # alarmed by the zoom, before the fast object
+
+
+def test_registration_measures_motion_in_the_home_view_and_comes_home() -> None:
+    """Flow of a walker at 3 px/frame stays 3 px/frame through a zoom to 0.8 and back; the camera back home
+    is not warped; a static camera's features are those of no registration at all."""
+    import cv2
+
+    from vidseq.features.motion import MotionConfig, MotionExtractor
+
+    rng = np.random.default_rng(0)
+    tex = cv2.GaussianBlur(rng.uniform(0, 255, (240, 360)).astype(np.uint8), (0, 0), 2)
+    bg = cv2.cvtColor(cv2.normalize(tex, None, 0, 255, cv2.NORM_MINMAX), cv2.COLOR_GRAY2BGR)
+    frames = []
+    for t in range(60):
+        f = bg.copy()
+        cv2.rectangle(f, (60 + 3 * t, 150), (70 + 3 * t, 180), (255, 255, 255), -1)
+        frames.append(f)
+    frames = np.stack(frames)
+    moving = zoomed(frames, start_s=1.0, zoom=0.8, pan=0.5, ramp_s=1.5, back_s=3.5)
+    speeds = {}
+    for register in (True, False):
+        me = MotionExtractor(MotionConfig(), CameraConfig(register=register))
+        peaks = [float(np.percentile(np.hypot(m.flow[..., 0], m.flow[..., 1]), 99.9))
+                 for i, im in enumerate(moving) for m in [me.step(im, i, i / FPS)]]
+        speeds[register] = np.array(peaks[25:35])  # zoomed in (2.5-3.5 s)
+        if register:
+            assert me.camera is not None and me.camera.registration is not None
+            assert me.camera.registration.to_home is None  # back home, not warped
+    assert np.all(np.abs(speeds[True] - 3.0) < 0.5)
+    assert np.median(speeds[False]) > 3.4
+    still = [[MotionExtractor(MotionConfig(), CameraConfig(register=r)).step(im, i).descriptor
+              for i, im in enumerate(frames[:10])] for r in (True, False)]
+    assert all(np.array_equal(a, b) for a, b in zip(*still, strict=True))
+
+
+def test_a_camera_that_moves_away_for_good_takes_its_new_view_as_home() -> None:
+    from vidseq.errors import ConfigError
+    from vidseq.features.motion import MotionConfig, MotionExtractor
+
+    sc = Scene(seconds=30, pan_px_s=10.0, shake_from_s=5.0, seed=4)  # 1 px/frame: half the width in 8 s
+    me = MotionExtractor(MotionConfig(width=0), CAM)
+    homes = []
+    for i, im in enumerate(scene_frames(sc)):
+        m = me.step(im, i, i / FPS)
+        assert not m.cut
+        homes.append(m.to_home is None)
+    assert me.camera is not None and me.camera.registration is not None
+    assert me.camera.registration.rehomed >= 1
+    assert not all(homes[60:]) and any(homes[140:])  # registered while half the view is in sight, then re-homed
+    with pytest.raises(ConfigError):
+        CameraConfig(register_check=0)
+    with pytest.raises(ConfigError):
+        CameraConfig(register_min_cover=0.0)
+
+
 def test_scene_cut_relearns_and_never_alarms() -> None:
     sc = Scene(seconds=60, cut_at_s=30.0, seed=6)
     on = run_stream(sc, CAM, fit_s=15.0)
@@ -337,6 +425,21 @@ def test_updates_learn_slow_drift_but_never_the_flagged_anomaly() -> None:
     flagged_t = np.array([r.timestamp_s for r in on.rows if r.is_anomaly])
     mem_t = on.memory_timestamps()
     assert len(mem_t) and len(flagged_t) and np.abs(mem_t[:, None] - flagged_t[None, :]).min() > 3.0
+
+
+def test_a_partial_view_is_scored_but_never_learnt() -> None:
+    """Frames of a zoomed or panned camera show part of the home view (``home_cover`` < 1): they are scored,
+    but never become normal memory (their unseen part would be learnt as still)."""
+    on = OnlineNormality(CFG, 10.0, NormalitySettings(fit_s=10.0, update_every_s=1000.0))
+    on.working_size = (64, 48)
+    frames = synthetic_frames(400, dt_s=0.1)
+    for f in frames[200:300]:
+        f.home_cover = 0.6
+    rows = [r for f in frames for r in on.push(f)] + on.finish()
+    mem_t = on.memory_timestamps()
+    assert {r.frame_index for r in rows} >= set(range(200, 300))
+    assert len(mem_t) and not ((mem_t >= 20.0) & (mem_t < 30.0)).any()
+    assert ((mem_t >= 31.0) & (mem_t < 38.0)).any() and ((mem_t >= 11.0) & (mem_t < 19.0)).any()
 
 
 def test_updates_are_bounded() -> None:

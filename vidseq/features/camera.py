@@ -16,6 +16,18 @@
     ``cv2.estimateAffinePartial2D`` with RANSAC: a similarity transform that the static background,
     the majority of points, agrees on); the previous frame is warped onto the current one with it before
     dense flow, so only motion relative to the scene remains. The border the shift uncovers is zeroed.
+``register``
+    A camera that zooms or pans (a PTZ move) and comes back: the per-frame motions are chained into the
+    transform from the current frame to the view the stream started in (its home view), and the frame's
+    stabilised flow is moved into that view before the motion statistics, so speeds, places and directions
+    stay in the pixels normality was learnt in (a zoom by 1.25 would otherwise make every walker 25 % faster
+    and move it to other cells). Moving objects are still found in the frame's own pixels (the home view's
+    edge, moving with the camera, would cut them). Chained estimates drift,
+    so whenever the camera stops, and every ``register_check`` frames while it is away, the transform is
+    corrected by registering the warped frame directly to the last still frame of the home view. Back within
+    ``register_home_px`` of home it becomes the identity again (a static camera's flow is not warped); a
+    camera that moves so far that under ``register_min_cover`` of the home view is still in sight takes its
+    new view as home.
 ``scene_cut``
     Cuts (another camera, a moved PTZ, a switched stream): the Pearson correlation of small blurred
     thumbnails of consecutive frames (invariant to exposure, tolerant to shake) falls below
@@ -62,6 +74,13 @@ class CameraConfig:
         min_inlier_share: see ``min_inliers``.
         min_shift_px: dominant motions smaller than this (largest displacement over the frame, px)
             are left alone: a static camera keeps its raw flow exactly.
+        register: keep a zooming or panning camera's frames registered to its home view (see the module
+            docstring); needs ``stabilise``.
+        register_check: frames between direct corrections of the chained transform while the camera is away.
+        register_min_cover: below this share of the home view in sight, the current view becomes home.
+        register_home_px: a transform that moves no corner of the frame further than this (px) is home (the
+            identity): the chained estimates of a camera that came back, or of a static one, stay a fraction
+            of a pixel off, which is not worth warping every frame for.
         scene_cut: detect scene cuts.
         cut_correlation: thumbnail correlation below which consecutive frames are a cut.
         similar_cut_correlation: below this thumbnail correlation, consecutive frames whose tracked corners
@@ -83,6 +102,10 @@ class CameraConfig:
     min_inliers: int = 20
     min_inlier_share: float = 0.3
     min_shift_px: float = 0.25
+    register: bool = True
+    register_check: int = 10
+    register_min_cover: float = 0.5
+    register_home_px: float = 1.0
     scene_cut: bool = True
     cut_correlation: float = 0.5
     similar_cut_correlation: float = 0.95
@@ -94,6 +117,10 @@ class CameraConfig:
                 or not -1 <= self.similar_cut_correlation <= 1:
             raise ConfigError("camera: min_inlier_share must be in [0, 1], cut_correlation and "
                               "similar_cut_correlation in [-1, 1]")
+        if self.register_check < 1 or not 0 < self.register_min_cover <= 1 or self.register_home_px < 0:
+            raise ConfigError(f"camera: register_check must be >= 1, register_min_cover in (0, 1] and "
+                              f"register_home_px >= 0, got {self.register_check} / {self.register_min_cover} / "
+                              f"{self.register_home_px}")
 
     @property
     def enabled(self) -> bool:
@@ -144,6 +171,55 @@ def affine_flow(affine: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     dx = (a[0, 0] - 1.0) * xs + a[0, 1] * ys + a[0, 2]
     dy = a[1, 0] * xs + (a[1, 1] - 1.0) * ys + a[1, 2]
     return np.stack([dx, dy], -1)
+
+
+def transform_shift(affine: np.ndarray, shape: tuple[int, int]) -> float:
+    """Largest displacement (px) a ``(2, 3)`` transform gives a corner of an ``(h, w)`` frame."""
+    h, w = shape
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
+    return float(np.abs(corners @ np.asarray(affine, np.float64).T - corners[:, :2]).max())
+
+
+def compose(outer: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """The ``(2, 3)`` transform applying ``inner`` first, then ``outer``."""
+    a = np.vstack([np.asarray(outer, np.float64), [0.0, 0.0, 1.0]])
+    b = np.vstack([np.asarray(inner, np.float64), [0.0, 0.0, 1.0]])
+    return (a @ b)[:2]
+
+
+def invert(affine: np.ndarray) -> np.ndarray:
+    """Inverse of a ``(2, 3)`` similarity / affine transform."""
+    a = np.vstack([np.asarray(affine, np.float64), [0.0, 0.0, 1.0]])
+    return np.linalg.inv(a)[:2]
+
+
+def footprint(affine: np.ndarray | None, shape: tuple[int, int], margin: int = 2) -> np.ndarray | None:
+    """``(h, w)`` bool: the pixels of the home view that a frame warped by ``affine`` shows (``margin`` px in
+    from the frame's edges inside the home view, where interpolation mixes in the border); None for the
+    identity (all of it)."""
+    import cv2
+
+    if affine is None:
+        return None
+    h, w = shape
+    ones = np.ones((h, w), np.uint8)
+    m = cv2.warpAffine(ones, np.asarray(affine, np.float64), (w, h), flags=cv2.INTER_NEAREST,
+                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    if margin > 0:  # (beyond the frame counts as shown: the home view's own edges are not pulled in)
+        m = cv2.erode(m, np.ones((2 * margin + 1, 2 * margin + 1), np.uint8), borderType=cv2.BORDER_CONSTANT,
+                      borderValue=1)
+    return m.astype(bool)
+
+
+def cover(affine: np.ndarray, shape: tuple[int, int]) -> float:
+    """Share of the home frame that a frame mapped into it by ``affine`` covers."""
+    import cv2
+
+    h, w = shape
+    corners = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    mapped = (np.hstack([corners, np.ones((4, 1), np.float32)]) @ np.asarray(affine, np.float32).T)
+    area, _ = cv2.intersectConvexConvex(corners, mapped.astype(np.float32))
+    return float(area) / float(w * h)
 
 
 def dominant_motion(prev: np.ndarray, cur: np.ndarray, cfg: CameraConfig) -> tuple[np.ndarray | None, int, int]:
@@ -205,6 +281,65 @@ class ViewMemory:
         return None
 
 
+class ViewRegistration:
+    """The transform from the current frame to the camera's home view (``CameraConfig.register``).
+
+    :meth:`update` is given each prepared frame with the camera's motion since the previous one and returns the
+    ``(2, 3)`` transform that warps the frame into the home view, or None while the camera is home.
+    """
+
+    def __init__(self, cfg: CameraConfig) -> None:
+        self.cfg = cfg
+        self.to_home: np.ndarray | None = None
+        self.anchor: np.ndarray | None = None  # the last frame seen while home
+        self.rehomed = 0  # times the camera moved so far that its view became home
+        self._since = 0
+        self._moving = False
+
+    def reset(self, frame: np.ndarray | None = None) -> None:
+        """A new view (first frame, scene cut): it is home."""
+        self.to_home = None
+        self.anchor = frame
+        self._since = 0
+        self._moving = False
+
+    def update(self, frame: np.ndarray, motion: CameraMotion) -> np.ndarray | None:
+        moved = motion.affine is not None
+        if moved:
+            step = invert(motion.affine)  # this frame -> the previous one
+            self.to_home = step if self.to_home is None else compose(self.to_home, step)
+        if self.to_home is not None:
+            self._since += 1
+            # a camera that just stopped, and one away for a while: correct the chain's drift directly
+            if (self._moving and not moved) or self._since >= self.cfg.register_check:
+                self._correct(frame)
+        self._moving = moved
+        if self.to_home is not None:
+            if transform_shift(self.to_home, frame.shape) < max(self.cfg.min_shift_px, self.cfg.register_home_px):
+                self.to_home = None
+            elif cover(self.to_home, frame.shape) < self.cfg.register_min_cover:
+                self.to_home = None
+                self.rehomed += 1
+                log.info("the camera moved away from its view for good: the current view is now its home")
+        if self.to_home is None:
+            self._since = 0
+            if not moved:  # the home view's latest still frame (a shaking camera's frames are not)
+                self.anchor = frame
+        return self.to_home
+
+    def _correct(self, frame: np.ndarray) -> None:
+        import cv2
+
+        self._since = 0
+        if self.anchor is None or self.to_home is None:
+            return
+        h, w = frame.shape
+        warped = cv2.warpAffine(frame, self.to_home, (w, h), borderMode=cv2.BORDER_REPLICATE)
+        residual, _, _ = dominant_motion(self.anchor, warped, self.cfg)  # home -> warped frame
+        if residual is not None:
+            self.to_home = compose(invert(residual), self.to_home)
+
+
 class CameraCompensator:
     """Per-frame camera compensation (stateless between frames except for the last thumbnail)."""
 
@@ -214,6 +349,7 @@ class CameraCompensator:
         self.last_frame: np.ndarray | None = None  # the latest prepared frame given to motion()
         self._steady = True  # the previous frame pair correlated >= similar_cut_correlation
         self._thumb: np.ndarray | None = None  # thumbnail of last_frame
+        self.registration = ViewRegistration(self.cfg) if self.cfg.register and self.cfg.stabilise else None
 
     def prepare(self, gray: np.ndarray) -> np.ndarray:
         """The working gray frame as flow should see it (photometric normalisation, denoising)."""
@@ -248,9 +384,7 @@ class CameraCompensator:
             return CameraMotion(None, 0.0, n_in, tracked, corr, True)
         if not self.cfg.stabilise or a is None:
             return CameraMotion(None, 0.0, n_in, tracked, corr, False)
-        h, w = prev.shape
-        corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float64)
-        shift = float(np.abs(corners @ a.T - corners[:, :2]).max())
+        shift = transform_shift(a, prev.shape)
         if shift < self.cfg.min_shift_px:
             return CameraMotion(None, shift, n_in, tracked, corr, False)
         return CameraMotion(a, shift, n_in, tracked, corr, False)
@@ -281,8 +415,14 @@ __all__ = [
     "CameraConfig",
     "CameraMotion",
     "ViewMemory",
+    "ViewRegistration",
     "affine_flow",
+    "compose",
     "correlation",
+    "cover",
+    "footprint",
+    "invert",
     "normalise_photometric",
     "thumbnail",
+    "transform_shift",
 ]

@@ -331,6 +331,8 @@ class FrameFeatures:
         region_attrs: ``(N, A)`` raw attributes of the frame's moving regions (``A = len(ATTRIBUTE_NAMES)``).
         appearance: ``(Da,)`` backbone feature or None.
         region_crops: ``(N, Dc)`` backbone features of the regions' crops (same rows) or None.
+        home_cover: share of the camera's home view the frame shows (below 1 while a zoomed or panned camera
+            is registered to it: :mod:`vidseq.features.camera`).
     """
 
     frame_index: int
@@ -341,6 +343,7 @@ class FrameFeatures:
     region_attrs: np.ndarray
     appearance: np.ndarray | None = None
     region_crops: np.ndarray | None = None
+    home_cover: float = 1.0
 
 
 @dataclass

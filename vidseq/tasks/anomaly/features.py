@@ -108,8 +108,12 @@ class FeatureComputer:
         m = self.motion.step(image, frame_index, timestamp_s)
         self.last_cut = m.cut
         if self.regions is not None:
-            regs = self.regions.step(m.gray, m.flow, frame_index)
-            attrs = region_attributes(regs, m.flow)
+            # objects are found and measured in the frame's own pixels (a registered camera's home view would
+            # cut them at its moving edge; their tracks only compare each object with itself over a second)
+            gray = m.gray if m.frame_gray is None else m.frame_gray
+            flow = m.flow if m.frame_flow is None else m.frame_flow
+            regs = self.regions.step(gray, flow, frame_index)
+            attrs = region_attributes(regs, flow)
         else:
             attrs = np.zeros((0, len(ATTRIBUTE_NAMES)), np.float32)
         if appearance is None and self.backbone is not None:
@@ -119,7 +123,7 @@ class FeatureComputer:
             crops = self.crops.encode(image, attrs, tuple(self.motion.working_size or (0, 0)))
         return FrameFeatures(frame_index=m.frame_index, timestamp_s=m.timestamp_s, magnitude_map=m.magnitude_map,
                              valid=m.valid, descriptor=m.descriptor, region_attrs=attrs, appearance=appearance,
-                             region_crops=crops)
+                             region_crops=crops, home_cover=m.home_cover)
 
 
 def feature_settings(cfg: AnomalyConfig) -> dict[str, Any]:

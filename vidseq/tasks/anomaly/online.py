@@ -70,6 +70,9 @@ FOLD_CHUNKS = 4
 VIEWS_KEPT = 4  # learnt views remembered across scene cuts
 
 MIN_WARMUP_FRAMES = 12
+WHOLE_VIEW = 0.95
+"""A frame showing less of the camera's home view than this (a zoomed or panned PTZ camera, registered to its
+home view) is scored but never becomes normal memory: the part it does not show would be learnt as still."""
 """Frames a warm-up needs besides its seconds (the threshold's tail fit needs a few normal scores)."""
 
 
@@ -353,7 +356,7 @@ class OnlineNormality:
         self._memory: deque[_Segment] = deque()
         self._extra: list[ClipFeatures] = []  # frames added by feedback
         self._candidates: deque[tuple[float, FrameFeatures]] = deque()  # awaiting their guard window
-        self._feats: dict[int, FrameFeatures] = {}  # position in scorer -> features, until scored
+        self._feats: dict[int, FrameFeatures | None] = {}  # position in scorer -> features, until scored
         self._pos = 0
         self._last_flag_s = -np.inf
         self._on = False
@@ -427,7 +430,7 @@ class OnlineNormality:
             if self.learnt_s >= self.warmup_s - 1e-9 and len(self._warm) >= MIN_WARMUP_FRAMES:
                 self._fit_from_warmup()
             return out
-        self._feats[self._pos] = f
+        self._feats[self._pos] = f if f.home_cover >= WHOLE_VIEW else None  # None: scored, never learnt
         self._pos += 1
         if self._next_update_s is None:  # restored from a file: updates count from its first frame
             self._next_update_s = float(f.timestamp_s) + self.s.update_every_s
