@@ -193,14 +193,11 @@ def invert(affine: np.ndarray) -> np.ndarray:
     return np.linalg.inv(a)[:2]
 
 
-def footprint(affine: np.ndarray | None, shape: tuple[int, int], margin: int = 2) -> np.ndarray | None:
+def footprint(affine: np.ndarray, shape: tuple[int, int], margin: int = 2) -> np.ndarray:
     """``(h, w)`` bool: the pixels of the home view that a frame warped by ``affine`` shows (``margin`` px in
-    from the frame's edges inside the home view, where interpolation mixes in the border); None for the
-    identity (all of it)."""
+    from the frame's edges inside the home view, where interpolation mixes in the border)."""
     import cv2
 
-    if affine is None:
-        return None
     h, w = shape
     ones = np.ones((h, w), np.uint8)
     m = cv2.warpAffine(ones, np.asarray(affine, np.float64), (w, h), flags=cv2.INTER_NEAREST,
@@ -285,20 +282,23 @@ class ViewRegistration:
     """The transform from the current frame to the camera's home view (``CameraConfig.register``).
 
     :meth:`update` is given each prepared frame with the camera's motion since the previous one and returns the
-    ``(2, 3)`` transform that warps the frame into the home view, or None while the camera is home.
+    ``(2, 3)`` transform that warps the frame into the home view, or None while the camera is home;
+    :attr:`cover` is then the share of the home view the frame shows.
     """
 
     def __init__(self, cfg: CameraConfig) -> None:
         self.cfg = cfg
         self.to_home: np.ndarray | None = None
+        self.cover = 1.0
         self.anchor: np.ndarray | None = None  # the last frame seen while home
         self.rehomed = 0  # times the camera moved so far that its view became home
         self._since = 0
         self._moving = False
 
-    def reset(self, frame: np.ndarray | None = None) -> None:
+    def reset(self, frame: np.ndarray) -> None:
         """A new view (first frame, scene cut): it is home."""
         self.to_home = None
+        self.cover = 1.0
         self.anchor = frame
         self._since = 0
         self._moving = False
@@ -314,13 +314,17 @@ class ViewRegistration:
             if (self._moving and not moved) or self._since >= self.cfg.register_check:
                 self._correct(frame)
         self._moving = moved
+        self.cover = 1.0
         if self.to_home is not None:
             if transform_shift(self.to_home, frame.shape) < max(self.cfg.min_shift_px, self.cfg.register_home_px):
                 self.to_home = None
-            elif cover(self.to_home, frame.shape) < self.cfg.register_min_cover:
-                self.to_home = None
-                self.rehomed += 1
-                log.info("the camera moved away from its view for good: the current view is now its home")
+            else:
+                self.cover = cover(self.to_home, frame.shape)
+                if self.cover < self.cfg.register_min_cover:
+                    self.to_home = None
+                    self.cover = 1.0
+                    self.rehomed += 1
+                    log.info("the camera moved away from its view for good: the current view is now its home")
         if self.to_home is None:
             self._since = 0
             if not moved:  # the home view's latest still frame (a shaking camera's frames are not)

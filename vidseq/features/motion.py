@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 
 from vidseq.errors import InputShapeError
-from vidseq.features.camera import CameraCompensator, CameraConfig, CameraMotion, cover, footprint
+from vidseq.features.camera import CameraCompensator, CameraConfig, CameraMotion, footprint
 
 log = logging.getLogger(__name__)
 
@@ -103,15 +103,15 @@ class MotionFrame:
     frame_index: int
     timestamp_s: float
     flow: np.ndarray  # (h, w, 2) float32 px/frame at working resolution
-    gray: np.ndarray  # (h, w) uint8 working-resolution gray frame
+    gray: np.ndarray  # (h, w) uint8 working-resolution gray frame (the frame's own pixels)
     magnitude_map: np.ndarray  # (h // s, w // s) float32
     descriptor: np.ndarray  # (D,) float32
     valid: bool  # False for the first frame (no previous frame, zero flow) and after a scene cut
     cut: bool = False  # a scene cut between the previous frame and this one (camera compensation only)
     camera_shift_px: float = 0.0  # the camera's own motion removed from ``flow`` (0: none)
-    to_home: np.ndarray | None = None  # (2, 3) this frame -> the camera's home view, when registered (see camera)
-    frame_flow: np.ndarray | None = None  # registered frames: ``flow`` and ``gray`` in the frame's own pixels
-    frame_gray: np.ndarray | None = None
+    to_home: np.ndarray | None = None  # (2, 3) this frame -> the camera's home view, when registered (see camera):
+    # ``flow`` and the statistics are then in the home view's pixels
+    frame_flow: np.ndarray | None = None  # registered frames: the flow in the frame's own pixels (as ``gray``)
     home_cover: float = 1.0  # share of the home view the frame shows
 
 
@@ -159,27 +159,23 @@ def pool_map(values: np.ndarray, stride: int) -> np.ndarray:
     return values.reshape(h // stride, stride, w // stride, stride).mean(axis=(1, 3)).astype(np.float32)
 
 
-def to_home_view(to_home: np.ndarray, gray: np.ndarray, flow: np.ndarray, diff: np.ndarray,
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A frame's gray image, flow and frame difference moved into the camera's home view (zoom and pan
-    undone: places and flow vectors in the home view's pixels); flow and difference are zero where the frame
-    does not show the home view."""
+def to_home_view(to_home: np.ndarray, flow: np.ndarray, diff: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A frame's flow and frame difference moved into the camera's home view (zoom and pan undone: places and
+    flow vectors in the home view's pixels); zero where the frame does not show the home view."""
     import cv2
 
-    h, w = gray.shape
+    h, w = diff.shape
     m = np.asarray(to_home, np.float64)
-    gray = cv2.warpAffine(gray, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
     moved = cv2.warpAffine(flow, m, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     lin = m[:, :2].astype(np.float32)
     flow = np.empty_like(moved)
     flow[..., 0] = lin[0, 0] * moved[..., 0] + lin[0, 1] * moved[..., 1]
     flow[..., 1] = lin[1, 0] * moved[..., 0] + lin[1, 1] * moved[..., 1]
     diff = cv2.warpAffine(diff, m, (w, h), borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    seen = footprint(m, (h, w))
-    if seen is not None:
-        flow[~seen] = 0.0
-        diff[~seen] = 0.0
-    return gray, flow, diff
+    unseen = ~footprint(m, (h, w))
+    flow[unseen] = 0.0
+    diff[unseen] = 0.0
+    return flow, diff
 
 
 class MotionExtractor:
@@ -286,12 +282,10 @@ class MotionExtractor:
             flow = np.zeros((h, w, 2), np.float32)
             diff = np.zeros((h, w), np.float32)
         self._prev = gray
-        frame_flow = frame_gray = None
-        home_cover = 1.0
+        frame_flow = None
         if to_home is not None:
-            frame_flow, frame_gray = flow, gray
-            home_cover = cover(to_home, (h, w))
-            gray, flow, diff = to_home_view(to_home, gray, flow, diff)
+            frame_flow = flow
+            flow, diff = to_home_view(to_home, flow, diff)
         mag = np.sqrt(flow[..., 0] ** 2 + flow[..., 1] ** 2)
         cells = cell_statistics(flow, diff, self.cfg.grid, self.cfg.moving_threshold)
         kq = int(round(0.99 * (mag.size - 1)))
@@ -301,4 +295,4 @@ class MotionExtractor:
         return MotionFrame(frame_index=int(frame_index), timestamp_s=float(timestamp_s), flow=flow, gray=gray,
                            magnitude_map=pool_map(mag, self.cfg.map_stride), descriptor=desc, valid=valid, cut=cut,
                            camera_shift_px=shift, to_home=to_home, frame_flow=frame_flow,
-                           frame_gray=frame_gray, home_cover=home_cover)
+                           home_cover=1.0 if reg is None else reg.cover)

@@ -110,9 +110,8 @@ class FeatureComputer:
         if self.regions is not None:
             # objects are found and measured in the frame's own pixels (a registered camera's home view would
             # cut them at its moving edge; their tracks only compare each object with itself over a second)
-            gray = m.gray if m.frame_gray is None else m.frame_gray
             flow = m.flow if m.frame_flow is None else m.frame_flow
-            regs = self.regions.step(gray, flow, frame_index)
+            regs = self.regions.step(m.gray, flow, frame_index)
             attrs = region_attributes(regs, flow)
         else:
             attrs = np.zeros((0, len(ATTRIBUTE_NAMES)), np.float32)

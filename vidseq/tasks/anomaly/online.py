@@ -70,10 +70,10 @@ FOLD_CHUNKS = 4
 VIEWS_KEPT = 4  # learnt views remembered across scene cuts
 
 MIN_WARMUP_FRAMES = 12
+"""Frames a warm-up needs besides its seconds (the threshold's tail fit needs a few normal scores)."""
 WHOLE_VIEW = 0.95
 """A frame showing less of the camera's home view than this (a zoomed or panned PTZ camera, registered to its
 home view) is scored but never becomes normal memory: the part it does not show would be learnt as still."""
-"""Frames a warm-up needs besides its seconds (the threshold's tail fit needs a few normal scores)."""
 
 
 @dataclass(frozen=True)
