@@ -634,6 +634,32 @@ def test_photometric_normalisation_cancels_an_exposure_jump_in_frame_differences
     assert diff_after_jump(CameraConfig(stabilise=False, scene_cut=False, denoise=0.0)) < 0.03
 
 
+def test_a_model_fitted_on_normalised_pixels_is_fed_normalised_pixels_and_ignores_exposure() -> None:
+    """``normalise_pixels`` (the default trained model): the clips it is fitted on and the stream it scores go
+    through the same photometric normalisation, so an exposure jump in a clip barely moves its features; a
+    model fitted on raw pixels is scored on raw pixels (the camera's motion and cuts handled in both)."""
+    from vidseq.tasks.anomaly.config import default_model
+    from vidseq.tasks.anomaly.features import features_from_frames
+    from vidseq.tasks.anomaly.head import AnomalySettings
+
+    frames = scene_frames(Scene(seconds=4, walkers=3, seed=11))
+    jump = frames.copy()
+    jump[20:] = (frames[20:].astype(np.float32) * 0.55).astype(np.uint8)
+    norm = replace(default_model(), motion=CFG.motion)
+    raw = replace(norm, normalise_pixels=False)
+
+    def change(cfg) -> float:  # how far the jump frame's descriptor (flow and frame-difference statistics) moves
+        a, b = (features_from_frames(f, cfg, fps=FPS).descriptors[20] for f in (frames, jump))
+        return float(np.abs(a - b).sum() / (np.abs(a).sum() + 1e-9))
+
+    assert change(norm) < 0.1 < change(raw), (change(norm), change(raw))
+    settings = AnomalySettings()
+    fed_norm, fed_raw = settings.compensation(norm), settings.compensation(raw)
+    assert fed_norm is not None and fed_norm.photometric and fed_norm.denoise > 0
+    assert fed_raw is not None and not fed_raw.photometric and fed_raw.denoise == 0 and fed_raw.stabilise
+    assert settings.compensation(None) == settings.camera
+
+
 def test_train_anomaly_on_a_folder_of_normal_clips_without_a_manifest(tmp_path: Path) -> None:
     import cv2
 
@@ -706,7 +732,7 @@ def test_a_trained_model_gets_this_streams_threshold_for_the_budget(quiet_checkp
 
 
 def test_a_trained_model_learns_a_new_views_threshold_and_restores_a_known_one(quiet_checkpoint: Path) -> None:
-    """A trained model's frames stay raw, but scene cuts are still seen. The switch to another view, a busier
+    """A trained model's stream sees scene cuts. The switch to another view, a busier
     scene than the model learnt, raises no alarm (that view learns its own threshold first), the return restores
     the first view's threshold at once, and a fast object after the return alarms. Without cut detection the
     busier view alarms."""
@@ -784,3 +810,47 @@ def test_the_tracks_stream_alone_follows_a_small_walker_against_the_traffic_or_o
     assert any(overlaps(e, intruder[:2]) for e in found), f"{name}: not found"
     assert not [e for e in found if not overlaps(e, intruder[:2])], f"{name}: false alarms {found}"
     assert run(Scene(**scene)) == []
+
+
+@pytest.fixture(scope="module")
+def one_way_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Models trained on three normal clips of a one-way path: the task's default (speed + tracks) and the
+    speed stream alone, each with its threshold from the held-out clip."""
+    from vidseq.models.anomaly.fit import fit_anomaly_model
+    from vidseq.tasks.anomaly.config import AnomalyTaskConfig
+    from vidseq.tasks.anomaly.features import features_from_frames
+    from vidseq.train.checkpoint import save_checkpoint
+
+    default = replace(AnomalyTaskConfig().model, motion=CFG.motion)
+    assert default.streams == ("speed", "tracks") and default.regions.method == "flow" and default.normalise_pixels
+    out = {}
+    for name, cfg in (("default", default), ("speed", replace(default, streams=("speed",)))):
+        clips = [features_from_frames(scene_frames(Scene(**{**ONE_WAY, "seconds": 30.0}, seed=s)), cfg, fps=FPS)
+                 for s in (30, 31, 32)]
+        model, cal, _ = fit_anomaly_model(cfg, clips[:2], clips[2:])
+        out[name] = save_checkpoint(tmp_path_factory.mktemp(name) / "m.pt", model=model, model_name="anomaly_fusion",
+                                    model_config=model.model_config(),
+                                    extra={"calibration": cal.to_dict(), "mode": "trained"})
+    return out
+
+
+@pytest.mark.parametrize(("name", "intruder"), [("wrong direction", (48.0, 53.0, 0.6, -1.0)),
+                                                ("off the path", (48.0, 53.0, 0.05, 1.0))])
+def test_a_trained_model_knows_where_and_which_way_its_camera_s_people_walk(
+        one_way_checkpoints: dict[str, Path], name: str, intruder: tuple) -> None:
+    """``vidseq train anomaly``'s default model (speed + tracks) learns the paths and directions of the
+    camera's normal clips: a walker at the walkers' own speed, against the traffic or where nobody walks,
+    raises an alarm, raised by ``tracks``; a model of the speed stream alone misses it; and the same scene
+    without the walker raises none. The first 30 s of each stream set its threshold, for a budget of 20 false
+    alarms an hour (300 frames are few for a tail fit at 1 an hour; which walker passes it is what is tested)."""
+    span, scene = intruder[:2], {**ONE_WAY, "seconds": 60.0}
+    frames = scene_frames(Scene(**scene, intruder=intruder))
+    budget = {"fit_s": 30.0, "false_alarms_per_hour": 20.0}
+    head = run_head(frames, model=str(one_way_checkpoints["default"]), **budget)
+    assert any(overlaps((e["start_s"], e["end_s"]), span) for e in head.events()), f"{name}: not found"
+    assert all(overlaps((e["start_s"], e["end_s"]), span) for e in head.events()), head.events()
+    assert {e["cause"] for e in head.events()} == {"tracks"}
+    speed = run_head(frames, model=str(one_way_checkpoints["speed"]), **budget)
+    assert not any(overlaps((e["start_s"], e["end_s"]), span) for e in speed.events())
+    quiet = run_head(scene_frames(Scene(**scene)), model=str(one_way_checkpoints["default"]), **budget)
+    assert quiet.events() == []

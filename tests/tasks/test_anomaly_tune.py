@@ -232,3 +232,22 @@ def test_pseudo_clips_in_worker_processes_equal_one_by_one(tmp_path: Path) -> No
         np.testing.assert_allclose(b.region_crops, a.region_crops, atol=1e-3, rtol=1e-3)  # 1 vs 2 torch threads
         np.testing.assert_allclose(c.region_crops, b.region_crops, atol=1e-2, rtol=1e-2)
     assert sum(int(y.sum()) for _, y, _ in one) > 0
+
+
+def test_the_grid_fixes_its_own_standardisation_and_regions_whatever_the_default_model() -> None:
+    """``vidseq train anomaly``'s untuned default (speed + tracks on flow regions, quantiles, normalised pixels)
+    is not what the tune grid's candidates were built with (background-subtraction regions, mean/std, raw pixels):
+    every candidate, and the config tune writes, take the grid's own settings."""
+    from vidseq.tasks.anomaly.config import AnomalyTaskConfig, SelectionConfig
+    from vidseq.tasks.anomaly.tune import candidates, search_config
+
+    tc = AnomalyTaskConfig()
+    assert tc.model.standardise == "quantile" and tc.model.regions.method == "flow" and tc.model.normalise_pixels
+    base = search_config(tc.model, tc.select)
+    assert base.standardise == "meanstd" and base.regions.method == "mog2" and not base.normalise_pixels
+    tuned = candidates(tc.select)[-1].apply(base)
+    assert (tuned.standardise, tuned.regions.method, tuned.normalise_pixels) == ("meanstd", "mog2", False)
+    assert search_config(tc.model, SelectionConfig(standardise="quantile", regions_method="flow")).regions.method \
+        == "flow"
+    with pytest.raises(ConfigError, match="select.regions_method"):
+        SelectionConfig(regions_method="blobs")

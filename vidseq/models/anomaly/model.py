@@ -264,6 +264,10 @@ class AnomalyConfig:
             a stream whose normal scores are mostly 0 with rare spikes is not blown up by a tiny std).
         smooth_sigma_s: temporal Gaussian smoothing of the fused score, seconds (0 = off).
         smooth_truncate: kernel radius in sigmas (sets the live delay).
+        normalise_pixels: every frame's brightness and contrast are normalised and it is lightly denoised
+            before its features (the pixel part of the camera compensation,
+            :class:`~vidseq.features.camera.CameraConfig` defaults), when the model is fitted and when it
+            scores a stream: an exposure change then moves no feature. False: raw pixels, in both.
     """
 
     streams: tuple[str, ...] = ("speed",)
@@ -272,6 +276,7 @@ class AnomalyConfig:
     standardise: Literal["meanstd", "quantile"] = "meanstd"
     smooth_sigma_s: float = 0.3
     smooth_truncate: float = 3.0
+    normalise_pixels: bool = False
     motion: MotionConfig = field(default_factory=MotionConfig)
     regions: RegionConfig = field(default_factory=RegionConfig)
     speed: SpeedStreamConfig = field(default_factory=SpeedStreamConfig)

@@ -66,6 +66,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from vidseq.config import default_config_path
 from vidseq.errors import ConfigError, DatasetError
 from vidseq.tasks.anomaly.pseudo import Donor, find_donors, paste_donor
 
@@ -992,9 +993,11 @@ def summarise(m: StreamMetrics) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------- trained model
 
 
-def train_model(clips: Sequence[Path], work: Path, overrides: Sequence[str] = ()) -> Path:
-    """``vidseq train anomaly`` on ``clips`` (normal), through a dataset folder imported from links to them;
-    returns the checkpoint (reused when it exists)."""
+def train_model(clips: Sequence[Path], work: Path, overrides: Sequence[str] = (),
+                config: Path | None = None) -> Path:
+    """``vidseq train anomaly`` on ``clips`` (normal), through a dataset folder imported from links to them, with
+    ``config`` (the command's own default, ``configs/anomaly.yaml``, when the caller passes it); returns the
+    checkpoint (reused when it exists)."""
     from vidseq.sequences.importers import ImportOptions, import_dataset
     from vidseq.tasks.anomaly.task import train
 
@@ -1008,7 +1011,8 @@ def train_model(clips: Sequence[Path], work: Path, overrides: Sequence[str] = ()
         if not link.exists():
             link.symlink_to(Path(p).resolve())
     import_dataset("ucsd-ped2", src.parent, work / "ds", ImportOptions(link="symlink", force=True, progress=False))
-    train(work / "ds", work / "run", overrides=["progress=false", f"cache_dir={work / 'cache'}", *overrides])
+    train(work / "ds", work / "run", config=config,
+          overrides=["progress=false", f"cache_dir={work / 'cache'}", *overrides])
     return ckpt
 
 
@@ -1064,11 +1068,14 @@ def run_benchmark(data_dir: Path, cfg: BenchConfig, cache_dir: Path, make_proces
         streams.append(build_stream(stream_clips, cache_dir / "streams" / key, seed, seconds, cfg))
     model_path: str | None = None
     if "trained" in cfg.modes:
+        # trained as `vidseq train anomaly` trains: with its default config file (when the checkout has one)
+        train_config = default_config_path("anomaly")
         mkey = _key({"clips": [(p.name, p.stat().st_size) for p in model_clips], "code": code,
-                     "overrides": list(train_overrides)})
+                     "overrides": list(train_overrides),
+                     "config": train_config.read_text() if train_config is not None else None})
         progress(f"trained mode: vidseq train anomaly on {len(model_clips)} clips "
                  f"({model_clips[0].stem}..{model_clips[-1].stem})")
-        model_path = str(train_model(model_clips, cache_dir / "models" / mkey, train_overrides))
+        model_path = str(train_model(model_clips, cache_dir / "models" / mkey, train_overrides, train_config))
     report: dict[str, Any] = {}
     hours = sum(int(t.normal_mask().sum()) / t.fps for _, t in streams) / 3600.0
     for mode in cfg.modes:

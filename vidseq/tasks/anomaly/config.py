@@ -8,6 +8,7 @@ from pathlib import Path
 
 from vidseq.config import load_config
 from vidseq.errors import ConfigError
+from vidseq.features.regions import RegionConfig
 from vidseq.models.anomaly.model import STREAMS, AnomalyConfig
 from vidseq.tasks.anomaly.pseudo import PseudoConfig
 from vidseq.train.engine import TrainConfig
@@ -36,6 +37,12 @@ class SelectionConfig:
         pseudo_clip_s: at most this many seconds of each clip are decoded for donors and pseudo-anomalies
             (they are held in memory as decoded frames, one clip per ``workers`` process; the clean statistics
             still use whole clips).
+        standardise: how every candidate standardises its streams (``model.standardise`` of the tuned config).
+        regions_method: how every candidate finds moving regions (``model.regions.method``). These two, and
+            raw pixels (``model.normalise_pixels`` false), are fixed by the grid, not taken from the ``model``
+            section: the grid's object streams were designed with background subtraction, mean/std
+            standardisation and raw pixels (the Ped2 design was chosen with them), while the untuned default
+            model (:func:`default_model`) uses flow regions, quantiles and normalised pixels.
     """
 
     folds: int = 2
@@ -54,8 +61,14 @@ class SelectionConfig:
     frame_epochs: int = 8
     donor_clips: int = 4
     pseudo_clip_s: float = 60.0
+    standardise: str = "meanstd"
+    regions_method: str = "mog2"
 
     def __post_init__(self) -> None:
+        if self.standardise not in ("meanstd", "quantile"):
+            raise ConfigError(f"select.standardise must be meanstd or quantile, got {self.standardise!r}")
+        if self.regions_method not in ("mog2", "knn", "flow"):
+            raise ConfigError(f"select.regions_method must be mog2, knn or flow, got {self.regions_method!r}")
         if self.folds < 2:
             raise ConfigError(f"select.folds must be >= 2, got {self.folds}")
         for s in self.streams:
@@ -79,12 +92,26 @@ class SelectionConfig:
 
 
 
+def default_model() -> AnomalyConfig:
+    """The untuned model of ``vidseq train anomaly``: ``speed`` (how fast, for its place) and ``tracks`` (where
+    tracked objects walk and which way, :mod:`vidseq.models.anomaly.tracks`), each quantile-standardised, the
+    frame score their max, moving regions from the flow (what ``tracks`` follows), every frame's brightness and
+    contrast normalised before its features (in training and on the stream: exposure changes move nothing).
+
+    A camera's normal clips show every path people take, which a stream's first minute may not: a model
+    trained on them is where a walker off the paths, or against the traffic, can be told from normal walkers.
+    The speed stream alone does not see those (docs/alarms.md, "Stop 22").
+    """
+    return AnomalyConfig(streams=("speed", "tracks"), fusion="max", standardise="quantile", normalise_pixels=True,
+                         regions=RegionConfig(method="flow"))
+
+
 @dataclass(frozen=True)
 class AnomalyTaskConfig:
     """``configs/anomaly.yaml``.
 
     Attributes:
-        model: the anomaly model (:class:`AnomalyConfig`).
+        model: the anomaly model (:class:`AnomalyConfig`; default :func:`default_model`).
         train: engine settings for the frame-stream LSTM.
         val_clips: when the dataset has no ``val`` split, hold out this many of the last training clips.
         cross_fit_folds: >= 2: fit the model on every normal clip (train + val) and take the stream
@@ -101,7 +128,7 @@ class AnomalyTaskConfig:
         select: the label-free search of ``vidseq tune anomaly`` (:mod:`vidseq.tasks.anomaly.tune`).
     """
 
-    model: AnomalyConfig = field(default_factory=AnomalyConfig)
+    model: AnomalyConfig = field(default_factory=default_model)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=15, batch_size=32, lr=1e-3,
                                                                    patience=4, device="cpu"))
     val_clips: int = 2

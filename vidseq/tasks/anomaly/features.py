@@ -128,7 +128,19 @@ class FeatureComputer:
 def feature_settings(cfg: AnomalyConfig) -> dict[str, Any]:
     """Settings that change the cached per-frame features (regions are always computed for the cache,
     so one cache serves every stream combination)."""
-    return {"motion": asdict(cfg.motion), "regions": asdict(cfg.regions), "version": CLIP_FEATURES_VERSION}
+    out = {"motion": asdict(cfg.motion), "regions": asdict(cfg.regions), "version": CLIP_FEATURES_VERSION}
+    if cfg.normalise_pixels:  # (absent when off: raw features keep their cache keys)
+        out["pixels"] = asdict(pixel_compensation(cfg) or CameraConfig())
+    return out
+
+
+def pixel_compensation(cfg: AnomalyConfig) -> CameraConfig | None:
+    """What a model's clips go through before their features are computed for fitting
+    (``cfg.normalise_pixels``): photometric normalisation and denoising, nothing that needs a moving camera or
+    a stream (no stabilisation, registration or scene cuts); None for raw pixels."""
+    if not cfg.normalise_pixels:
+        return None
+    return CameraConfig(stabilise=False, register=False, scene_cut=False)
 
 
 def make_backbone(cfg: AnomalyConfig, device: str = "cpu") -> Any:
@@ -221,7 +233,8 @@ def extract_clip_features(path: str | Path, cfg: AnomalyConfig, *, clip_id: str 
                 except VidseqError:
                     log.warning("ignoring unreadable cache file %s", target)
     if cf is None:
-        comp = FeatureComputer(cfg.motion, cfg.regions if (cfg.needs_regions or target is not None) else None)
+        comp = FeatureComputer(cfg.motion, cfg.regions if (cfg.needs_regions or target is not None) else None,
+                               camera=pixel_compensation(cfg))
         maps, valid, desc, idx, ts, attrs, rframe = [], [], [], [], [], [], []
         t0 = time.perf_counter()
         with open_source(path, max_frames=max_frames) as src:
@@ -258,7 +271,7 @@ def features_from_frames(frames: Any, cfg: AnomalyConfig, *, fps: float, clip_id
                          backbone: Any = None, crops: CropEncoder | None = None) -> ClipFeatures:
     """:class:`ClipFeatures` of in-memory BGR frames (``(T, H, W, 3)`` uint8 array or a list of frames);
     object crop features too when ``crops`` is given (batched over the clip)."""
-    comp = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None)
+    comp = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, camera=pixel_compensation(cfg))
     maps, valid, desc, attrs, rframe = [], [], [], [], []
     for i, image in enumerate(frames):
         f = comp.step(np.asarray(image), i, i / fps)

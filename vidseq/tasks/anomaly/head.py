@@ -1,9 +1,10 @@
 """The anomaly head inside ``vidseq process`` / ``vidseq monitor``: streaming scores, threshold, events.
 
-With a checkpoint (``anomaly.model``) frames are scored by the trained model with its stored threshold on
-the raw pixels it was fitted on (no photometric normalisation or blur by default); the camera's own motion is
-still removed, and after a scene cut a view the stream has not shown before learns its own threshold before it
-can raise an alarm. A checkpoint saved from a stream (``anomaly.save_model`` / ``vidseq monitor
+With a checkpoint (``anomaly.model``) frames are scored by the trained model, with the threshold for the
+false-alarm budget set from the stream's first ``fit_s`` seconds; the pixels are prepared as the model's clips
+were when it was fitted (normalised and denoised for the default model, raw for one fitted on raw pixels), the
+camera's own motion is removed, and after a scene cut a view the stream has not shown before
+learns its own threshold before it can raise an alarm. A checkpoint saved from a stream (``anomaly.save_model`` / ``vidseq monitor
 --save-model``) resumes that stream's normality.
 Without one the head runs **unsupervised** through :class:`~vidseq.tasks.anomaly.online.OnlineNormality`:
 it learns normality from the first ``anomaly.fit_s`` seconds of the source's own timestamps (progress
@@ -69,9 +70,10 @@ class AnomalySettings:
         false_alarms_per_hour: false-alarm budget that sets the unsupervised threshold.
         adapt: keep learning normality from unflagged frames (bounded updates).
         update_every_s, memory_s, guard_s, relearn_s: see :class:`NormalitySettings`.
-        camera_compensation: ``auto`` (all of it without a trained model; with one, the camera's own motion is
-            removed and scene cuts are detected, the pixels stay raw as the model was fitted on them), ``on`` or
-            ``off`` (no cut detection either).
+        camera_compensation: ``auto`` (all of it without a trained model: photometric normalisation, denoising,
+            the camera's own motion removed, scene cuts; with one, the pixels are prepared as its clips were
+            when it was fitted, :attr:`AnomalyConfig.normalise_pixels`, and the camera's motion and cuts are
+            handled as without), ``on`` (all of it) or ``off`` (none, no cut detection either).
         camera: the compensation settings (:class:`vidseq.features.camera.CameraConfig`).
         stream_threshold: with a trained model, set the threshold from the first ``fit_s`` seconds of this
             stream's own scores for the ``false_alarms_per_hour`` budget (never below the checkpoint's; those
@@ -123,13 +125,19 @@ class AnomalySettings:
                                  relearn_s=self.relearn_s, background_updates=self.background_updates,
                                  analysis_fps=self.analysis_fps)
 
-    def camera_for(self, trained: bool) -> CameraConfig | None:
-        if self.camera_compensation == "on" or (self.camera_compensation == "auto" and not trained):
+    def compensation(self, model: AnomalyConfig | None = None) -> CameraConfig | None:
+        """The camera compensation of a stream scored unsupervised (``model`` None) or by a trained model.
+
+        ``auto`` with a trained model: the pixels go through what the model's clips went through when it was
+        fitted (``model.normalise_pixels``: photometric normalisation and denoising, as without a model; else
+        raw pixels), and the camera's own motion is removed (a static camera's flow is left exactly as it
+        was) and scene cuts are seen in both cases.
+        """
+        if self.camera_compensation == "off":
+            return None
+        if self.camera_compensation == "on" or model is None or model.normalise_pixels:
             return self.camera
-        if self.camera_compensation == "auto" and (self.camera.scene_cut or self.camera.stabilise):
-            # a trained model keeps the raw pixels it was fitted on (no photometric normalisation or blur), but
-            # the camera's own motion is removed (a static camera's flow is left exactly as it was) and a switch
-            # to another view is seen
+        if self.camera.scene_cut or self.camera.stabilise:
             return replace(self.camera, photometric=False, denoise=0.0)
         return None
 
@@ -174,7 +182,7 @@ class AnomalyHead:
             self.mode = f"unsupervised (normality learnt from the first {self.fit_s:g} s of stream time)"
             log.warning("no anomaly model given: learning normality from the first %.0f s of the video", self.fit_s)
         self.cfg = cfg
-        self.camera = settings.camera_for(trained)
+        self.camera = settings.compensation(cfg if trained else None)
         backbone = make_backbone(cfg, device=device) if trained else None
         self.computer = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, backbone,
                                         make_crop_encoder(cfg, device) if trained else None, camera=self.camera)

@@ -42,6 +42,7 @@ from vidseq.tasks.anomaly.features import (
     FeatureComputer,
     make_backbone,
     make_crop_encoder,
+    pixel_compensation,
 )
 from vidseq.tasks.anomaly.online import (
     ONLINE_MODE,
@@ -126,7 +127,7 @@ class VideoScorer:
         self.calibration = calibration
         self.fps = float(fps)
         self.features = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, backbone,
-                                        make_crop_encoder(cfg, device))
+                                        make_crop_encoder(cfg, device), camera=pixel_compensation(cfg))
         self.stream: StreamScorer = model.scorer(fps)
         self.flag = HysteresisFlag(calibration)
 

@@ -111,8 +111,11 @@ def candidates(sel: SelectionConfig) -> list[Candidate]:
 
 
 def search_config(model: AnomalyConfig, sel: SelectionConfig) -> AnomalyConfig:
-    """``model`` with every stream the grid uses (what features are extracted and fitted for)."""
-    return replace(model, streams=tuple(sorted({s for c in sel.streams for s in c}, key=STREAMS.index)), weights=())
+    """``model`` with every stream the grid uses (what features are extracted and fitted for) and the grid's
+    fixed standardisation, region method and raw pixels."""
+    return replace(model, streams=tuple(sorted({s for c in sel.streams for s in c}, key=STREAMS.index)), weights=(),
+                   standardise=sel.standardise, normalise_pixels=False,  # type: ignore[arg-type]
+                   regions=replace(model.regions, method=sel.regions_method))  # type: ignore[arg-type]
 
 
 @dataclass
@@ -471,7 +474,7 @@ def tune(data: Path, out: Path, *, config: Path | None = None, overrides: Sequen
     rows = evaluate_candidates(cands, folds, tc.model.smooth_truncate, progress=tc.progress)
     best = choose(rows)
     chosen = cands[best["index"]]
-    tuned = replace(tc, model=chosen.apply(tc.model))
+    tuned = replace(tc, model=chosen.apply(base))
     all_kinds = np.concatenate([k for fs in folds for k in fs.kinds])
     summary = {
         "protocol": "K-fold cross-fitting on normal train/val clips with injected pseudo-anomalies "
