@@ -689,18 +689,25 @@ class _Ctx:
         return None
 
 
-@pytest.fixture(scope="module")
-def quiet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model trained on a quiet scene (2 walkers at 1 px/frame), with its cross-fit threshold."""
+def trained_checkpoint(path: Path, cfg, scenes: list[Scene]) -> Path:
+    """A model of ``cfg`` fitted on the features of ``scenes`` (all but the last; its threshold from the last),
+    saved as ``vidseq train anomaly`` saves one."""
     from vidseq.models.anomaly.fit import fit_anomaly_model
+    from vidseq.models.anomaly.model import MODEL_NAME
     from vidseq.tasks.anomaly.features import features_from_frames
     from vidseq.train.checkpoint import save_checkpoint
 
-    quiet = [features_from_frames(scene_frames(Scene(seconds=15, walkers=2, speed_px=1.0, seed=s)), CFG, fps=FPS)
-             for s in (20, 21)]
-    model, cal, _ = fit_anomaly_model(CFG, quiet[:1], quiet[1:])
-    return save_checkpoint(tmp_path_factory.mktemp("quiet") / "m.pt", model=model, model_name="anomaly_fusion",
-                           model_config=model.model_config(), extra={"calibration": cal.to_dict(), "mode": "trained"})
+    clips = [features_from_frames(scene_frames(sc), cfg, fps=FPS) for sc in scenes]
+    model, cal, _ = fit_anomaly_model(cfg, clips[:-1], clips[-1:])
+    return save_checkpoint(path, model=model, model_name=MODEL_NAME, model_config=model.model_config(),
+                           extra={"calibration": cal.to_dict(), "mode": "trained"})
+
+
+@pytest.fixture(scope="module")
+def quiet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained on a quiet scene (2 walkers at 1 px/frame), with its cross-fit threshold."""
+    return trained_checkpoint(tmp_path_factory.mktemp("quiet") / "m.pt", CFG,
+                              [Scene(seconds=15, walkers=2, speed_px=1.0, seed=s) for s in (20, 21)])
 
 
 def run_head(frames: np.ndarray, **settings: object):
@@ -816,22 +823,13 @@ def test_the_tracks_stream_alone_follows_a_small_walker_against_the_traffic_or_o
 def one_way_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Models trained on three normal clips of a one-way path: the task's default (speed + tracks) and the
     speed stream alone, each with its threshold from the held-out clip."""
-    from vidseq.models.anomaly.fit import fit_anomaly_model
     from vidseq.tasks.anomaly.config import AnomalyTaskConfig
-    from vidseq.tasks.anomaly.features import features_from_frames
-    from vidseq.train.checkpoint import save_checkpoint
 
     default = replace(AnomalyTaskConfig().model, motion=CFG.motion)
     assert default.streams == ("speed", "tracks") and default.regions.method == "flow" and default.normalise_pixels
-    out = {}
-    for name, cfg in (("default", default), ("speed", replace(default, streams=("speed",)))):
-        clips = [features_from_frames(scene_frames(Scene(**{**ONE_WAY, "seconds": 30.0}, seed=s)), cfg, fps=FPS)
-                 for s in (30, 31, 32)]
-        model, cal, _ = fit_anomaly_model(cfg, clips[:2], clips[2:])
-        out[name] = save_checkpoint(tmp_path_factory.mktemp(name) / "m.pt", model=model, model_name="anomaly_fusion",
-                                    model_config=model.model_config(),
-                                    extra={"calibration": cal.to_dict(), "mode": "trained"})
-    return out
+    scenes = [Scene(**{**ONE_WAY, "seconds": 30.0}, seed=s) for s in (30, 31, 32)]
+    return {name: trained_checkpoint(tmp_path_factory.mktemp(name) / "m.pt", cfg, scenes)
+            for name, cfg in (("default", default), ("speed", replace(default, streams=("speed",))))}
 
 
 @pytest.mark.parametrize(("name", "intruder"), [("wrong direction", (48.0, 53.0, 0.6, -1.0)),

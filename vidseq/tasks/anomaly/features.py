@@ -129,8 +129,9 @@ def feature_settings(cfg: AnomalyConfig) -> dict[str, Any]:
     """Settings that change the cached per-frame features (regions are always computed for the cache,
     so one cache serves every stream combination)."""
     out = {"motion": asdict(cfg.motion), "regions": asdict(cfg.regions), "version": CLIP_FEATURES_VERSION}
-    if cfg.normalise_pixels:  # (absent when off: raw features keep their cache keys)
-        out["pixels"] = asdict(pixel_compensation(cfg) or CameraConfig())
+    pixels = pixel_compensation(cfg)
+    if pixels is not None:  # (absent for raw pixels: raw features keep their cache keys)
+        out["pixels"] = asdict(pixels)
     return out
 
 

@@ -3,9 +3,9 @@
 With a checkpoint (``anomaly.model``) frames are scored by the trained model, with the threshold for the
 false-alarm budget set from the stream's first ``fit_s`` seconds; the pixels are prepared as the model's clips
 were when it was fitted (normalised and denoised for the default model, raw for one fitted on raw pixels), the
-camera's own motion is removed, and after a scene cut a view the stream has not shown before
-learns its own threshold before it can raise an alarm. A checkpoint saved from a stream (``anomaly.save_model`` / ``vidseq monitor
---save-model``) resumes that stream's normality.
+camera's own motion is removed, and after a scene cut a view the stream has not shown before learns its own
+threshold before it can raise an alarm. A checkpoint saved from a stream (``anomaly.save_model`` / ``vidseq
+monitor --save-model``) resumes that stream's normality.
 Without one the head runs **unsupervised** through :class:`~vidseq.tasks.anomaly.online.OnlineNormality`:
 it learns normality from the first ``anomaly.fit_s`` seconds of the source's own timestamps (progress
 in logs, ``summary.json``, ``monitor_summary.json`` and on screen), sets the threshold from the
@@ -37,6 +37,7 @@ from vidseq.tasks.anomaly.features import (
     FeatureComputer,
     make_backbone,
     make_crop_encoder,
+    pixel_compensation,
 )
 from vidseq.tasks.anomaly.online import (
     DEFAULT_ANALYSIS_FPS,
@@ -129,17 +130,18 @@ class AnomalySettings:
         """The camera compensation of a stream scored unsupervised (``model`` None) or by a trained model.
 
         ``auto`` with a trained model: the pixels go through what the model's clips went through when it was
-        fitted (``model.normalise_pixels``: photometric normalisation and denoising, as without a model; else
-        raw pixels), and the camera's own motion is removed (a static camera's flow is left exactly as it
-        was) and scene cuts are seen in both cases.
+        fitted (:func:`~vidseq.tasks.anomaly.features.pixel_compensation`: photometric normalisation and
+        denoising for ``model.normalise_pixels``, else raw pixels), and the camera's own motion is removed (a
+        static camera's flow is left exactly as it was) and scene cuts are seen in both cases.
         """
         if self.camera_compensation == "off":
             return None
-        if self.camera_compensation == "on" or model is None or model.normalise_pixels:
+        if self.camera_compensation == "on" or model is None:
             return self.camera
-        if self.camera.scene_cut or self.camera.stabilise:
-            return replace(self.camera, photometric=False, denoise=0.0)
-        return None
+        fitted = pixel_compensation(model)
+        camera = replace(self.camera, photometric=fitted is not None and fitted.photometric,
+                         denoise=0.0 if fitted is None else fitted.denoise)
+        return camera if camera.enabled else None
 
 
 class AnomalyHead:
