@@ -284,11 +284,12 @@ def test_a_stalled_stream_client_never_blocks_the_pipeline(dashboard: Dashboard)
         sock.sendall(f"GET /stream/{dashboard.camera}.mjpg HTTP/1.1\r\nHost: 127.0.0.1\r\n"
                      f"Authorization: Bearer {TOKEN}\r\n\r\n".encode())
         before = dashboard.get_json("/api/status")["cameras"][0]["frames"]
-        time.sleep(3.0)  # the client reads nothing: the server's socket buffer fills
-        after = dashboard.get_json("/api/status")["cameras"][0]["frames"]
+        # the client reads nothing, so the server's socket buffer fills; the pipeline must keep scoring
+        # (a count of frames, not a rate: a loaded CI box may score only a few frames a second)
+        wait_for(lambda: dashboard.get_json("/api/status")["cameras"][0]["frames"] - before >= 20, 60,
+                 "the pipeline to score 20 more frames while a stream client is stalled")
     finally:
         sock.close()
-    assert after - before >= 10  # ~15 fps source; the pipeline kept scoring
 
 
 def test_clips_are_served_and_traversal_is_404(dashboard: Dashboard, tmp_path: Path) -> None:
