@@ -427,6 +427,28 @@ def test_updates_learn_slow_drift_but_never_the_flagged_anomaly() -> None:
     assert len(mem_t) and len(flagged_t) and np.abs(mem_t[:, None] - flagged_t[None, :]).min() > 3.0
 
 
+def test_a_near_miss_is_never_learnt_as_normal() -> None:
+    """Motion a little above normal for 4 s scores just under the threshold: no frame is flagged, but the frames
+    at or above ``learn_below`` (0.8) of the threshold never enter the normal memory, so the next update cannot
+    learn the near miss as normal. With ``learn_below`` 1.0 (only flagged frames kept out) they all do."""
+    memory, near = {}, {}
+    for learn_below in (0.8, 1.0):
+        on = OnlineNormality(CFG, 10.0, NormalitySettings(fit_s=10.0, update_every_s=1000.0, guard_s=0.5,
+                                                          learn_below=learn_below))
+        on.working_size = (64, 48)
+        frames = synthetic_frames(600, dt_s=0.1)
+        for f in frames[300:340]:  # 30-34 s
+            f.magnitude_map = f.magnitude_map * 1.1
+        rows = [r for f in frames for r in on.push(f)] + on.finish()
+        assert not any(r.is_anomaly for r in rows)
+        near[learn_below] = {round(r.timestamp_s, 1) for r in rows if r.score >= 0.8 * on.threshold}
+        memory[learn_below] = {round(t, 1) for t in on.memory_timestamps()}
+    assert near[0.8] and near[0.8] == near[1.0]  # the same scores: no update ran
+    assert not near[0.8] & memory[0.8]
+    assert near[1.0] <= memory[1.0]
+    assert memory[1.0] - memory[0.8] == near[0.8]  # nothing else is kept out
+
+
 def test_a_partial_view_is_scored_but_never_learnt() -> None:
     """Frames of a zoomed or panned camera show part of the home view (``home_cover`` < 1): they are scored,
     but never become normal memory (their unseen part would be learnt as still)."""

@@ -70,7 +70,7 @@ class AnomalySettings:
         smooth_s: override the model's score smoothing (s); 0 = none, lowest latency.
         false_alarms_per_hour: false-alarm budget that sets the unsupervised threshold.
         adapt: keep learning normality from unflagged frames (bounded updates).
-        update_every_s, memory_s, guard_s, relearn_s: see :class:`NormalitySettings`.
+        update_every_s, memory_s, guard_s, learn_below, relearn_s: see :class:`NormalitySettings`.
         camera_compensation: ``auto`` (all of it without a trained model: photometric normalisation, denoising,
             the camera's own motion removed, scene cuts; with one, the pixels are prepared as its clips were
             when it was fitted, :attr:`AnomalyConfig.normalise_pixels`, and the camera's motion and cuts are
@@ -101,6 +101,7 @@ class AnomalySettings:
     update_every_s: float = setting(60.0, gt=0.0)
     memory_s: float = setting(300.0, gt=0.0)
     guard_s: float = 5.0
+    learn_below: float = 0.8
     relearn_s: float | None = None
     camera_compensation: str = "auto"
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -123,8 +124,8 @@ class AnomalySettings:
     def normality(self) -> NormalitySettings:
         return NormalitySettings(fit_s=self.fit_s, false_alarms_per_hour=self.false_alarms_per_hour, adapt=self.adapt,
                                  update_every_s=self.update_every_s, memory_s=self.memory_s, guard_s=self.guard_s,
-                                 relearn_s=self.relearn_s, background_updates=self.background_updates,
-                                 analysis_fps=self.analysis_fps)
+                                 learn_below=self.learn_below, relearn_s=self.relearn_s,
+                                 background_updates=self.background_updates, analysis_fps=self.analysis_fps)
 
     def compensation(self, model: AnomalyConfig | None = None) -> CameraConfig | None:
         """The camera compensation of a stream scored unsupervised (``model`` None) or by a trained model.

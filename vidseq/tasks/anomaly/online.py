@@ -12,11 +12,12 @@
    time chunks; chunks 0+2 are scored by a model fitted on 1+3 and the other way round), so the
    threshold is not set on scores the model has memorised. The threshold meets a false-alarm budget
    in events per hour (:mod:`vidseq.models.anomaly.threshold`: GPD tail plus margin).
-3. **Bounded updates.** Frames that were not flagged, and are at least ``guard_s`` seconds away from
-   any flagged frame, go into a normal memory (at most ``memory_s`` seconds, oldest dropped). Every
-   ``update_every_s`` seconds the model is refitted on the first warm-up plus that memory, and the
-   threshold may move by at most ``max_threshold_change`` (a factor) per update: slow drift is learnt,
-   a real anomaly is never learnt (its frames are flagged) and cannot pull the threshold far.
+3. **Bounded updates.** Frames that were not flagged, scored under ``learn_below`` of the threshold and
+   are at least ``guard_s`` seconds away from any flagged frame, go into a normal memory (at most
+   ``memory_s`` seconds, oldest dropped). Every ``update_every_s`` seconds the model is refitted on the
+   first warm-up plus that memory, and the threshold may move by at most ``max_threshold_change`` (a
+   factor) per update: slow drift is learnt, a real anomaly is never learnt (its frames are flagged, or
+   come close to the threshold) and cannot pull the threshold far.
 4. **Scene cuts** (features computed with :class:`vidseq.features.camera.CameraConfig` ``scene_cut``):
    an open event is closed without an alarm, the memory is cleared and normality is learnt again
    (``relearn_s``); each cut is listed in :meth:`describe`. When the frame after a cut shows a view seen
@@ -87,6 +88,9 @@ class NormalitySettings:
         update_every_s: stream seconds between updates.
         memory_s: normal footage (stream seconds) kept for updates, beyond the first warm-up.
         guard_s: frames this close to a flagged frame are never learnt.
+        learn_below: frames scoring at or above this share of the threshold are never learnt either (1.0: only
+            flagged ones): an anomaly that stays just under the threshold (a walker off the paths) is not taught
+            to the next update as normal, which would raise the threshold and hide it and its like for good.
         max_threshold_change: an update moves the threshold by at most this factor either way.
         relearn_s: warm-up after a scene cut (None: ``fit_s``).
         min_duration_s, merge_gap_s: events shorter than this are dropped / closer than this merged.
@@ -115,6 +119,7 @@ class NormalitySettings:
     update_every_s: float = 60.0
     memory_s: float = 300.0
     guard_s: float = 5.0
+    learn_below: float = 0.8
     max_threshold_change: float = 1.25
     relearn_s: float | None = None
     min_duration_s: float = 0.5
@@ -134,6 +139,8 @@ class NormalitySettings:
             raise ConfigError(f"anomaly.relearn_s must be > 0, got {self.relearn_s}")
         if self.guard_s < 0 or self.min_duration_s < 0 or self.merge_gap_s < 0:
             raise ConfigError("anomaly.guard_s, min_duration_s and merge_gap_s must be >= 0")
+        if not 0 < self.learn_below <= 1:
+            raise ConfigError(f"anomaly.learn_below must be in (0, 1], got {self.learn_below}")
         if self.max_threshold_change < 1:
             raise ConfigError(f"anomaly.max_threshold_change must be >= 1, got {self.max_threshold_change}")
 
@@ -474,10 +481,16 @@ class OnlineNormality:
                 self._last_flag_s = sf.timestamp_s
                 while self._candidates and self._candidates[-1][0] >= sf.timestamp_s - self.s.guard_s:
                     self._candidates.pop()  # too close before a flag: may be the anomaly's onset
-            elif feats is not None and self.s.adapt and sf.timestamp_s - self._last_flag_s > self.s.guard_s:
+            elif feats is not None and self.s.adapt and sf.timestamp_s - self._last_flag_s > self.s.guard_s \
+                    and s < self._learn_ceiling():
                 self._candidates.append((sf.timestamp_s, feats))
             self._settle(sf.timestamp_s)
         return out
+
+    def _learn_ceiling(self) -> float:
+        """Scores from here up are never learnt as normal (``learn_below`` of the threshold's distance from 0)."""
+        assert self.cal is not None
+        return self.cal.threshold - (1.0 - self.s.learn_below) * abs(self.cal.threshold)
 
     def _settle(self, now_s: float) -> None:
         """Candidates older than the guard window become normal memory."""
