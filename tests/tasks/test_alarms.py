@@ -465,24 +465,48 @@ def test_a_partial_view_is_scored_but_never_learnt() -> None:
 
 
 def test_updates_are_bounded() -> None:
-    """Normal data with 6x the motion arrives (fed as normal, so no flag stops it): one update moves the
-    threshold by at most max_threshold_change."""
+    """Normal data with 6x the motion arrives as frames marked normal (feedback, so no flag stops it): one update
+    moves the threshold by at most FEEDBACK_THRESHOLD_CHANGE (or max_threshold_change, if larger)."""
     from vidseq.models.anomaly.clip import ClipFeatures
+    from vidseq.tasks.anomaly.online import FEEDBACK_THRESHOLD_CHANGE
 
-    on = OnlineNormality(CFG, 10.0, NormalitySettings(fit_s=10.0, update_every_s=1000.0, max_threshold_change=1.1))
-    on.working_size = (64, 48)
-    frames = synthetic_frames(300, dt_s=0.1)
-    for f in frames[:150]:
-        on.push(f)
-    thr0 = on.threshold
-    busy = synthetic_frames(300, dt_s=0.1, seed=1)
-    for f in busy:
-        f.magnitude_map = f.magnitude_map * 6.0
-    on.add_normal(ClipFeatures.from_frames("busy", 10.0, busy, (64, 48)))
-    for f in frames[150:]:
-        on.push(f)
-    assert on.updates == 1  # the refit alone would move it further: it stops at one of the bounds
-    assert on.threshold == pytest.approx(thr0 / 1.1) or on.threshold == pytest.approx(thr0 * 1.1)
+    for change, bound in ((1.0, FEEDBACK_THRESHOLD_CHANGE), (1.4, 1.4)):
+        on = OnlineNormality(CFG, 10.0, NormalitySettings(fit_s=10.0, update_every_s=1000.0,
+                                                          max_threshold_change=change))
+        on.working_size = (64, 48)
+        frames = synthetic_frames(300, dt_s=0.1)
+        for f in frames[:150]:
+            on.push(f)
+        thr0 = on.threshold
+        busy = synthetic_frames(300, dt_s=0.1, seed=1)
+        for f in busy:
+            f.magnitude_map = f.magnitude_map * 6.0
+        on.add_normal(ClipFeatures.from_frames("busy", 10.0, busy, (64, 48)))
+        for f in frames[150:]:
+            on.push(f)
+        assert on.updates == 1  # the refit alone would move it further: it stops at one of the bounds
+        assert on.threshold == pytest.approx(thr0 / bound) or on.threshold == pytest.approx(thr0 * bound)
+
+
+def test_updates_relearn_the_streams_but_keep_the_warmup_threshold() -> None:
+    """Normal footage after the warm-up: each update refits the model on it, but the threshold stays the one the
+    warm-up set (default ``max_threshold_change`` 1); with 1.25 the same updates move it."""
+    thresholds, scales = {}, {}
+    for change in (1.0, 1.25):
+        on = OnlineNormality(CFG, 10.0, NormalitySettings(fit_s=10.0, update_every_s=10.0,
+                                                          max_threshold_change=change))
+        on.working_size = (64, 48)
+        frames = synthetic_frames(400, dt_s=0.1)
+        seen = []
+        for f in frames:
+            on.push(f)
+            seen.append((on.updates, on.threshold, id(on.model)))
+        on.finish()
+        assert on.updates >= 2
+        thresholds[change] = {round(t, 9) for _, t, _ in seen if t is not None}
+        scales[change] = {m for _, t, m in seen if t is not None}
+    assert len(thresholds[1.0]) == 1 and len(scales[1.0]) >= 3  # refitted models, one threshold
+    assert len(thresholds[1.25]) >= 2
 
 
 def test_background_updates_never_stop_the_stream(monkeypatch: pytest.MonkeyPatch) -> None:
