@@ -91,7 +91,7 @@ class NormalitySettings:
         guard_s: frames this close to a flagged frame are never learnt.
         learn_below: frames scoring at or above this share of the threshold are never learnt either (1.0: only
             flagged ones): an anomaly that stays just under the threshold (a walker off the paths) is not taught
-            to the next update as normal, which would raise the threshold and hide it and its like for good.
+            to the next update as normal, which would lower its score, and its like's, for good.
         max_threshold_change: an update moves the threshold by at most this factor either way. The default, 1,
             keeps the threshold the warm-up set for the budget: an update re-learns each stream's normal
             statistics and the scales that standardise its scores (which is what follows drift), while the
