@@ -48,6 +48,10 @@ SPEED_ATTRIBUTES = (0, 1, 2, 3)
 SIZE_ATTRIBUTES = (4, 5, 6)
 
 
+RegionMethod = Literal["mog2", "knn", "flow"]
+"""How moving regions are found (:attr:`RegionConfig.method`)."""
+
+
 @dataclass(frozen=True)
 class RegionConfig:
     """Moving-region detection.
@@ -65,7 +69,7 @@ class RegionConfig:
         max_regions: keep at most this many regions per frame (largest first).
     """
 
-    method: Literal["mog2", "knn", "flow"] = "mog2"
+    method: RegionMethod = "mog2"
     history: int = 100
     var_threshold: float = 16.0
     learning_rate: float = setting(-1.0, ge=-1.0, le=1.0)

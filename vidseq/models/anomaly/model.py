@@ -53,7 +53,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, TypeVar, get_args
 
 import numpy as np
 import torch
@@ -251,6 +251,10 @@ class FrameStreamConfig:
             raise ConfigError("frame.window must be >= 2 and frame.stride >= 1")
 
 
+Standardisation = Literal["meanstd", "quantile"]
+"""How a stream's raw score becomes its z-score (:attr:`AnomalyConfig.standardise`)."""
+
+
 @dataclass(frozen=True)
 class AnomalyConfig:
     """The anomaly model (what is fitted, how streams are fused and smoothed, how the threshold is set).
@@ -273,7 +277,7 @@ class AnomalyConfig:
     streams: tuple[str, ...] = ("speed",)
     weights: tuple[float, ...] = ()
     fusion: Literal["mean", "max"] = "mean"
-    standardise: Literal["meanstd", "quantile"] = "meanstd"
+    standardise: Standardisation = "meanstd"
     smooth_sigma_s: float = 0.3
     smooth_truncate: float = 3.0
     normalise_pixels: bool = False
@@ -297,7 +301,7 @@ class AnomalyConfig:
             raise ConfigError("weights must be >= 0 with a positive sum")
         if self.smooth_sigma_s < 0 or self.smooth_truncate <= 0:
             raise ConfigError("smooth_sigma_s must be >= 0 and smooth_truncate > 0")
-        if self.fusion not in ("mean", "max") or self.standardise not in ("meanstd", "quantile"):
+        if self.fusion not in ("mean", "max") or self.standardise not in get_args(Standardisation):
             raise ConfigError(f"fusion must be mean or max and standardise meanstd or quantile, got "
                               f"{self.fusion!r} / {self.standardise!r}")
 
@@ -1066,7 +1070,8 @@ def stack_scored(frames: Sequence[ScoredFrame], streams: Sequence[str]) -> dict[
 __all__ = [
     "STREAMS", "SCENE_STREAMS", "MODEL_NAME", "FRAME_MODEL_NAME", "SpeedStreamConfig", "ObjectStreamConfig",
     "CropStreamConfig", "FrameStreamConfig", "SceneStreamConfig", "SceneStream", "descriptor_cells", "CropDensity",
-    "AnomalyConfig", "FrameFeatures", "ScoredFrame", "CenteredWindow", "gaussian_kernel", "smooth_scores",
+    "AnomalyConfig", "Standardisation", "FrameFeatures", "ScoredFrame", "CenteredWindow", "gaussian_kernel",
+    "smooth_scores",
     "SpeedMapFitter", "SpeedStream", "KNNDensity", "FramePredictor", "build_frame_predictor", "AnomalyModel",
     "StreamScorer", "score_frames", "build_model", "stack_scored",
 ]

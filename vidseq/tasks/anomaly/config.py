@@ -5,11 +5,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import get_args
 
 from vidseq.config import load_config
 from vidseq.errors import ConfigError
-from vidseq.features.regions import RegionConfig
-from vidseq.models.anomaly.model import STREAMS, AnomalyConfig
+from vidseq.features.regions import RegionConfig, RegionMethod
+from vidseq.models.anomaly.model import STREAMS, AnomalyConfig, Standardisation
 from vidseq.tasks.anomaly.pseudo import PseudoConfig
 from vidseq.train.engine import TrainConfig
 
@@ -61,14 +62,14 @@ class SelectionConfig:
     frame_epochs: int = 8
     donor_clips: int = 4
     pseudo_clip_s: float = 60.0
-    standardise: str = "meanstd"
-    regions_method: str = "mog2"
+    standardise: Standardisation = "meanstd"
+    regions_method: RegionMethod = "mog2"
 
     def __post_init__(self) -> None:
-        if self.standardise not in ("meanstd", "quantile"):
-            raise ConfigError(f"select.standardise must be meanstd or quantile, got {self.standardise!r}")
-        if self.regions_method not in ("mog2", "knn", "flow"):
-            raise ConfigError(f"select.regions_method must be mog2, knn or flow, got {self.regions_method!r}")
+        for key, kind in (("standardise", Standardisation), ("regions_method", RegionMethod)):
+            if getattr(self, key) not in get_args(kind):
+                raise ConfigError(f"select.{key} must be one of {', '.join(get_args(kind))}, got "
+                                  f"{getattr(self, key)!r}")
         if self.folds < 2:
             raise ConfigError(f"select.folds must be >= 2, got {self.folds}")
         for s in self.streams:

@@ -114,8 +114,8 @@ def search_config(model: AnomalyConfig, sel: SelectionConfig) -> AnomalyConfig:
     """``model`` with every stream the grid uses (what features are extracted and fitted for) and the grid's
     fixed standardisation, region method and raw pixels."""
     return replace(model, streams=tuple(sorted({s for c in sel.streams for s in c}, key=STREAMS.index)), weights=(),
-                   standardise=sel.standardise, normalise_pixels=False,  # type: ignore[arg-type]
-                   regions=replace(model.regions, method=sel.regions_method))  # type: ignore[arg-type]
+                   standardise=sel.standardise, normalise_pixels=False,
+                   regions=replace(model.regions, method=sel.regions_method))
 
 
 @dataclass
