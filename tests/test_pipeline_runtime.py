@@ -54,16 +54,62 @@ def test_frame_only_heads_run_beside_the_detector(tiny_video: Path, concurrent: 
 def test_concurrent_heads_give_identical_outputs(tmp_path: Path, make_video: Any) -> None:
     tiny_video = make_video(tmp_path / "short.avi", n_frames=40)  # enough frames for the 0.5 s warm-up's threshold
     outs = {}
-    for concurrent in (True, False):
+    for concurrent, lag in ((True, 0), (True, 3), (False, 0)):
         cfg = load_config(ProcessConfig, None, ["runtime=torch", "anomaly.fit_s=0.5", "video=false", "plot=false",
-                                                f"concurrent_heads={concurrent}"])
-        res = process_video(tiny_video, tmp_path / str(concurrent), cfg, progress=False)
-        outs[concurrent] = (res.out_dir / "frames.csv").read_text()
+                                                f"concurrent_heads={concurrent}", f"heads_lag_frames={lag}"])
+        res = process_video(tiny_video, tmp_path / f"{concurrent}-{lag}", cfg, progress=False)
+        outs[concurrent, lag] = (res.out_dir / "frames.csv").read_text()
         prof = res.summary["profile"]
         assert {"detector", "anomaly", "decode"} <= set(prof)
         assert abs(sum(v["share"] for v in prof.values()) - 1.0) < 0.01
-    assert outs[True] == outs[False]
-    assert any(line.split(",")[2] for line in outs[True].splitlines()[1:])  # frames were scored
+    assert outs[True, 0] == outs[False, 0] == outs[True, 3]
+    assert any(line.split(",")[2] for line in outs[True, 0].splitlines()[1:])  # frames were scored
+
+
+class _SlowHead(_SpyHead):
+    """A side head whose steps wait for the test's go-ahead, then mark the frame it stepped on."""
+
+    def __init__(self) -> None:
+        super().__init__("anomaly")
+        self.go = threading.Event()
+        self.done: list[int] = []
+
+    def step(self, result: Any, proc: Any) -> None:
+        assert self.go.wait(30)
+        result.anomaly_score = float(result.frame.frame_index)
+        self.done.append(result.frame.frame_index)
+
+
+def test_the_side_head_may_run_behind_and_its_results_wait_for_it(tiny_video: Path) -> None:
+    cfg = load_config(ProcessConfig, None, ["runtime=torch", "heads_lag_frames=2"])
+    head = _SlowHead()
+    proc = FrameProcessor(cfg, 10.0, heads=[head])
+    with open_source(tiny_video, max_frames=4) as src:
+        frames = list(src)
+    # two frames go through the detector while the head has not finished the first: nothing is handed out
+    assert proc.step(frames[0]) == [] and proc.step(frames[1]) == []
+    assert head.done == []
+    head.go.set()
+    out = proc.step(frames[2])  # waits for frame 0's step only, and hands out what the head has finished
+    out += proc.step(frames[3]) + proc.finish()
+    assert [r.frame.frame_index for r in out] == [f.frame_index for f in frames]
+    assert all(r.anomaly_score == float(r.frame.frame_index) for r in out)  # every result carries its head output
+    assert head.done == [f.frame_index for f in frames]
+
+
+def test_a_side_head_error_is_raised_by_a_later_step_or_finish(tiny_video: Path) -> None:
+    class Broken(_SpyHead):
+        def step(self, result: Any, proc: Any) -> None:
+            raise RuntimeError("head broke")
+
+    cfg = load_config(ProcessConfig, None, ["runtime=torch", "heads_lag_frames=2"])
+    proc = FrameProcessor(cfg, 10.0, heads=[Broken("anomaly")])
+    with open_source(tiny_video, max_frames=1) as src:
+        frame = next(iter(src))
+    proc.step(frame)  # the error is still in the worker's future
+    with pytest.raises(RuntimeError, match="head broke"):
+        proc.finish()
+    proc.close()  # idempotent after an error
 
 
 @pytest.mark.skipif(rt.openvino_version() is None, reason="openvino not installed")

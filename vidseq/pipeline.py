@@ -11,6 +11,7 @@ docs/failures.md).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -62,6 +63,9 @@ class ProcessConfig:
     plot: bool = True  # anomaly.png
     history_s: float = 3.0  # drawn path length
     concurrent_heads: bool = True  # the anomaly head (flow, regions) runs in a thread beside the detector
+    # frames that thread may run behind the detector (0: the detector waits for it every frame); results are
+    # held back that many frames more, outputs are identical
+    heads_lag_frames: int = setting(2, ge=0)
 
 
 class FrameProcessor:
@@ -95,6 +99,7 @@ class FrameProcessor:
         self.notes: list[str] = []
         self.stage_s: dict[str, float] = {}  # seconds per head
         self._pool: Any = None  # one worker thread for heads that run beside the detector
+        self._side: deque[Any] = deque()  # its steps not yet joined (futures, oldest first), one per frame
         self._pending: deque[FrameResult] = deque()
         self._pending_index: dict[int, FrameResult] = {}
         # Networks the heads build (anomaly/caption feature backbones) take the run's runtime and precision.
@@ -123,6 +128,7 @@ class FrameProcessor:
         return next((h for h in self.heads if h.name == name), None)
 
     def describe(self) -> dict[str, Any]:
+        self._join_side()  # the heads' state as of the newest frame, never read while a head writes it
         return {"detector": {"weights": self.backbone.weights.as_dict(), **self.tracker.describe()},
                 "backbone": {k: v for k, v in self.backbone.info().items() if k != "class_names"},
                 "heads": {h.name: h.describe() for h in self.heads}, "notes": self.notes}
@@ -152,24 +158,25 @@ class FrameProcessor:
         # Heads that read only the frame (the anomaly head: optical flow, moving regions, its own backbone)
         # run in a worker thread while the detector runs here; OpenCV, OpenVINO and PyTorch release the GIL,
         # so on two cores the two overlap. Results are identical to running them one after the other.
+        # The thread may run up to heads_lag_frames frames behind (a head that analyses every other frame then
+        # spreads that frame's work over the detector's next frames); the results it has not finished, and the
+        # frames its smoothing still writes into, are held back until it has.
         side = [h for h in self.heads if self._concurrent(h)]
-        futures = []
         with self._scope():
             if side:
                 pool = self._side_pool()
-                futures = [pool.submit(self._timed_step, h, result) for h in side]
+                self._side.append(pool.submit(self._side_steps, side, result))
             try:
                 dets, feature = self.tracker.update(frame)
                 result.detections, result.feature = dets, feature
                 keep = max(2, round(self.cfg.history_s * self.fps))
                 result.paths = {t.track_id: t.footpoints()[-keep:] for t in self.tracker.active(frame.frame_index)}
             finally:
-                for fut in futures:
-                    fut.result()  # re-raises a head's error here
+                self._join_side(self.cfg.heads_lag_frames)  # re-raises a head's error here
             for head in self.heads:  # a head may build its backbone lazily, on its first frame (in the scope)
                 if head not in side:
                     self._timed_step(head, result)
-        return self._release(self.delay_frames)
+        return self._release(self.delay_frames + len(self._side))
 
     def _concurrent(self, head: Any) -> bool:
         return self.cfg.concurrent_heads and bool(getattr(head, "reads_frame_only", head.name == "anomaly"))
@@ -181,6 +188,15 @@ class FrameProcessor:
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidseq-heads")
         return self._pool
 
+    def _side_steps(self, heads: list[Any], result: FrameResult) -> None:
+        for head in heads:
+            self._timed_step(head, result)
+
+    def _join_side(self, keep: int = 0) -> None:
+        """Wait until at most ``keep`` frames' side-head steps are outstanding (a step's error is raised)."""
+        while len(self._side) > keep:
+            self._side.popleft().result()
+
     def _timed_step(self, head: Any, result: FrameResult) -> None:
         t0 = time.perf_counter()
         with self._scope():
@@ -188,7 +204,11 @@ class FrameProcessor:
         self.stage_s[head.name] = self.stage_s.get(head.name, 0.0) + time.perf_counter() - t0
 
     def close(self) -> None:
-        """Stop the worker thread (idempotent)."""
+        """Stop the worker thread (idempotent). Steps still outstanding are finished; their errors are not
+        raised here (:meth:`finish` raises them)."""
+        while self._side:
+            with contextlib.suppress(Exception):
+                self._side.popleft().result()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -201,6 +221,7 @@ class FrameProcessor:
 
     def finish(self) -> list[FrameResult]:
         """End of stream: let heads complete their delayed outputs and return every held result."""
+        self._join_side()
         self.close()
         for head in self.heads:
             head.finish(self)
