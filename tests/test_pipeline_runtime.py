@@ -123,3 +123,27 @@ def test_summary_records_runtime_export_and_input(tmp_path: Path, tiny_video: Pa
     assert d["network_input"] == {"height": 64, "width": 96}  # the 96x64 video is not upscaled to 640
     assert d["export"]["input_shape"] == [1, 3, 64, 96] and "cache_hit" in d["export"]
     assert s["backbone"]["runtime"] == "openvino"
+
+
+@pytest.mark.skipif(rt.openvino_version() is None, reason="openvino not installed")
+@pytest.mark.parametrize("runtime", ["openvino", "torch"])
+def test_torch_runs_single_threaded_beside_openvino_networks(tiny_video: Path, runtime: str,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delenv("VIDSEQ_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        cfg = load_config(ProcessConfig, None, [f"runtime={runtime}", "precision=fp32", "anomaly.enabled=false"])
+        proc = FrameProcessor(cfg, 10.0)
+        # openvino: PyTorch's small ops (NMS, pooling) on one thread while the processor runs, the networks on 2
+        assert torch.get_num_threads() == (1 if runtime == "openvino" else 2)
+        assert rt.num_threads() == 2
+        with open_source(tiny_video, max_frames=2) as src:
+            for frame in src:
+                proc.step(frame)
+        proc.finish()
+        assert torch.get_num_threads() == 2  # restored by close()
+    finally:
+        torch.set_num_threads(before)

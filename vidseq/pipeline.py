@@ -83,7 +83,7 @@ class FrameProcessor:
                 is not set (``process`` passes the video itself).
         """
         from vidseq.features.backbones import create_backbone
-        from vidseq.features.runtime import runtime_scope
+        from vidseq.features.runtime import SmallTorchOps, runtime_scope
 
         self.cfg = cfg
         self.fps = fps
@@ -104,8 +104,17 @@ class FrameProcessor:
         self._pending_index: dict[int, FrameResult] = {}
         # Networks the heads build (anomaly/caption feature backbones) take the run's runtime and precision.
         self._scope = lambda: runtime_scope(cfg.runtime, cfg.precision)
-        with self._scope():
-            self.heads: list[StreamHead] = heads if heads is not None else self._default_heads()
+        # With the detector on OpenVINO, PyTorch only runs small operations: one thread for them (see
+        # SmallTorchOps), until close(); the networks keep the cores they were given.
+        self._small_torch = SmallTorchOps()
+        if getattr(self.backbone, "runtime", None) == "openvino":
+            self._small_torch.acquire()
+        try:
+            with self._scope():
+                self.heads: list[StreamHead] = heads if heads is not None else self._default_heads()
+        except BaseException:
+            self._small_torch.release()
+            raise
 
     @property
     def device(self) -> str:
@@ -212,6 +221,7 @@ class FrameProcessor:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
+        self._small_torch.release()
 
     def profile(self, frames: int, extra: dict[str, float] | None = None) -> dict[str, Any]:
         """Per-stage seconds, share of their sum and ms/frame: the tracker's stages (letterbox, detector,

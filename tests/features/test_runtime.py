@@ -253,3 +253,23 @@ def test_tracker_records_the_input_size(tiny_video: Path) -> None:
     d = tracker.describe()
     assert d["network_input"] == {"height": 64, "width": 96}
     assert d["runtime"] == "torch" and d["export"] is None
+
+
+def test_small_torch_ops_hold_one_thread_and_restore(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VIDSEQ_NUM_THREADS", raising=False)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        a, b = rt.SmallTorchOps(), rt.SmallTorchOps()
+        a.acquire()
+        b.acquire()
+        a.acquire()  # a holder holds once
+        assert torch.get_num_threads() == 1
+        assert rt.num_threads() == 2  # OpenVINO networks compiled meanwhile keep the budget
+        a.release()
+        assert torch.get_num_threads() == 1  # b still holds
+        b.release()
+        b.release()  # idempotent
+        assert torch.get_num_threads() == 2 and rt.num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

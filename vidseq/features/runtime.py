@@ -315,11 +315,54 @@ def quantize_int8(model: Any, samples: Sequence[np.ndarray]) -> Any:
 def num_threads() -> int:
     """OpenVINO's threads per network: ``$VIDSEQ_NUM_THREADS``, else PyTorch's own budget
     (``torch.get_num_threads()``: the physical cores, ``$OMP_NUM_THREADS``, or what a worker process set with
-    ``torch.set_num_threads``), so both runtimes get the same cores and parallel workers do not oversubscribe."""
+    ``torch.set_num_threads``; while :class:`SmallTorchOps` holds PyTorch at one thread, the budget it had),
+    so both runtimes get the same cores and parallel workers do not oversubscribe."""
     raw = os.environ.get("VIDSEQ_NUM_THREADS", "").strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
+    with SmallTorchOps._lock:
+        if SmallTorchOps._holders:
+            return SmallTorchOps._saved
     return max(1, torch.get_num_threads())
+
+
+class SmallTorchOps:
+    """Hold PyTorch at one intra-op thread while the networks run on OpenVINO.
+
+    PyTorch is then left with small operations (NMS, pooling boxes, the heads' LSTM steps). At its default
+    thread count, each of them wakes an OpenMP team whose threads keep spinning after it, and that spinning
+    takes the CPU the OpenVINO network and the anomaly head's thread need (docs/runtime.md has the figures).
+    Nested holders share one hold; the last :meth:`release` restores the thread count that the first
+    :meth:`acquire` found.
+    """
+
+    _lock = threading.Lock()
+    _holders = 0
+    _saved = 1
+
+    def __init__(self) -> None:
+        self._held = False
+
+    def acquire(self) -> None:
+        cls = type(self)
+        with cls._lock:
+            if self._held:
+                return
+            if cls._holders == 0:
+                cls._saved = max(1, torch.get_num_threads())
+                torch.set_num_threads(1)
+            cls._holders += 1
+            self._held = True
+
+    def release(self) -> None:
+        cls = type(self)
+        with cls._lock:
+            if not self._held:
+                return
+            self._held = False
+            cls._holders -= 1
+            if cls._holders == 0:
+                torch.set_num_threads(cls._saved)
 
 
 @lru_cache(maxsize=1)
@@ -412,6 +455,7 @@ def load_network(key: ExportKey, export: Callable[[Path], None], precision: str,
 
 
 __all__ = ["PRECISIONS", "RUNTIMES", "CompiledNetwork", "ExportKey", "ExportRecord", "RuntimeUnavailableError",
+           "SmallTorchOps",
            "cached_export", "cpu_has_bf16", "default_runtime", "export_cache_dir", "export_torch_module",
            "library_versions", "load_network", "num_threads", "openvino_version", "quantize_int8",
            "resolve_precision", "resolve_runtime", "runtime_scope"]
