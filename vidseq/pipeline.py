@@ -223,6 +223,13 @@ class FrameProcessor:
             self._pool = None
         self._small_torch.release()
 
+    def __del__(self) -> None:
+        # a processor dropped without close() (e.g. its run failed before the first frame) gives PyTorch its
+        # threads back; the worker thread, if any, ends with the interpreter
+        small = self.__dict__.get("_small_torch")
+        if small is not None:
+            small.release()
+
     def profile(self, frames: int, extra: dict[str, float] | None = None) -> dict[str, Any]:
         """Per-stage seconds, share of their sum and ms/frame: the tracker's stages (letterbox, detector,
         nms+tracker or regions), each head (anomaly = flow + regions + crops + its LSTM steps, ...) and the
@@ -235,6 +242,15 @@ class FrameProcessor:
         self.close()
         for head in self.heads:
             head.finish(self)
+        return self._release(0)
+
+    def drain(self) -> list[FrameResult]:
+        """A run that stops early (an error, Ctrl-C): every result held back, as it is now — the side heads'
+        outstanding steps finished (their errors dropped), delayed scores not filled in. Heads are not
+        finished; :meth:`close` still has to be called."""
+        while self._side:
+            with contextlib.suppress(Exception):
+                self._side.popleft().result()
         return self._release(0)
 
     def _release(self, hold: int) -> list[FrameResult]:
@@ -441,33 +457,42 @@ def _process_into(out: Path, source: str | Path, src: Any, cfg: ProcessConfig, k
                     state["frames"] = n_frames
 
             td = time.perf_counter()
-            for frame in src:
+            stepped = 0
+            try:
+                for frame in src:
+                    ta = time.perf_counter()
+                    stage_s["decode"] += ta - td
+                    done = proc.step(frame)
+                    stepped += 1
+                    stage_s["pipeline"] += time.perf_counter() - ta
+                    emit(done)
+                    bar.update(1)
+                    now = time.perf_counter()
+                    if now - last_flush > 2.0:
+                        summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2),
+                                       heads=proc.describe()["heads"])  # e.g. "learning normality: 42/120 s"
+                        anomaly = proc.head("anomaly")
+                        if anomaly is not None and hasattr(anomaly, "status_text"):
+                            bar.set_postfix_str(anomaly.status_text(), refresh=False)
+                        atomic_write_json(summary_path, summary)
+                        last_flush = now
+                    if log_every_s is not None and now - last_log >= log_every_s:  # frames processed so far
+                        rate = stepped / max(now - t0, 1e-9)
+                        total = f"/{expected}" if expected else ""
+                        eta = f", about {(expected - stepped) / rate:.0f} s left" if expected and rate > 0 else ""
+                        log.info("%s: %d%s frames, %.1f frames/s%s", name, stepped, total, rate, eta)
+                        last_log = now
+                    td = time.perf_counter()
                 ta = time.perf_counter()
-                stage_s["decode"] += ta - td
-                done = proc.step(frame)
+                done = proc.finish()
                 stage_s["pipeline"] += time.perf_counter() - ta
                 emit(done)
-                bar.update(1)
-                now = time.perf_counter()
-                if now - last_flush > 2.0:
-                    summary.update(frames=n_frames, fps_achieved=round(n_frames / (now - t0), 2),
-                                   heads=proc.describe()["heads"])  # e.g. "learning normality: 42/120 s"
-                    anomaly = proc.head("anomaly")
-                    if anomaly is not None and hasattr(anomaly, "status_text"):
-                        bar.set_postfix_str(anomaly.status_text(), refresh=False)
-                    atomic_write_json(summary_path, summary)
-                    last_flush = now
-                if log_every_s is not None and now - last_log >= log_every_s:
-                    rate = n_frames / max(now - t0, 1e-9)
-                    total = f"/{expected}" if expected else ""
-                    eta = f", about {(expected - n_frames) / rate:.0f} s left" if expected and rate > 0 else ""
-                    log.info("%s: %d%s frames, %.1f frames/s%s", name, n_frames, total, rate, eta)
-                    last_log = now
-                td = time.perf_counter()
-            ta = time.perf_counter()
-            done = proc.finish()
-            stage_s["pipeline"] += time.perf_counter() - ta
-            emit(done)
+            except BaseException:
+                # Frames already processed but held back (the anomaly head's lag, its smoothing) are written
+                # before the run is marked failed/interrupted, without the scores they were still waiting for.
+                with contextlib.suppress(Exception):
+                    emit(proc.drain())
+                raise
         finally:
             proc.close()
             if sink is not None:
