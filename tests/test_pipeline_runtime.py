@@ -97,6 +97,25 @@ def test_the_side_head_may_run_behind_and_its_results_wait_for_it(tiny_video: Pa
     assert head.done == [f.frame_index for f in frames]
 
 
+def test_by_default_the_lag_is_what_the_head_asks_for(tiny_video: Path) -> None:
+    head = _SlowHead()
+    head.lag_frames = 2  # type: ignore[attr-defined]
+    proc = FrameProcessor(load_config(ProcessConfig, None, ["runtime=torch"]), 10.0, heads=[head])
+    with open_source(tiny_video, max_frames=3) as src:
+        frames = list(src)
+    assert proc.step(frames[0]) == [] and proc.step(frames[1]) == []  # the head is still on frame 0
+    head.go.set()
+    out = proc.step(frames[2]) + proc.finish()
+    assert [r.frame.frame_index for r in out] == [f.frame_index for f in frames]
+    # the anomaly head asks for 2 x (its analysis stride - 1): 2 on a 25 fps source (every other frame analysed),
+    # 0 at 10 fps (every frame analysed: nothing held back)
+    for fps, lag in ((25.0, 2), (10.0, 0)):
+        p = FrameProcessor(load_config(ProcessConfig, None, ["runtime=torch"]), fps)
+        anomaly = p.head("anomaly")
+        assert anomaly is not None and anomaly.lag_frames == lag  # type: ignore[attr-defined]
+        p.close()
+
+
 def test_a_side_head_error_is_raised_by_a_later_step_or_finish(tiny_video: Path) -> None:
     class Broken(_SpyHead):
         def step(self, result: Any, proc: Any) -> None:

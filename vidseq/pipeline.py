@@ -64,8 +64,9 @@ class ProcessConfig:
     history_s: float = 3.0  # drawn path length
     concurrent_heads: bool = True  # the anomaly head (flow, regions) runs in a thread beside the detector
     # frames that thread may run behind the detector (0: the detector waits for it every frame); results are
-    # held back that many frames more, outputs are identical
-    heads_lag_frames: int = setting(2, ge=0)
+    # held back that many frames more, outputs are identical. null: what the head asks for (the anomaly head:
+    # 2 x (its analysis stride - 1), so 2 on a 25-30 fps source analysed every other frame, 0 when every frame is)
+    heads_lag_frames: int | None = setting(None, ge=0)
 
 
 class FrameProcessor:
@@ -181,7 +182,7 @@ class FrameProcessor:
                 keep = max(2, round(self.cfg.history_s * self.fps))
                 result.paths = {t.track_id: t.footpoints()[-keep:] for t in self.tracker.active(frame.frame_index)}
             finally:
-                self._join_side(self.cfg.heads_lag_frames)  # re-raises a head's error here
+                self._join_side(self._lag(side))  # re-raises a head's error here
             for head in self.heads:  # a head may build its backbone lazily, on its first frame (in the scope)
                 if head not in side:
                     self._timed_step(head, result)
@@ -196,6 +197,13 @@ class FrameProcessor:
 
             self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="vidseq-heads")
         return self._pool
+
+    def _lag(self, side: list[Any]) -> int:
+        """Frames the side heads may run behind: ``heads_lag_frames``, else what they ask for (``lag_frames``;
+        the anomaly head spreads an analysed frame's work over the frames it skips after it)."""
+        if self.cfg.heads_lag_frames is not None:
+            return int(self.cfg.heads_lag_frames)
+        return max((int(getattr(h, "lag_frames", 0)) for h in side), default=0)
 
     def _side_steps(self, heads: list[Any], result: FrameResult) -> None:
         for head in heads:

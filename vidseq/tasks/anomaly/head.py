@@ -234,6 +234,13 @@ class AnomalyHead:
                 * self.stride.stride
         return 0 if self.model is None else self.model.delay_frames(self.fps)
 
+    @property
+    def lag_frames(self) -> int:
+        """Frames this head may run behind the detector (``heads_lag_frames: null``): it analyses every k-th
+        frame, whose work then spreads over the k - 1 frames after it; twice that leaves room for an uneven
+        frame (a refit, a cut). 0 when every frame is analysed: nothing to spread, no frame held back."""
+        return 2 * (self.stride.stride - 1)
+
     def describe(self) -> dict[str, Any]:
         d: dict[str, Any] = {"mode": self.mode, "model": self.model_path, "streams": list(self.cfg.streams),
                              "threshold": self.threshold, "delay_frames": self.delay_frames,
