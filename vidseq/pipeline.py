@@ -209,10 +209,16 @@ class FrameProcessor:
         for head in heads:
             self._timed_step(head, result)
 
-    def _join_side(self, keep: int = 0) -> None:
-        """Wait until at most ``keep`` frames' side-head steps are outstanding (a step's error is raised)."""
+    def _join_side(self, keep: int = 0, *, errors: bool = True) -> None:
+        """Wait until at most ``keep`` frames' side-head steps are outstanding; a step's error is raised, or
+        dropped with ``errors=False``."""
         while len(self._side) > keep:
-            self._side.popleft().result()
+            fut = self._side.popleft()
+            if errors:
+                fut.result()
+            else:
+                with contextlib.suppress(Exception):
+                    fut.result()
 
     def _timed_step(self, head: Any, result: FrameResult) -> None:
         t0 = time.perf_counter()
@@ -223,9 +229,7 @@ class FrameProcessor:
     def close(self) -> None:
         """Stop the worker thread (idempotent). Steps still outstanding are finished; their errors are not
         raised here (:meth:`finish` raises them)."""
-        while self._side:
-            with contextlib.suppress(Exception):
-                self._side.popleft().result()
+        self._join_side(errors=False)
         if self._pool is not None:
             self._pool.shutdown(wait=True)
             self._pool = None
@@ -256,9 +260,7 @@ class FrameProcessor:
         """A run that stops early (an error, Ctrl-C): every result held back, as it is now — the side heads'
         outstanding steps finished (their errors dropped), delayed scores not filled in. Heads are not
         finished; :meth:`close` still has to be called."""
-        while self._side:
-            with contextlib.suppress(Exception):
-                self._side.popleft().result()
+        self._join_side(errors=False)
         return self._release(0)
 
     def _release(self, hold: int) -> list[FrameResult]:

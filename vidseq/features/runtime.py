@@ -320,10 +320,8 @@ def num_threads() -> int:
     raw = os.environ.get("VIDSEQ_NUM_THREADS", "").strip()
     if raw.isdigit() and int(raw) > 0:
         return int(raw)
-    with SmallTorchOps._lock:
-        if SmallTorchOps._holders:
-            return SmallTorchOps._saved
-    return max(1, torch.get_num_threads())
+    held = SmallTorchOps.budget()
+    return held if held is not None else max(1, torch.get_num_threads())
 
 
 class SmallTorchOps:
@@ -342,6 +340,12 @@ class SmallTorchOps:
 
     def __init__(self) -> None:
         self._held = False
+
+    @classmethod
+    def budget(cls) -> int | None:
+        """The thread count PyTorch had before the hold, while one is held; else None."""
+        with cls._lock:
+            return cls._saved if cls._holders else None
 
     def acquire(self) -> None:
         cls = type(self)

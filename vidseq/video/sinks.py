@@ -265,10 +265,9 @@ class VideoSink:
 
     def _encode(self, image: np.ndarray) -> None:
         import av
-
-        t0 = time.perf_counter()
         import cv2
 
+        t0 = time.perf_counter()
         # OpenCV's BGR -> I420 (BT.601, limited range: what the stream's colour tags say) costs a quarter of
         # swscale's bgr24 -> yuv420p here, and averages each 2x2 block's chroma instead of sampling it.
         yuv = cv2.cvtColor(np.ascontiguousarray(self._fit(image)), cv2.COLOR_BGR2YUV_I420)
