@@ -60,7 +60,9 @@ class AlertSettings:
 class MonitorConfig:
     """``configs/monitor.yaml``."""
 
-    pipeline: ProcessConfig = field(default_factory=ProcessConfig)
+    # live: each frame is shown and alerted on as soon as it is scored, so the anomaly head never runs behind
+    # the detector (heads_lag_frames 0; `process` lets it, for throughput); a stalled camera then holds nothing
+    pipeline: ProcessConfig = field(default_factory=lambda: ProcessConfig(heads_lag_frames=0))
     alerts: AlertSettings = field(default_factory=AlertSettings)
     duration_s: float | None = setting(None, gt=0.0)  # stop after this long (None: until the source ends or Ctrl-C)
     save_clips: bool = True
