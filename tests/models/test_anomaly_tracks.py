@@ -117,7 +117,8 @@ def test_an_unfitted_stream_and_empty_frames_score_zero() -> None:
 
 
 @pytest.mark.parametrize("bad", [{"grid": (0, 4)}, {"bins": 1}, {"window_s": 0}, {"min_cover": 1.5},
-                                 {"uniform": 0}, {"prior": 0}])
+                                 {"uniform": 0}, {"prior": 0}, {"accumulate": 0},
+                                 {"accumulate": float("inf")}])
 def test_bad_settings_are_refused(bad: dict) -> None:
     with pytest.raises(ConfigError, match="tracks"):
         TrackStreamConfig(**bad)
@@ -133,3 +134,38 @@ def test_a_live_source_that_drops_frames_keeps_its_tracks_weight() -> None:
     halved = track_clip(cfg, SIZE, FPS, frames[::2])
     assert every[-1, 3] > 0.5
     assert halved[-1, 3] > 0.5, "a track seen in every frame it was given lost its weight"
+
+
+def badly_measured(frames: list[tuple[np.ndarray, float, bool]], rng: np.random.Generator,
+                   share: float) -> list[tuple[np.ndarray, float, bool]]:
+    """The same walker, but in ``share`` of its frames its region's flow points every way (it passes another
+    walker and their regions merge, its region is half missed): those frames carry no motion weight."""
+    out = []
+    for a, t, v in frames:
+        a = a.copy()
+        if len(a) and rng.random() < share:
+            a[:, ATTRIBUTE_NAMES.index("vx")] = rng.normal(0, 2, len(a))
+            a[:, ATTRIBUTE_NAMES.index("vy")] = rng.normal(0, 2, len(a))
+        out.append((a, t, v))
+    return out
+
+
+def test_a_wrong_way_walker_measured_badly_half_the_way_still_stands_out() -> None:
+    """Accumulated evidence (``accumulate``, the default) adds up what a walker against the traffic shows in the
+    frames where its track is measured well; a mean over the last 1.5 s alone lets the other frames dilute it.
+    Ordinary walkers add nothing: their scores are the same either way."""
+    ratio, normal_max = {}, {}
+    for accumulate in (2.0, None):
+        rng = np.random.default_rng(0)
+        cfg = TrackStreamConfig(accumulate=accumulate)
+        stream = TrackStream(cfg, SIZE)
+        stream.fit(track_clip(cfg, SIZE, FPS, walkers(120.0, lane_traffic(120.0, rng), rng, noise_blobs=3)))
+        normal = score_observations(stream, FPS, walkers(60.0, lane_traffic(60.0, np.random.default_rng(2)),
+                                                         np.random.default_rng(2), noise_blobs=3))
+        up = badly_measured(walkers(7.0, [(0.0, 200.0, 235.0, 0.0, -1.0)], np.random.default_rng(3)),
+                            np.random.default_rng(4), share=0.5)
+        ratio[accumulate], normal_max[accumulate] = score_observations(stream, FPS, up).max() / normal.max(), \
+            normal.max()
+    assert normal_max[2.0] == pytest.approx(normal_max[None], rel=0.1)
+    assert ratio[None] < 5.0, f"the windowed mean alone separates it already ({ratio[None]:.1f}x): shows nothing"
+    assert ratio[2.0] > 10.0, f"accumulated: the wrong-way walker scores only {ratio[2.0]:.1f}x normal walkers"

@@ -898,3 +898,13 @@ def test_a_trained_model_knows_where_and_which_way_its_camera_s_people_walk(
     assert not any(overlaps((e["start_s"], e["end_s"]), span) for e in speed.events())
     quiet = run_head(scene_frames(Scene(**scene)), model=str(one_way_checkpoints["default"]), **budget)
     assert quiet.events() == []
+
+
+def test_unsupervised_scoring_accumulates_track_evidence_and_trained_models_do_not() -> None:
+    from vidseq.models.anomaly.tracks import TrackStreamConfig
+    from vidseq.tasks.anomaly.config import default_model
+    from vidseq.tasks.anomaly.online import UNSUPERVISED_TRACK_ACCUMULATE
+
+    assert unsupervised_config().tracks.accumulate == UNSUPERVISED_TRACK_ACCUMULATE
+    assert default_model().tracks.accumulate is None  # a trained model keeps the windowed mean (not measured)
+    assert TrackStreamConfig().accumulate is None  # what every checkpoint fitted before the setting reads

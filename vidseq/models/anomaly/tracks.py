@@ -15,10 +15,16 @@ percent of a cell and a frame's noise can look the same. This stream follows obj
 3. An observation's evidence is (how much rarer its cell is than the typical normal observation's) plus (the
    surprise of its heading in that cell), times its motion weight (agreement x speed, up to
    ``full_speed`` body heights/s). A track's score is the mean evidence over its last ``score_window_s``
-   seconds, once it is ``min_age_s`` old; the frame's raw score is the highest track score (0 with none).
+   seconds, plus its accumulated excess when ``accumulate`` is set (every observation adds its evidence minus
+   that reference, never going below 0), once it is ``min_age_s`` old; the frame's raw score is the highest track
+   score (0 with none).
 
 Averaging along a track is what separates a walker going the wrong way, or walking where nobody walks, for
-seconds, from a noisy blob that is surprising for a frame. Pure arrays: no video, no files.
+seconds, from a noisy blob that is surprising for a frame. Accumulating is what lets such a walker be found
+although its track is measured badly for part of the way (it passes another walker and their regions merge,
+its region is missed for a few frames): an ordinary walker's evidence stays under the reference and adds
+nothing, a surprising one's keeps adding for as long as it is tracked, and a mean over a short window would
+have let the badly measured frames dilute it. Pure arrays: no video, no files.
 """
 
 from __future__ import annotations
@@ -73,6 +79,12 @@ class TrackStreamConfig:
             rare, not impossible).
         prior: pseudo-counts of the scene-wide direction histogram added to every cell's.
         uniform: share of every cell's direction distribution that is uniform (bounds the surprise).
+        accumulate: reference evidence of the accumulated excess added to a track's score (a one-sided CUSUM
+            over the track's life: each observation adds its evidence minus this, the sum never below 0). An
+            ordinary walker's evidence (a frequent cell, a usual heading: about 0.3-1.5) adds nothing. None (the
+            default, and what every checkpoint fitted before this setting reads): the windowed mean alone.
+            Unsupervised scoring sets 2 (:data:`vidseq.tasks.anomaly.online.UNSUPERVISED_TRACK_ACCUMULATE`,
+            chosen on the alarm benchmark's dev streams: docs/alarms.md, "Stop 25"); trained models keep None.
     """
 
     grid: tuple[int, int] = (12, 16)
@@ -93,6 +105,7 @@ class TrackStreamConfig:
     occupancy_floor: float = 0.02
     prior: float = 1.0
     uniform: float = 0.05
+    accumulate: float | None = None
 
     def __post_init__(self) -> None:
         if len(self.grid) != 2 or min(self.grid) < 1 or self.bins < 2:
@@ -107,6 +120,8 @@ class TrackStreamConfig:
                 or self.direction_speed < 0 or self.prior <= 0:
             raise ConfigError("tracks.min_age_s, min_gate_px, min_height_px, smooth_cells, direction_speed must be "
                               ">= 0 and tracks.prior > 0")
+        if self.accumulate is not None and not (self.accumulate > 0 and math.isfinite(self.accumulate)):
+            raise ConfigError(f"tracks.accumulate must be > 0 or null (no accumulation), got {self.accumulate}")
         for k in ("max_size_share", "min_cover", "direction_agreement", "occupancy_floor", "uniform"):
             v = getattr(self, k)
             if not 0 <= v <= 1 or (k in ("max_size_share", "occupancy_floor", "uniform") and v == 0):
@@ -286,13 +301,19 @@ class TrackStream(nn.Module):
         return (place + heading) * weight
 
 
+@dataclass
+class _TrackEvidence:
+    recent: deque[tuple[float, float]]  # (t, evidence) over the last score_window_s
+    excess: float = 0.0  # accumulated evidence above TrackStreamConfig.accumulate
+
+
 class TrackScorer:
-    """Per-video state of the ``tracks`` stream: tracker plus each track's recent evidence."""
+    """Per-video state of the ``tracks`` stream: tracker plus each track's recent and accumulated evidence."""
 
     def __init__(self, stream: TrackStream, fps: float) -> None:
         self.stream = stream
         self.tracker = RegionTracker(stream.cfg, stream.frame_size, fps)
-        self._evidence: dict[int, deque[tuple[float, float]]] = {}
+        self._evidence: dict[int, _TrackEvidence] = {}
 
     def score(self, attrs: np.ndarray, t: float, valid: bool = True) -> float:
         """The frame's raw score (highest track score; 0 when no track is old enough)."""
@@ -304,12 +325,17 @@ class TrackScorer:
         best = 0.0
         for row, e in zip(obs, self.stream.evidence(obs), strict=True):
             k = int(row[0])
-            hist = self._evidence.setdefault(k, deque())
+            ev = self._evidence.get(k)
+            if ev is None:
+                ev = self._evidence[k] = _TrackEvidence(deque())
+            hist = ev.recent
             hist.append((t, float(e)))
             while hist[0][0] < t - c.score_window_s:
                 hist.popleft()
+            if c.accumulate is not None:
+                ev.excess = max(0.0, ev.excess + float(e) - c.accumulate)
             if row[1] >= c.min_age_s:
-                best = max(best, sum(v for _, v in hist) / len(hist))
+                best = max(best, sum(v for _, v in hist) / len(hist) + ev.excess)
         return best
 
 

@@ -166,6 +166,12 @@ dev seeds (docs/alarms.md); fused by their max after quantile standardisation an
 
 OPTIONAL_UNSUPERVISED_STREAMS: tuple[str, ...] = ("objects",)
 
+UNSUPERVISED_TRACK_ACCUMULATE = 2.0
+"""``tracks.accumulate`` of unsupervised scoring (:class:`vidseq.models.anomaly.tracks.TrackStreamConfig`): a
+track's score is its windowed mean evidence plus its evidence above 2 accumulated over its life, so a walker off
+the paths or against the traffic keeps rising while it is tracked, even where its track is measured badly for
+part of the way. Chosen on the alarm benchmark's 16 dev streams (docs/alarms.md, "Stop 25")."""
+
 
 def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | None = None,
                         streams: Sequence[str] | None = None) -> AnomalyConfig:
@@ -181,6 +187,8 @@ def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | Non
     if bad or not streams:
         raise ConfigError(f"anomaly.streams: unsupervised streams are {', '.join(allowed)}; got {list(streams)}")
     cfg = replace(cfg, streams=streams, weights=(), fusion="max", standardise="quantile")
+    if "tracks" in streams and cfg.tracks.accumulate is None:
+        cfg = replace(cfg, tracks=replace(cfg.tracks, accumulate=UNSUPERVISED_TRACK_ACCUMULATE))
     if "tracks" in streams and "objects" not in streams:
         # the tracks stream follows what moves in the camera-compensated flow; background subtraction
         # (the objects stream's regions) also finds everything a shake or an exposure jump changes
