@@ -900,11 +900,13 @@ def test_a_trained_model_knows_where_and_which_way_its_camera_s_people_walk(
     assert quiet.events() == []
 
 
-def test_unsupervised_scoring_accumulates_track_evidence_and_trained_models_do_not() -> None:
+def test_unsupervised_scoring_and_the_default_trained_model_accumulate_track_evidence() -> None:
     from vidseq.models.anomaly.tracks import TrackStreamConfig
-    from vidseq.tasks.anomaly.config import default_model
+    from vidseq.tasks.anomaly.config import default_model, load_task_config
     from vidseq.tasks.anomaly.online import UNSUPERVISED_TRACK_ACCUMULATE
 
     assert unsupervised_config().tracks.accumulate == UNSUPERVISED_TRACK_ACCUMULATE
-    assert default_model().tracks.accumulate is None  # a trained model keeps the windowed mean (not measured)
+    assert default_model().tracks.accumulate == UNSUPERVISED_TRACK_ACCUMULATE
+    task = load_task_config(Path(__file__).parents[2] / "configs" / "anomaly.yaml", [])
+    assert task.model.tracks.accumulate == UNSUPERVISED_TRACK_ACCUMULATE  # what `vidseq train anomaly` reads
     assert TrackStreamConfig().accumulate is None  # what every checkpoint fitted before the setting reads

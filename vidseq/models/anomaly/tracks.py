@@ -83,8 +83,9 @@ class TrackStreamConfig:
             over the track's life: each observation adds its evidence minus this, the sum never below 0). An
             ordinary walker's evidence (a frequent cell, a usual heading: about 0.3-1.5) adds nothing. None (the
             default, and what every checkpoint fitted before this setting reads): the windowed mean alone.
-            Unsupervised scoring sets 2 (:data:`vidseq.tasks.anomaly.online.UNSUPERVISED_TRACK_ACCUMULATE`,
-            chosen on the alarm benchmark's dev streams: docs/alarms.md, "Stop 25"); trained models keep None.
+            Unsupervised scoring and ``vidseq train anomaly``'s default model set 2
+            (:data:`vidseq.tasks.anomaly.online.UNSUPERVISED_TRACK_ACCUMULATE`, ``default_model()``; chosen on the
+            alarm benchmark's dev streams: docs/alarms.md, "Stop 25").
     """
 
     grid: tuple[int, int] = (12, 16)

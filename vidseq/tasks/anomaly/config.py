@@ -11,6 +11,7 @@ from vidseq.config import load_config
 from vidseq.errors import ConfigError
 from vidseq.features.regions import RegionConfig, RegionMethod
 from vidseq.models.anomaly.model import STREAMS, AnomalyConfig, Standardisation
+from vidseq.models.anomaly.tracks import TrackStreamConfig
 from vidseq.tasks.anomaly.pseudo import PseudoConfig
 from vidseq.train.engine import TrainConfig
 
@@ -101,10 +102,11 @@ def default_model() -> AnomalyConfig:
 
     A camera's normal clips show every path people take, which a stream's first minute may not: a model
     trained on them is where a walker off the paths, or against the traffic, can be told from normal walkers.
-    The speed stream alone does not see those (docs/alarms.md, "Stop 22").
+    The speed stream alone does not see those (docs/alarms.md, "Stop 22"). A track's evidence above 2 is added
+    up over its life (``tracks.accumulate``, as in unsupervised scoring; docs/alarms.md, "Stop 25").
     """
     return AnomalyConfig(streams=("speed", "tracks"), fusion="max", standardise="quantile", normalise_pixels=True,
-                         regions=RegionConfig(method="flow"))
+                         regions=RegionConfig(method="flow"), tracks=TrackStreamConfig(accumulate=2.0))
 
 
 @dataclass(frozen=True)
