@@ -12,6 +12,7 @@ from vidseq.errors import ConfigError
 from vidseq.features.regions import RegionConfig, RegionMethod
 from vidseq.models.anomaly.model import STREAMS, AnomalyConfig, Standardisation
 from vidseq.models.anomaly.tracks import TrackStreamConfig
+from vidseq.tasks.anomaly.online import UNSUPERVISED_TRACK_ACCUMULATE
 from vidseq.tasks.anomaly.pseudo import PseudoConfig
 from vidseq.train.engine import TrainConfig
 
@@ -106,7 +107,8 @@ def default_model() -> AnomalyConfig:
     up over its life (``tracks.accumulate``, as in unsupervised scoring; docs/alarms.md, "Stop 25").
     """
     return AnomalyConfig(streams=("speed", "tracks"), fusion="max", standardise="quantile", normalise_pixels=True,
-                         regions=RegionConfig(method="flow"), tracks=TrackStreamConfig(accumulate=2.0))
+                         regions=RegionConfig(method="flow"),
+                         tracks=TrackStreamConfig(accumulate=UNSUPERVISED_TRACK_ACCUMULATE))
 
 
 @dataclass(frozen=True)
