@@ -102,6 +102,36 @@ def test_a_walker_off_the_path_or_crossing_it_scores_far_above_normal_walkers(fi
     assert scores.max() > 2.0 * normal.max(), f"{name}: {scores.max():.2f} vs normal {normal.max():.2f}"
 
 
+def swaying(frames: list[tuple[np.ndarray, float, bool]], xs: list[float], y: float,
+            rng: np.random.Generator) -> list[tuple[np.ndarray, float, bool]]:
+    """The same frames plus regions that never leave ``(x, y)`` but move every way (bushes in the wind along a
+    fence, a flickering light): the tracker follows each in place, every frame."""
+    return [(np.concatenate([a] + [region(x + rng.normal(0, 1), y + rng.normal(0, 1), rng.normal(0, 1.5),
+                                          rng.normal(0, 1.5), h=20.0)[None] for x in xs]), t, v)
+            for a, t, v in frames]
+
+
+def test_a_place_where_only_bushes_sway_is_still_a_place_nobody_walks() -> None:
+    """Occupancy counts moving objects (by motion weight): regions tracked in place all through the normal
+    video, with flow every way, do not teach that walking there is normal."""
+    bushes = [60.0, 100.0, 140.0, 180.0]
+    rng = np.random.default_rng(0)
+    cfg = TrackStreamConfig()
+    stream = TrackStream(cfg, SIZE)
+    stream.fit(track_clip(cfg, SIZE, FPS, swaying(walkers(120.0, lane_traffic(120.0, rng), rng), bushes, 70.0,
+                                                  np.random.default_rng(1))))
+    rng = np.random.default_rng(2)
+    frames = swaying(walkers(30.0, lane_traffic(30.0, rng), rng), bushes, 70.0, np.random.default_rng(3))
+    normal = score_observations(stream, FPS, frames)
+    along = walkers(30.0, [(2.0, 50.0, 72.0, 1.0, 0.0)], np.random.default_rng(4))
+    along = [(b if t < 7.0 else b[:0], t, v) for b, t, v in along]  # 5 s along the bushes, then gone
+    scores = score_observations(stream, FPS, [(np.concatenate([a, b]), t, True)
+                                              for (a, t, _), (b, _, _) in zip(frames, along, strict=True)])
+    assert normal.max() > 0
+    # counting every observation, the bushes make their band as walked as the lane: the walker scores 1.0x
+    assert scores.max() > 1.5 * normal.max(), f"{scores.max():.2f} vs normal {normal.max():.2f}"
+
+
 def test_flickering_noise_never_scores(fitted: TrackStream) -> None:
     """Blobs that live one frame, anywhere, never become tracks old enough to score."""
     rng = np.random.default_rng(4)

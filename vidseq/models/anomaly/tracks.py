@@ -10,9 +10,11 @@ percent of a cell and a frame's noise can look the same. This stream follows obj
    the speed in body heights per second, and how much the displacement agrees with the flow inside the
    region (a noise blob that flickers in place, or whose pixels move every way, gets little weight).
 2. :class:`TrackStream` learns from normal frames, on a ``grid`` over the image (by foot point), how often
-   a tracked object stands in each cell (occupancy) and which way tracks move there (a direction
-   histogram per cell, with a prior toward the scene-wide one and a uniform floor).
-3. An observation's evidence is (how much rarer its cell is than the typical normal observation's) plus (the
+   a moving object stands in each cell (occupancy: each observation counts by its motion weight, so a
+   swaying tree, a flickering light or a standing shadow, tracked in place with flow every way, does not make
+   its cell look walked) and which way tracks move there (a direction histogram per cell, with a prior toward
+   the scene-wide one and a uniform floor).
+3. An observation's evidence is (how much rarer its cell is than the typical moving normal observation's) plus (the
    surprise of its heading in that cell), times its motion weight (agreement x speed, up to
    ``full_speed`` body heights/s). A track's score is the mean evidence over its last ``score_window_s``
    seconds, plus its accumulated excess when ``accumulate`` is set (every observation adds its evidence minus
@@ -271,8 +273,11 @@ class TrackStream(nn.Module):
             return  # nothing moved: the uniform prior stays
         rows, cols = c.grid
         r, k = self._cells(obs)
+        weight = self.motion_weight(obs)
+        if not weight.sum() > 0:
+            return  # nothing moved: the uniform prior stays
         occ = np.zeros((rows, cols))
-        np.add.at(occ, (r, k), 1.0)
+        np.add.at(occ, (r, k), weight)
         if c.smooth_cells > 0:
             occ = gaussian_filter(occ, c.smooth_cells, mode="nearest")
         occ /= occ.sum()
@@ -287,7 +292,7 @@ class TrackStream(nn.Module):
         post = counts + c.prior * scene
         p = (1 - c.uniform) * post / post.sum(-1, keepdims=True) + c.uniform / c.bins
         self.log_occupancy = torch.from_numpy(log_occ)
-        self.reference = torch.tensor(float(np.median(log_occ[r, k])), dtype=torch.float64)
+        self.reference = torch.tensor(_weighted_median(log_occ[r, k], weight), dtype=torch.float64)
         self.log_direction = torch.from_numpy(np.log(p))
 
     def evidence(self, obs: np.ndarray) -> np.ndarray:
@@ -298,8 +303,17 @@ class TrackStream(nn.Module):
         r, k = self._cells(obs)
         place = np.clip(float(self.reference) - self.log_occupancy.numpy()[r, k], 0.0, None)
         heading = -self.log_direction.numpy()[r, k, self._bins(obs[:, 2])]
-        weight = np.clip(obs[:, 3], 0.0, 1.0) * np.clip(obs[:, 4] / self.cfg.full_speed, 0.0, 1.0)
-        return (place + heading) * weight
+        return (place + heading) * self.motion_weight(obs)
+
+    def motion_weight(self, obs: np.ndarray) -> np.ndarray:
+        """``(N,)`` in [0, 1]: agreement of displacement and flow x speed (up to ``full_speed``)."""
+        return np.clip(obs[:, 3], 0.0, 1.0) * np.clip(obs[:, 4] / self.cfg.full_speed, 0.0, 1.0)
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
+    order = np.argsort(values)
+    cum = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cum, cum[-1] / 2)])
 
 
 @dataclass
