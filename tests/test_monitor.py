@@ -41,6 +41,37 @@ def test_a_run_that_outlasts_the_cooldown_still_alerts() -> None:
     assert started[1][0] == 1.0 and 2.3 <= started[1][1] <= 2.4  # raised when the cooldown ends, dated from the run
 
 
+def alerts_raised(settings: AlertSettings, runs: list[tuple[int, float]]) -> list[tuple[float, float]]:
+    """``(start_s, alert_s)`` of the alerts raised for ``runs`` of ``(frames, score)`` at 10 frames/s (score 0:
+    normal frames)."""
+    rule, out, i = AlertRule(settings), [], 0
+    for n, score in runs:
+        for _ in range(n):
+            s, _ = rule.update(i / 10, score > 0, score if score > 0 else None)
+            if s:
+                out.append((round(s["start_s"], 2), round(s["alert_s"], 2)))
+            i += 1
+    return out
+
+
+def test_a_strong_run_inside_the_cooldown_of_a_weak_alert_is_not_swallowed() -> None:
+    """A short, weak false alarm must not silence a real event seconds later: a run scoring over ``escalate`` x the
+    last alert's peak alerts at once. A run like the last one stays held by the cooldown."""
+    weak_then_strong = [(12, 1.2), (30, 0.0), (20, 5.0), (5, 0.0)]  # 1.2 s at 1.2; 3 s later 2 s at 5
+    assert alerts_raised(AlertSettings(), weak_then_strong) == [(0.0, 1.0), (4.2, 5.2)]
+    assert alerts_raised(AlertSettings(escalate=None), weak_then_strong) == [(0.0, 1.0)]
+    alike = [(12, 1.2), (30, 0.0), (20, 1.5), (5, 0.0)]
+    assert alerts_raised(AlertSettings(), alike) == [(0.0, 1.0)]
+
+
+def test_bad_escalate_is_refused() -> None:
+    from vidseq.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="escalate"):
+        load_config(MonitorConfig, None, ["alerts.escalate=1.0"])
+    assert load_config(MonitorConfig, None, ["alerts.escalate=null"]).alerts.escalate is None
+
+
 def test_an_alert_names_the_anomaly_stream_behind_most_of_its_run() -> None:
     rule = AlertRule(AlertSettings(min_duration_s=0.2, cooldown_s=0.0))
     causes = [None, "speed", "direction", "direction", "direction", "speed", None]

@@ -49,6 +49,9 @@ STATUS_LOG_INTERVAL_S = 30.0
 class AlertSettings:
     min_duration_s: float = 1.0  # anomalous for at least this long before an alert
     cooldown_s: float = 10.0  # no new alert within this long after the previous one was raised
+    # ... unless the run's score rises above this multiple of the last alert's peak (a stronger situation, not the
+    # same one going on: a short false alarm must not silence a real event seconds later); None: the cooldown holds
+    escalate: float | None = setting(2.0, gt=1.0)
     pre_roll_s: float = 3.0  # clip seconds before the alert
     post_roll_s: float = 3.0  # clip seconds after the event ends
     max_clip_s: float = 60.0  # a clip never grows beyond this
@@ -105,6 +108,16 @@ class AlertRule:
         self.last_alert: float | None = None
         self.active: dict[str, Any] | None = None
         self._causes: Counter[str] = Counter()  # the anomalous run's frames per stream that drove them
+        self._run_peak: float | None = None  # highest score of the current anomalous run
+        self._last_peak: float | None = None  # peak score of the last alert
+
+    def _cooling(self, t: float) -> bool:
+        """Whether the cooldown holds a run at ``t``: within ``cooldown_s`` of the last alert, unless the run has
+        escalated (its peak above ``escalate`` x the last alert's, both positive)."""
+        if self.last_alert is None or t - self.last_alert >= self.s.cooldown_s:
+            return False
+        return not (self.s.escalate is not None and self._run_peak is not None and self._last_peak is not None
+                    and self._last_peak > 0 and self._run_peak > self.s.escalate * self._last_peak)
 
     def update(self, t: float, is_anomaly: bool, score: float | None,
                cause: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -116,20 +129,23 @@ class AlertRule:
                 self.run_start = t
             if cause is not None:
                 self._causes[cause] += 1
-            # The cooldown spaces alerts out; it never swallows a run that outlasts it: a run that began
-            # inside it alerts once it is over (with the run's own start).
-            if self.active is None and t - self.run_start >= self.s.min_duration_s and (
-                    self.last_alert is None or t - self.last_alert >= self.s.cooldown_s):
+            if score is not None and (self._run_peak is None or score > self._run_peak):
+                self._run_peak = score
+            # The cooldown spaces alerts out; it never swallows a run that outlasts it (a run that began inside
+            # it alerts once it is over, with the run's own start), nor one that escalates.
+            if self.active is None and t - self.run_start >= self.s.min_duration_s and not self._cooling(t):
                 self.active = {"start_s": self.run_start, "alert_s": t, "peak_score": score, "peak_s": t}
                 self.last_alert = t
                 started = self.active
             if self.active is not None and score is not None and (self.active["peak_score"] is None
                                                                   or score > self.active["peak_score"]):
                 self.active.update(peak_score=score, peak_s=t)
-            if self.active is not None and self._causes:
-                self.active["cause"] = self._causes.most_common(1)[0][0]
+            if self.active is not None:
+                self._last_peak = self.active["peak_score"]
+                if self._causes:
+                    self.active["cause"] = self._causes.most_common(1)[0][0]
         else:
-            self.run_start = None
+            self.run_start = self._run_peak = None
             self._causes.clear()
             if self.active is not None:
                 self.active["end_s"] = t
