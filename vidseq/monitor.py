@@ -109,15 +109,16 @@ class AlertRule:
         self.active: dict[str, Any] | None = None
         self._causes: Counter[str] = Counter()  # the anomalous run's frames per stream that drove them
         self._run_peak: float | None = None  # highest score of the current anomalous run
-        self._last_peak: float | None = None  # peak score of the last alert
+        self._last: dict[str, Any] | None = None  # the last alert's record (its peak_score kept up to date)
 
     def _cooling(self, t: float) -> bool:
         """Whether the cooldown holds a run at ``t``: within ``cooldown_s`` of the last alert, unless the run has
         escalated (its peak above ``escalate`` x the last alert's, both positive)."""
         if self.last_alert is None or t - self.last_alert >= self.s.cooldown_s:
             return False
-        return not (self.s.escalate is not None and self._run_peak is not None and self._last_peak is not None
-                    and self._last_peak > 0 and self._run_peak > self.s.escalate * self._last_peak)
+        last_peak = None if self._last is None else self._last["peak_score"]
+        return not (self.s.escalate is not None and self._run_peak is not None and last_peak is not None
+                    and last_peak > 0 and self._run_peak > self.s.escalate * last_peak)
 
     def update(self, t: float, is_anomaly: bool, score: float | None,
                cause: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
@@ -136,14 +137,12 @@ class AlertRule:
             if self.active is None and t - self.run_start >= self.s.min_duration_s and not self._cooling(t):
                 self.active = {"start_s": self.run_start, "alert_s": t, "peak_score": score, "peak_s": t}
                 self.last_alert = t
-                started = self.active
+                started = self._last = self.active
             if self.active is not None and score is not None and (self.active["peak_score"] is None
                                                                   or score > self.active["peak_score"]):
                 self.active.update(peak_score=score, peak_s=t)
-            if self.active is not None:
-                self._last_peak = self.active["peak_score"]
-                if self._causes:
-                    self.active["cause"] = self._causes.most_common(1)[0][0]
+            if self.active is not None and self._causes:
+                self.active["cause"] = self._causes.most_common(1)[0][0]
         else:
             self.run_start = self._run_peak = None
             self._causes.clear()

@@ -269,13 +269,11 @@ class TrackStream(nn.Module):
 
         c = self.cfg
         obs = np.asarray(obs, np.float64).reshape(-1, len(OBS_COLUMNS))
-        if len(obs) == 0:
-            return  # nothing moved: the uniform prior stays
-        rows, cols = c.grid
-        r, k = self._cells(obs)
         weight = self.motion_weight(obs)
         if not weight.sum() > 0:
-            return  # nothing moved: the uniform prior stays
+            return  # nothing moved (no observation, or none with motion weight): the uniform prior stays
+        rows, cols = c.grid
+        r, k = self._cells(obs)
         occ = np.zeros((rows, cols))
         np.add.at(occ, (r, k), weight)
         if c.smooth_cells > 0:
