@@ -110,6 +110,12 @@ def test_non_positive_durations_are_rejected_naming_the_key(key: str) -> None:
         NormalitySettings(**{key: 0.0})
 
 
+@pytest.mark.parametrize("bad", [0.5, 0.0, float("inf")])
+def test_a_scale_change_bound_under_1_is_refused(bad: float) -> None:
+    with pytest.raises(ConfigError, match="anomaly.max_scale_change"):
+        NormalitySettings(max_scale_change=bad)
+
+
 def test_process_rejects_non_positive_fit_s_in_one_line(tmp_path: Path, make_video,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     video = make_video(tmp_path / "v.avi", n_frames=4)
@@ -466,7 +472,8 @@ def test_a_partial_view_is_scored_but_never_learnt() -> None:
 
 def test_updates_are_bounded() -> None:
     """Normal data with 6x the motion arrives as frames marked normal (feedback, so no flag stops it): one update
-    moves the threshold by at most FEEDBACK_THRESHOLD_CHANGE (or max_threshold_change, if larger)."""
+    moves the threshold by at most FEEDBACK_THRESHOLD_CHANGE (or max_threshold_change, if larger); the stream
+    scales follow the marked frames, beyond max_scale_change."""
     from vidseq.models.anomaly.clip import ClipFeatures
     from vidseq.tasks.anomaly.online import FEEDBACK_THRESHOLD_CHANGE
 
@@ -477,7 +484,7 @@ def test_updates_are_bounded() -> None:
         frames = synthetic_frames(300, dt_s=0.1)
         for f in frames[:150]:
             on.push(f)
-        thr0 = on.threshold
+        thr0, scales0 = on.threshold, on.model.stream_std.numpy().copy()
         busy = synthetic_frames(300, dt_s=0.1, seed=1)
         for f in busy:
             f.magnitude_map = f.magnitude_map * 6.0
@@ -486,6 +493,30 @@ def test_updates_are_bounded() -> None:
             on.push(f)
         assert on.updates == 1  # the refit alone would move it further: it stops at one of the bounds
         assert on.threshold == pytest.approx(thr0 / bound) or on.threshold == pytest.approx(thr0 * bound)
+        # the scales are not held to max_scale_change: the marked frames are normal whatever they score
+        assert (on.model.stream_std.numpy() / scales0).max() > 2 * NormalitySettings().max_scale_change
+
+
+def test_an_update_moves_each_streams_scale_by_at_most_max_scale_change() -> None:
+    """Updates refit each stream's scale on the memory; each moves it by at most ``max_scale_change`` from the
+    scale it replaces (1.0: the warm-up's scales stay; None: the refits' own scales)."""
+    scales = {}
+    for change in (1.0, 1.1, None):
+        on = OnlineNormality(CFG, 10.0, NormalitySettings(fit_s=10.0, update_every_s=10.0, max_scale_change=change))
+        on.working_size = (64, 48)
+        frames = synthetic_frames(400, dt_s=0.1)
+        seen = []
+        for f in frames:
+            on.push(f)
+            if on.model is not None and (not seen or seen[-1][0] is not on.model):
+                seen.append((on.model, on.model.stream_std.numpy().copy()))
+        assert on.updates >= 2
+        scales[change] = [s for _, s in seen]
+    assert all(np.array_equal(s, scales[1.0][0]) for s in scales[1.0])
+    steps = [b / a for a, b in zip(scales[1.1], scales[1.1][1:])]
+    assert all(((r <= 1.1 + 1e-9) & (r >= 1 / 1.1 - 1e-9)).all() for r in steps)
+    free = [b / a for a, b in zip(scales[None], scales[None][1:])]
+    assert any(((r > 1.1 + 1e-6) | (r < 1 / 1.1 - 1e-6)).any() for r in free)  # so the bound did something
 
 
 def test_updates_relearn_the_streams_but_keep_the_warmup_threshold() -> None:

@@ -17,8 +17,11 @@
    ``memory_s`` seconds, oldest dropped). Every ``update_every_s`` seconds the model is refitted on the
    first warm-up plus that memory (the streams' statistics and scales); the threshold, in the fused
    score's standardised units, stays where the warm-up's budget put it (``max_threshold_change``, a
-   factor per update, default 1): slow drift is learnt, a real anomaly is never learnt (its frames are
-   flagged, or come close to the threshold) and cannot move the threshold.
+   factor per update, default 1), and each stream's scale moves by at most ``max_scale_change`` an update:
+   slow drift is learnt, a real anomaly is never learnt (its frames are flagged, or come close to the
+   threshold) and cannot move the threshold, and one rare burst in the memory's out-of-fold scores cannot
+   make a stream six times less sensitive in one update (which then let the next anomaly through unflagged,
+   into the memory).
 4. **Scene cuts** (features computed with :class:`vidseq.features.camera.CameraConfig` ``scene_cut``):
    an open event is closed without an alarm, the memory is cleared and normality is learnt again
    (``relearn_s``); each cut is listed in :meth:`describe`. When the frame after a cut shows a view seen
@@ -43,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from vidseq.errors import CheckpointError, ConfigError, DatasetError, InputShapeError
 from vidseq.features.camera import ViewMemory
@@ -99,6 +103,15 @@ class NormalitySettings:
             update's memory followed that memory's luck instead (on the alarm benchmark's dev streams, a pan
             left out of the memory raised it from 1.15 to 1.62 and hid the next three events). An update
             with frames marked as a false alarm may move it by up to :data:`FEEDBACK_THRESHOLD_CHANGE`.
+        max_scale_change: an update moves each stream's scale (what standardises its scores) by at most this
+            factor either way from the scale of the normality it replaces; None: unbounded. Drift (daylight,
+            busier hours) moves scales by a little each update and is followed; a jump is what a handful of
+            frames in the memory's out-of-fold scores does (a walker on a rare path, scored by a model that
+            never saw that path, or an anomaly that stayed under the threshold): on the alarm benchmark's dev
+            streams one such walker made the ``tracks`` scale six times larger in one update, and the next
+            wrong-way walker scored a fifth of the threshold (docs/alarms.md, "Stop 27"). An update with
+            frames marked as a false alarm is not bounded (they are normal whatever their scores: the stream
+            that raised them is made as much less sensitive as they need).
         relearn_s: warm-up after a scene cut (None: ``fit_s``).
         min_duration_s, merge_gap_s: events shorter than this are dropped / closer than this merged.
         stream_budgets: give every stream its own share of the budget: each stream's scale is set so that its
@@ -128,6 +141,7 @@ class NormalitySettings:
     guard_s: float = 5.0
     learn_below: float = 0.8
     max_threshold_change: float = 1.0
+    max_scale_change: float | None = 1.5
     relearn_s: float | None = None
     min_duration_s: float = 0.5
     merge_gap_s: float = 0.3
@@ -150,11 +164,15 @@ class NormalitySettings:
             raise ConfigError(f"anomaly.learn_below must be in (0, 1], got {self.learn_below}")
         if self.max_threshold_change < 1:
             raise ConfigError(f"anomaly.max_threshold_change must be >= 1, got {self.max_threshold_change}")
+        if self.max_scale_change is not None and not (self.max_scale_change >= 1
+                                                      and math.isfinite(self.max_scale_change)):
+            raise ConfigError(f"anomaly.max_scale_change must be >= 1 or null, got {self.max_scale_change}")
 
 
 FEEDBACK_THRESHOLD_CHANGE = 1.25
 """An update that learns frames the user marked as a false alarm (:meth:`OnlineNormality.add_normal`) may move
 the threshold by up to this factor, even when ``max_threshold_change`` keeps it fixed otherwise."""
+
 
 
 UNSUPERVISED_STREAMS: tuple[str, ...] = ("speed", "place", "direction", "tracks")
@@ -171,6 +189,7 @@ UNSUPERVISED_TRACK_ACCUMULATE = 2.0
 track's score is its windowed mean evidence plus its evidence above 2 accumulated over its life, so a walker off
 the paths or against the traffic keeps rising while it is tracked, even where its track is measured badly for
 part of the way. Chosen on the alarm benchmark's 16 dev streams (docs/alarms.md, "Stop 25")."""
+
 
 
 def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | None = None,
@@ -287,12 +306,27 @@ def stream_budget_scales(model: AnomalyModel, raw: Sequence[ClipScores], fps: fl
     model.stream_std = std
 
 
+def _bound_scales(model: AnomalyModel, bounds: tuple[np.ndarray, float] | None) -> None:
+    """Clip the model's stream scales to within ``factor`` of ``scales`` (no-op without bounds, or when the
+    streams differ in number: a model of other streams)."""
+    if bounds is None:
+        return
+    prev, factor = np.asarray(bounds[0], np.float64), float(bounds[1])
+    std = model.stream_std.numpy().astype(np.float64)
+    if prev.shape != std.shape or not (np.isfinite(prev).all() and (prev > 0).all()):
+        return
+    model.stream_std = torch.from_numpy(np.clip(std, prev / factor, prev * factor))
+
+
 def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float, settings: NormalitySettings,
-                  tail_cfg: TailConfig | None = None) -> tuple[AnomalyModel, Calibration, Tail, dict[str, Any]]:
+                  tail_cfg: TailConfig | None = None, scale_bounds: tuple[np.ndarray, float] | None = None,
+                  ) -> tuple[AnomalyModel, Calibration, Tail, dict[str, Any]]:
     """Fit the unsupervised model on normal ``clips`` and set a budget threshold from out-of-fold scores.
 
     Every clip is cut into :data:`FOLD_CHUNKS` time chunks; even chunks are scored by a model fitted on
     the odd ones and vice versa. Those scores standardise the streams and feed the tail fit.
+    ``scale_bounds`` ``(scales, factor)``: each stream's scale stays within ``factor`` of ``scales`` (an update:
+    the scales of the normality it replaces), before the threshold is set on the scores they give.
     """
     from vidseq.models.anomaly.fit import standardise_and_calibrate
 
@@ -317,6 +351,7 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
         standardise_and_calibrate(model, raw)
         if settings.stream_budgets and len(model.cfg.streams) > 1:
             stream_budget_scales(model, raw, fps, settings, tail_cfg)
+        _bound_scales(model, scale_bounds)
         scores = []
         for held, part in folds:  # out-of-fold final scores under the full model's statistics
             part.stream_mean, part.stream_std = model.stream_mean.clone(), model.stream_std.clone()
@@ -324,6 +359,7 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
         normal = np.concatenate(scores)
     else:
         standardise_and_calibrate(model, [score_clip(model, c, normalise=False) for c in clips])
+        _bound_scales(model, scale_bounds)
         normal = _final_scores(model, clips)
     if normal.size < 10:
         raise DatasetError(f"anomaly: {normal.size} normal frames are too few to set a threshold")
@@ -558,7 +594,7 @@ class OnlineNormality:
         self._next_update_s = None if self._last_ts is None else self._last_ts + self.s.update_every_s
 
     def update(self) -> list[ScoredRow]:
-        """Refit on the first warm-up + normal memory (+ feedback frames); bounded threshold change.
+        """Refit on the first warm-up + normal memory (+ feedback frames); bounded threshold and scale change.
 
         Returns rows flushed from the previous scorer (its delayed frames)."""
         if self.model is None or self.cal is None:
@@ -571,7 +607,11 @@ class OnlineNormality:
         if not clips:
             return []
         base = [self._base] if self._base is not None else []
-        args = (base + clips, len(self._extra))  # the feedback clips are learnt once this update is installed
+        bounds = None  # an update with frames the user marked as normal is not bounded: they are normal
+        if self.s.max_scale_change is not None and not self._extra:
+            bounds = (self.model.stream_std.numpy().copy(), self.s.max_scale_change)
+        # the feedback clips are learnt once this update is installed
+        args = (base + clips, len(self._extra), bounds)
         if self.s.background_updates:
             if self._fitter is None:
                 from concurrent.futures import ThreadPoolExecutor
@@ -581,11 +621,12 @@ class OnlineNormality:
             return []
         return self._install_update(*self._fit_update(*args))
 
-    def _fit_update(self, clips: list[ClipFeatures], n_extra: int) -> tuple[Any, int, int]:
+    def _fit_update(self, clips: list[ClipFeatures], n_extra: int, bounds: tuple[np.ndarray, float] | None,
+                    ) -> tuple[Any, int, int]:
         """``(fit_normality's result or None when the clips cannot be fitted, frames, n_extra)`` (pure: runs in
-        the worker thread with background updates)."""
+        the worker thread with background updates; ``bounds``: the current scales and how far they may move)."""
         try:
-            fitted = fit_normality(clips, self.cfg, self.fps, self.s, self.tail_cfg)
+            fitted = fit_normality(clips, self.cfg, self.fps, self.s, self.tail_cfg, bounds)
         except DatasetError as exc:
             log.warning("anomaly: update skipped: %s", exc)
             fitted = None
