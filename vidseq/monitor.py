@@ -105,18 +105,22 @@ class AlertRule:
     def __init__(self, settings: AlertSettings) -> None:
         self.s = settings
         self.run_start: float | None = None
-        self.last_alert: float | None = None
         self.active: dict[str, Any] | None = None
         self._causes: Counter[str] = Counter()  # the anomalous run's frames per stream that drove them
         self._run_peak: float | None = None  # highest score of the current anomalous run
         self._last: dict[str, Any] | None = None  # the last alert's record (its peak_score kept up to date)
 
+    @property
+    def last_alert(self) -> float | None:
+        """Stream time the last alert was raised (None before the first)."""
+        return None if self._last is None else self._last["alert_s"]
+
     def _cooling(self, t: float) -> bool:
         """Whether the cooldown holds a run at ``t``: within ``cooldown_s`` of the last alert, unless the run has
         escalated (its peak above ``escalate`` x the last alert's, both positive)."""
-        if self.last_alert is None or t - self.last_alert >= self.s.cooldown_s:
+        if self._last is None or t - self._last["alert_s"] >= self.s.cooldown_s:
             return False
-        last_peak = None if self._last is None else self._last["peak_score"]
+        last_peak = self._last["peak_score"]
         return not (self.s.escalate is not None and self._run_peak is not None and last_peak is not None
                     and last_peak > 0 and self._run_peak > self.s.escalate * last_peak)
 
@@ -136,7 +140,6 @@ class AlertRule:
             # it alerts once it is over, with the run's own start), nor one that escalates.
             if self.active is None and t - self.run_start >= self.s.min_duration_s and not self._cooling(t):
                 self.active = {"start_s": self.run_start, "alert_s": t, "peak_score": score, "peak_s": t}
-                self.last_alert = t
                 started = self._last = self.active
             if self.active is not None and score is not None and (self.active["peak_score"] is None
                                                                   or score > self.active["peak_score"]):

@@ -46,7 +46,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 
 from vidseq.errors import CheckpointError, ConfigError, DatasetError, InputShapeError
 from vidseq.features.camera import ViewMemory
@@ -174,7 +173,6 @@ FEEDBACK_THRESHOLD_CHANGE = 1.25
 the threshold by up to this factor, even when ``max_threshold_change`` keeps it fixed otherwise."""
 
 
-
 UNSUPERVISED_STREAMS: tuple[str, ...] = ("speed", "place", "direction", "tracks")
 """Streams of unsupervised scoring: how fast (speed), where (place) and which way (direction) things move
 for their place, and where and which way each tracked object walks (tracks). Chosen on the alarm benchmark's
@@ -189,7 +187,6 @@ UNSUPERVISED_TRACK_ACCUMULATE = 2.0
 track's score is its windowed mean evidence plus its evidence above 2 accumulated over its life, so a walker off
 the paths or against the traffic keeps rising while it is tracked, even where its track is measured badly for
 part of the way. Chosen on the alarm benchmark's 16 dev streams (docs/alarms.md, "Stop 25")."""
-
 
 
 def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | None = None,
@@ -306,20 +303,17 @@ def stream_budget_scales(model: AnomalyModel, raw: Sequence[ClipScores], fps: fl
     model.stream_std = std
 
 
-def _bound_scales(model: AnomalyModel, bounds: tuple[np.ndarray, float] | None) -> None:
+def _bound_scales(model: AnomalyModel, bounds: tuple[Any, float] | None) -> None:
     """Clip the model's stream scales to within ``factor`` of ``scales`` (no-op without bounds, or when the
     streams differ in number: a model of other streams)."""
-    if bounds is None:
+    if bounds is None or bounds[0].shape != model.stream_std.shape:
         return
-    prev, factor = np.asarray(bounds[0], np.float64), float(bounds[1])
-    std = model.stream_std.numpy().astype(np.float64)
-    if prev.shape != std.shape or not (np.isfinite(prev).all() and (prev > 0).all()):
-        return
-    model.stream_std = torch.from_numpy(np.clip(std, prev / factor, prev * factor))
+    prev, factor = bounds
+    model.stream_std = model.stream_std.clamp(prev / factor, prev * factor)
 
 
 def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float, settings: NormalitySettings,
-                  tail_cfg: TailConfig | None = None, scale_bounds: tuple[np.ndarray, float] | None = None,
+                  tail_cfg: TailConfig | None = None, scale_bounds: tuple[Any, float] | None = None,
                   ) -> tuple[AnomalyModel, Calibration, Tail, dict[str, Any]]:
     """Fit the unsupervised model on normal ``clips`` and set a budget threshold from out-of-fold scores.
 
@@ -609,7 +603,7 @@ class OnlineNormality:
         base = [self._base] if self._base is not None else []
         bounds = None  # an update with frames the user marked as normal is not bounded: they are normal
         if self.s.max_scale_change is not None and not self._extra:
-            bounds = (self.model.stream_std.numpy().copy(), self.s.max_scale_change)
+            bounds = (self.model.stream_std.clone(), self.s.max_scale_change)
         # the feedback clips are learnt once this update is installed
         args = (base + clips, len(self._extra), bounds)
         if self.s.background_updates:
@@ -621,7 +615,7 @@ class OnlineNormality:
             return []
         return self._install_update(*self._fit_update(*args))
 
-    def _fit_update(self, clips: list[ClipFeatures], n_extra: int, bounds: tuple[np.ndarray, float] | None,
+    def _fit_update(self, clips: list[ClipFeatures], n_extra: int, bounds: tuple[Any, float] | None,
                     ) -> tuple[Any, int, int]:
         """``(fit_normality's result or None when the clips cannot be fitted, frames, n_extra)`` (pure: runs in
         the worker thread with background updates; ``bounds``: the current scales and how far they may move)."""
