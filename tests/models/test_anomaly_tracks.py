@@ -199,3 +199,36 @@ def test_a_wrong_way_walker_measured_badly_half_the_way_still_stands_out() -> No
     assert normal_max[2.0] == pytest.approx(normal_max[None], rel=0.1)
     assert ratio[None] < 5.0, f"the windowed mean alone separates it already ({ratio[None]:.1f}x): shows nothing"
     assert ratio[2.0] > 10.0, f"accumulated: the wrong-way walker scores only {ratio[2.0]:.1f}x normal walkers"
+
+
+def half_found(frames: list[tuple[np.ndarray, float, bool]], keep: int, every: int,
+               ) -> list[tuple[np.ndarray, float, bool]]:
+    """The same scene, but the walker's region (the last row) is found in only ``keep`` of every ``every``
+    frames: a small walker far from the camera, whose flow region falls under the detector's smallest size."""
+    return [(a if i % every < keep else a[:-1], t, v) for i, (a, t, v) in enumerate(frames)]
+
+
+def test_unsupervised_scoring_weighs_a_walker_whose_region_is_found_in_half_its_frames() -> None:
+    """``tracks.min_cover``: a wrong-way walker found in 2 of every 4 frames is a track covering 55-60 % of its
+    window. The fitted default (0.7) weighs it nothing; unsupervised scoring (0.5) sees it far above the
+    normal walkers, which score about the same under both."""
+    from vidseq.tasks.anomaly.online import UNSUPERVISED_TRACK_MIN_COVER, unsupervised_config
+
+    assert unsupervised_config().tracks.min_cover == UNSUPERVISED_TRACK_MIN_COVER
+    assert unsupervised_config(base=None).tracks.min_cover < TrackStreamConfig().min_cover
+    rng = np.random.default_rng(0)
+    train = walkers(120.0, lane_traffic(120.0, rng), rng, noise_blobs=3)
+    normal_frames = walkers(60.0, lane_traffic(60.0, np.random.default_rng(2)), np.random.default_rng(2))
+    # the walker goes up the image from the lane's foot rows, through the traffic, for 6 s
+    scene = walkers(8.0, lane_traffic(8.0, np.random.default_rng(5)) + [(1.0, 200.0, 235.0, 0.0, -1.0)],
+                    np.random.default_rng(3))
+    up = half_found(scene, keep=2, every=4)
+    ratio, normal_max = {}, {}
+    for name, cfg in (("fitted", TrackStreamConfig(accumulate=2.0)), ("unsupervised", unsupervised_config().tracks)):
+        stream = TrackStream(cfg, SIZE)
+        stream.fit(track_clip(cfg, SIZE, FPS, train))
+        normal_max[name] = score_observations(stream, FPS, normal_frames).max()
+        ratio[name] = score_observations(stream, FPS, up).max() / normal_max[name]
+    assert normal_max["unsupervised"] == pytest.approx(normal_max["fitted"], rel=0.25)
+    assert ratio["fitted"] < 2.0, f"min_cover 0.7 weighs the walker already ({ratio['fitted']:.1f}x): shows nothing"
+    assert ratio["unsupervised"] > 5.0, f"the walker found in half its frames scores {ratio['unsupervised']:.1f}x"
