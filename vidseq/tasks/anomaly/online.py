@@ -211,10 +211,11 @@ def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | Non
     if bad or not streams:
         raise ConfigError(f"anomaly.streams: unsupervised streams are {', '.join(allowed)}; got {list(streams)}")
     cfg = replace(cfg, streams=streams, weights=(), fusion="max", standardise="quantile")
-    if "tracks" in streams and cfg.tracks.accumulate is None:
-        cfg = replace(cfg, tracks=replace(cfg.tracks, accumulate=UNSUPERVISED_TRACK_ACCUMULATE))
-    if "tracks" in streams and cfg.tracks.min_cover == TrackStreamConfig.min_cover:  # left at the fitted default
-        cfg = replace(cfg, tracks=replace(cfg.tracks, min_cover=UNSUPERVISED_TRACK_MIN_COVER))
+    if "tracks" in streams:  # unsupervised values where the config leaves the fitted model's defaults
+        t = cfg.tracks
+        cfg = replace(cfg, tracks=replace(
+            t, accumulate=UNSUPERVISED_TRACK_ACCUMULATE if t.accumulate is None else t.accumulate,
+            min_cover=UNSUPERVISED_TRACK_MIN_COVER if t.min_cover == TrackStreamConfig.min_cover else t.min_cover))
     if "tracks" in streams and "objects" not in streams:
         # the tracks stream follows what moves in the camera-compensated flow; background subtraction
         # (the objects stream's regions) also finds everything a shake or an exposure jump changes
@@ -314,12 +315,10 @@ def stream_budget_scales(model: AnomalyModel, raw: Sequence[ClipScores], fps: fl
 
 
 def _bound_scales(model: AnomalyModel, bounds: tuple[Any, float] | None) -> None:
-    """Clip the model's stream scales to within ``factor`` of ``scales`` (no-op without bounds, or when the
-    streams differ in number: a model of other streams)."""
-    if bounds is None or bounds[0].shape != model.stream_std.shape:
-        return
-    prev, factor = bounds
-    model.stream_std = model.stream_std.clamp(prev / factor, prev * factor)
+    """Clip the model's stream scales to within ``factor`` of ``scales`` (no-op without bounds)."""
+    if bounds is not None:
+        prev, factor = bounds
+        model.stream_std = model.stream_std.clamp(prev / factor, prev * factor)
 
 
 def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float, settings: NormalitySettings,
