@@ -13,7 +13,7 @@ FAST = ["pipeline.backbone_weights=yolov8n.yaml", "pipeline.tracker.imgsz=128", 
 
 
 def test_alert_rule_min_duration_and_cooldown() -> None:
-    rule = AlertRule(AlertSettings(min_duration_s=0.3, cooldown_s=2.0))
+    rule = AlertRule(AlertSettings(min_duration_s=0.3, cooldown_s=2.0, merge_gap_s=0.0))
     fps = 10
     flags = [0] * 5 + [1] * 2 + [0] * 3 + [1] * 6 + [0] * 5 + [1] * 6 + [0] * 30 + [1] * 5 + [0]
     started, ended = [], []
@@ -62,6 +62,24 @@ def test_a_strong_run_inside_the_cooldown_of_a_weak_alert_is_not_swallowed() -> 
     assert alerts_raised(AlertSettings(escalate=None), weak_then_strong) == [(0.0, 1.0)]
     alike = [(12, 1.2), (30, 0.0), (20, 1.5), (5, 0.0)]
     assert alerts_raised(AlertSettings(), alike) == [(0.0, 1.0)]
+
+
+def test_runs_a_moment_apart_add_up_their_anomalous_time() -> None:
+    """Someone pacing up and down is flagged in short runs, each under ``min_duration_s``: runs less than
+    ``merge_gap_s`` apart add up (the gaps do not count), and the alert is dated from the first run. Without
+    merging they raise nothing; runs farther apart stay apart; an alert ends with its run, so an event a few
+    seconds later is alerted on by itself."""
+    pacing = [(7, 1.2), (10, 0.0), (7, 1.2), (10, 0.0), (7, 1.2), (30, 0.0)]  # 0.6 s flagged, 1 s gaps
+    assert alerts_raised(AlertSettings(merge_gap_s=0.0), pacing) == []
+    assert alerts_raised(AlertSettings(merge_gap_s=1.5), pacing) == [(0.0, 2.1)]  # 0.6 + 0.4 s of the second
+    assert alerts_raised(AlertSettings(merge_gap_s=0.5), pacing) == []
+    far = [(7, 1.2), (20, 0.0), (7, 1.2), (30, 0.0)]  # 2 s apart
+    assert alerts_raised(AlertSettings(merge_gap_s=1.5), far) == []
+    # the alert ends with its run: the second event (cooldown 0) alerts after its own min_duration_s
+    two = [(15, 1.2), (10, 0.0), (15, 1.2), (5, 0.0)]
+    assert alerts_raised(AlertSettings(merge_gap_s=1.5, cooldown_s=0.0), two) == [(0.0, 1.0), (2.5, 3.5)]
+    with pytest.raises(Exception, match="merge_gap_s"):
+        load_config(MonitorConfig, None, ["alerts.merge_gap_s=-1"])
 
 
 def test_bad_escalate_is_refused() -> None:

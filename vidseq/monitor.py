@@ -2,8 +2,9 @@
 
 The source is read with latest-frame semantics (lag never grows; drops are counted and shown), the
 shared :class:`~vidseq.pipeline.FrameProcessor` scores each frame, and alert rules turn scores into
-events: a run of anomalous frames at least ``min_duration_s`` long raises an alert once no alert was raised
-in the last ``cooldown_s`` (a run that began inside the cooldown and outlasts it alerts when it is over).
+events: a run of anomalous frames at least ``min_duration_s`` long (runs less than ``merge_gap_s`` apart adding up
+their anomalous seconds) raises an alert once no alert was raised in the last ``cooldown_s`` (a run that began
+inside the cooldown and outlasts it alerts when it is over).
 Each event is saved as a clip with ``pre_roll_s`` seconds before it (from a ring buffer) and ``post_roll_s``
 after, and appended to ``events.jsonl``. Without a trained anomaly model
 the anomaly head learns normality from the first seconds (said on screen and in the logs).
@@ -48,6 +49,9 @@ STATUS_LOG_INTERVAL_S = 30.0
 @dataclass(frozen=True)
 class AlertSettings:
     min_duration_s: float = 1.0  # anomalous for at least this long before an alert
+    # anomalous runs less than this far apart count as one run until it alerts (their anomalous seconds add up,
+    # not the gaps): someone pacing up and down is flagged in short runs as they turn (docs/alarms.md, "Stop 29")
+    merge_gap_s: float = setting(1.5, ge=0.0)
     cooldown_s: float = 10.0  # no new alert within this long after the previous one was raised
     # ... unless the run's score rises above this multiple of the last alert's peak (a stronger situation, not the
     # same one going on: a short false alarm must not silence a real event seconds later); None: the cooldown holds
@@ -104,7 +108,10 @@ class AlertRule:
 
     def __init__(self, settings: AlertSettings) -> None:
         self.s = settings
-        self.run_start: float | None = None
+        self.run_start: float | None = None  # the anomalous run's first frame (None: no run)
+        self._part_start: float | None = None  # the first frame of its part going on (None: in a gap)
+        self._done_s = 0.0  # anomalous seconds of its parts that ended
+        self._last_anomalous = 0.0  # its last anomalous frame
         self.active: dict[str, Any] | None = None
         self._causes: Counter[str] = Counter()  # the anomalous run's frames per stream that drove them
         self._run_peak: float | None = None  # highest score of the current anomalous run
@@ -127,18 +134,26 @@ class AlertRule:
     def update(self, t: float, is_anomaly: bool, score: float | None,
                cause: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """Returns ``(started_event, ended_event)`` for time ``t``; ``cause`` (the anomaly stream behind the
-        frame's score) makes the event's ``cause`` the one behind most of its anomalous frames."""
+        frame's score) makes the event's ``cause`` the one behind most of its anomalous frames.
+
+        Anomalous runs less than ``merge_gap_s`` apart are one run until it is alerted on: their anomalous
+        seconds add up (the gaps do not count) towards ``min_duration_s``. An alert ends with the first frame
+        that is not anomalous, as without merging (an event a few seconds later is alerted on by itself)."""
         started = ended = None
         if is_anomaly:
             if self.run_start is None:
-                self.run_start = t
+                self.run_start, self._done_s = t, 0.0
+            if self._part_start is None:
+                self._part_start = t
+            self._last_anomalous = t
             if cause is not None:
                 self._causes[cause] += 1
             if score is not None and (self._run_peak is None or score > self._run_peak):
                 self._run_peak = score
             # The cooldown spaces alerts out; it never swallows a run that outlasts it (a run that began inside
             # it alerts once it is over, with the run's own start), nor one that escalates.
-            if self.active is None and t - self.run_start >= self.s.min_duration_s and not self._cooling(t):
+            anomalous_s = self._done_s + t - self._part_start
+            if self.active is None and anomalous_s >= self.s.min_duration_s and not self._cooling(t):
                 self.active = {"start_s": self.run_start, "alert_s": t, "peak_score": score, "peak_s": t}
                 started = self._last = self.active
             if self.active is not None and score is not None and (self.active["peak_score"] is None
@@ -146,7 +161,12 @@ class AlertRule:
                 self.active.update(peak_score=score, peak_s=t)
             if self.active is not None and self._causes:
                 self.active["cause"] = self._causes.most_common(1)[0][0]
-        else:
+            return started, ended
+        if self._part_start is not None:  # a part of the run ends at this frame
+            self._done_s += self._last_anomalous - self._part_start
+            self._part_start = None
+        # an alert ends with its run's part; a run not yet alerted on waits merge_gap_s for its next part
+        if self.run_start is not None and (self.active is not None or t - self._last_anomalous > self.s.merge_gap_s):
             self.run_start = self._run_peak = None
             self._causes.clear()
             if self.active is not None:

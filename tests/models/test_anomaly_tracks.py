@@ -8,6 +8,7 @@ import pytest
 from vidseq.errors import ConfigError
 from vidseq.features.regions import ATTRIBUTE_NAMES
 from vidseq.models.anomaly.tracks import (
+    FITTED_MIN_COVER,
     RegionTracker,
     TrackStream,
     TrackStreamConfig,
@@ -212,10 +213,12 @@ def test_unsupervised_scoring_weighs_a_walker_whose_region_is_found_in_half_its_
     """``tracks.min_cover``: a wrong-way walker found in 2 of every 4 frames is a track covering 55-60 % of its
     window. The fitted default (0.7) weighs it nothing; unsupervised scoring (0.5) sees it far above the
     normal walkers, which score about the same under both."""
+    from vidseq.models.anomaly.model import AnomalyConfig
     from vidseq.tasks.anomaly.online import UNSUPERVISED_TRACK_MIN_COVER, unsupervised_config
 
-    assert unsupervised_config().tracks.min_cover == UNSUPERVISED_TRACK_MIN_COVER
-    assert unsupervised_config(base=None).tracks.min_cover < TrackStreamConfig().min_cover
+    assert unsupervised_config().tracks.min_cover == UNSUPERVISED_TRACK_MIN_COVER < FITTED_MIN_COVER
+    asked = AnomalyConfig(streams=("speed", "tracks"), tracks=TrackStreamConfig(min_cover=FITTED_MIN_COVER))
+    assert unsupervised_config(base=asked).tracks.min_cover == FITTED_MIN_COVER  # a value given is kept
     rng = np.random.default_rng(0)
     train = walkers(120.0, lane_traffic(120.0, rng), rng, noise_blobs=3)
     normal_frames = walkers(60.0, lane_traffic(60.0, np.random.default_rng(2)), np.random.default_rng(2))

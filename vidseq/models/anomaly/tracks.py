@@ -49,6 +49,8 @@ _H, _W = ATTRIBUTE_NAMES.index("height"), ATTRIBUTE_NAMES.index("width")
 _Y, _X = ATTRIBUTE_NAMES.index("y_bottom"), ATTRIBUTE_NAMES.index("x_center")
 
 OBS_COLUMNS: tuple[str, ...] = ("track", "age_s", "heading", "agreement", "speed", "x", "y")
+FITTED_MIN_COVER = 0.7
+"""``tracks.min_cover`` of a fitted model that leaves it unset (:class:`TrackStreamConfig`)."""
 """Columns of an observation row (:meth:`RegionTracker.step`): track id, seconds since the track began,
 heading (radians, image coordinates), agreement of displacement and flow in [0, 1], speed (body heights
 per second), foot point x, y (px)."""
@@ -71,7 +73,9 @@ class TrackStreamConfig:
         max_size_share: regions taller or wider than this share of the frame are not tracked (a global
             change, not an object).
         min_cover: a track whose regions were found in less than this share of its window's frames gets
-            no weight (flicker).
+            no weight (flicker). None (the default): :data:`FITTED_MIN_COVER` (0.7) for a fitted model, which
+            every checkpoint fitted before this setting could be None also stores; unsupervised scoring sets 0.5
+            (:data:`vidseq.tasks.anomaly.online.UNSUPERVISED_TRACK_MIN_COVER`). A value given is kept as it is.
         full_speed: body heights per second from which the motion weight is 1 (walking is about 0.8).
         direction_speed: normal observations slower than this (body heights/s) do not enter the direction
             histograms.
@@ -100,7 +104,7 @@ class TrackStreamConfig:
     min_gate_px: float = 6.0
     min_height_px: float = 4.0
     max_size_share: float = 0.6
-    min_cover: float = 0.7
+    min_cover: float | None = None
     full_speed: float = 0.5
     direction_speed: float = 0.3
     direction_agreement: float = 0.5
@@ -127,6 +131,8 @@ class TrackStreamConfig:
             raise ConfigError(f"tracks.accumulate must be > 0 or null (no accumulation), got {self.accumulate}")
         for k in ("max_size_share", "min_cover", "direction_agreement", "occupancy_floor", "uniform"):
             v = getattr(self, k)
+            if v is None and k == "min_cover":
+                continue
             if not 0 <= v <= 1 or (k in ("max_size_share", "occupancy_floor", "uniform") and v == 0):
                 raise ConfigError(f"tracks.{k} must be in (0, 1], got {v}")
 
@@ -156,6 +162,7 @@ class RegionTracker:
         self.cfg = cfg
         self.size = (float(frame_size[0]), float(frame_size[1]))
         self.fps = float(fps)
+        self.min_cover = FITTED_MIN_COVER if cfg.min_cover is None else float(cfg.min_cover)
         self.tracks: dict[int, _Track] = {}
         self._next = 0
         self._seen: deque[float] = deque()  # times of the frames given to step (a live source drops some)
@@ -227,7 +234,7 @@ class RegionTracker:
         # a live reader dropped were never seen, and do not count against it
         seen = len(self._seen) - bisect.bisect_left(self._seen, t0 - 1e-9)
         cover = len(h) / max(min(dt * self.fps + 1, seen), 1)
-        weight = max(agree, 0.0) * min(coherence, 1.0) * (cover >= self.cfg.min_cover)
+        weight = max(agree, 0.0) * min(coherence, 1.0) * (cover >= self.min_cover)
         return math.atan2(dy, dx), weight, disp / dt / max(float(np.median(h[:, 5])), 1.0)
 
 

@@ -1058,8 +1058,9 @@ def run_benchmark(data_dir: Path, cfg: BenchConfig, cache_dir: Path, make_proces
 
     clips = list_normal_clips(Path(data_dir))
     model_clips, stream_clips = split_clips(clips, cfg.model_share)
+    # what builds one stream (its length is "seconds": the same stream whatever the number of seeds beside it)
     gen = {k: v for k, v in asdict(cfg).items() if k not in ("modes", "tolerance_s", "live_slowdown", "seeds",
-                                                                  "seed_set")}
+                                                                  "seed_set", "minutes")}
     clip_ids = [(p.name, p.stat().st_size) for p in clips]
     code = code_hash(Path(vidseq.__file__).parent)
     seconds = cfg.minutes * 60.0 / cfg.seeds

@@ -63,7 +63,6 @@ from vidseq.models.anomaly.model import (
 )
 from vidseq.models.anomaly.threshold import Tail, TailConfig, budget_calibration
 from vidseq.models.anomaly.threshold import preload as preload_threshold
-from vidseq.models.anomaly.tracks import TrackStreamConfig
 
 log = logging.getLogger(__name__)
 
@@ -190,10 +189,10 @@ the paths or against the traffic keeps rising while it is tracked, even where it
 part of the way. Chosen on the alarm benchmark's 16 dev streams (docs/alarms.md, "Stop 25")."""
 
 UNSUPERVISED_TRACK_MIN_COVER = 0.5
-"""``tracks.min_cover`` of unsupervised scoring (0.7 is :class:`~vidseq.models.anomaly.tracks.TrackStreamConfig`'s
-default, which trained models keep): a track counts when its regions were found in half the frames of its window.
-A small walker far from the camera, or one whose region merges with another's for a few frames, is found in
-fewer than 70 % of them and weighed nothing, however long it was tracked. Chosen on the alarm benchmark's 24 dev
+"""``tracks.min_cover`` of unsupervised scoring where the config leaves it unset (a fitted model then keeps
+:data:`~vidseq.models.anomaly.tracks.FITTED_MIN_COVER`, 0.7): a track counts when its regions were found in half
+the frames of its window. A small walker far from the camera, or one whose region merges with another's for a few
+frames, is found in fewer than 70 % of them and weighed nothing, however long it was tracked. Chosen on the alarm benchmark's 24 dev
 streams, where it found more events with fewer false ones (docs/alarms.md, "Stop 28")."""
 
 
@@ -215,7 +214,7 @@ def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | Non
         t = cfg.tracks
         cfg = replace(cfg, tracks=replace(
             t, accumulate=UNSUPERVISED_TRACK_ACCUMULATE if t.accumulate is None else t.accumulate,
-            min_cover=UNSUPERVISED_TRACK_MIN_COVER if t.min_cover == TrackStreamConfig.min_cover else t.min_cover))
+            min_cover=UNSUPERVISED_TRACK_MIN_COVER if t.min_cover is None else t.min_cover))
     if "tracks" in streams and "objects" not in streams:
         # the tracks stream follows what moves in the camera-compensated flow; background subtraction
         # (the objects stream's regions) also finds everything a shake or an exposure jump changes
