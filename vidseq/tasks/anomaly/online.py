@@ -192,8 +192,8 @@ UNSUPERVISED_TRACK_MIN_COVER = 0.5
 """``tracks.min_cover`` of unsupervised scoring where the config leaves it unset (a fitted model then keeps
 :data:`~vidseq.models.anomaly.tracks.FITTED_MIN_COVER`, 0.7): a track counts when its regions were found in half
 the frames of its window. A small walker far from the camera, or one whose region merges with another's for a few
-frames, is found in fewer than 70 % of them and weighed nothing, however long it was tracked. Chosen on the alarm benchmark's 24 dev
-streams, where it found more events with fewer false ones (docs/alarms.md, "Stop 28")."""
+frames, is found in fewer than 70 % of them and weighed nothing, however long it was tracked. Chosen on the alarm
+benchmark's 24 dev streams, where it found more events with fewer false ones (docs/alarms.md, "Stop 28")."""
 
 
 def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | None = None,
