@@ -49,11 +49,11 @@ _H, _W = ATTRIBUTE_NAMES.index("height"), ATTRIBUTE_NAMES.index("width")
 _Y, _X = ATTRIBUTE_NAMES.index("y_bottom"), ATTRIBUTE_NAMES.index("x_center")
 
 OBS_COLUMNS: tuple[str, ...] = ("track", "age_s", "heading", "agreement", "speed", "x", "y")
-FITTED_MIN_COVER = 0.7
-"""``tracks.min_cover`` of a fitted model that leaves it unset (:class:`TrackStreamConfig`)."""
 """Columns of an observation row (:meth:`RegionTracker.step`): track id, seconds since the track began,
 heading (radians, image coordinates), agreement of displacement and flow in [0, 1], speed (body heights
 per second), foot point x, y (px)."""
+FITTED_MIN_COVER = 0.7
+"""``tracks.min_cover`` of a fitted model that leaves it unset (:class:`TrackStreamConfig`)."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +73,8 @@ class TrackStreamConfig:
         max_size_share: regions taller or wider than this share of the frame are not tracked (a global
             change, not an object).
         min_cover: a track whose regions were found in less than this share of its window's frames gets
-            no weight (flicker). None (the default): :data:`FITTED_MIN_COVER` (0.7) for a fitted model, which
-            every checkpoint fitted before this setting could be None also stores; unsupervised scoring sets 0.5
+            no weight (flicker). None (the default): a fitted model reads :data:`FITTED_MIN_COVER` (0.7; the
+            checkpoints fitted before None was allowed store 0.7, the same), unsupervised scoring 0.5
             (:data:`vidseq.tasks.anomaly.online.UNSUPERVISED_TRACK_MIN_COVER`). A value given is kept as it is.
         full_speed: body heights per second from which the motion weight is 1 (walking is about 0.8).
         direction_speed: normal observations slower than this (body heights/s) do not enter the direction
