@@ -160,6 +160,34 @@ def test_stream_labels_mark_exactly_the_frames_with_a_pasted_object() -> None:
     assert truth.normal_mask().sum() == 300 - sum(e.stop - e.start for e in truth.events)
 
 
+def test_labels_follow_the_cameras_view_through_a_pan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pan shows a window of the scene: an object outside it is not labelled, and an event the camera would
+    show for less than ``min_visible_s`` is placed later instead (generator 5; 4 labelled what the scene held)."""
+    assert ab.view_window(ab.CameraState(), (W, H)) == (0.0, 0.0, W, H)
+    x0, y0, x1, y1 = ab.view_window(ab.CameraState(zoom=0.5, pan=1.0), (W, H))
+    assert (x0, x1, y0, y1) == (W / 2, W, H / 4, 3 * H / 4)  # the right half of the scene, its middle rows
+    monkeypatch.setattr(ab, "NUISANCES", ("pan",))
+    frames = [np.repeat(background()[:, :, None], 3, axis=2)] * 40
+    cfg = ab.BenchConfig(lead_s=1.0, event_gap_s=(1.0, 2.0), nuisance_s=(12.0, 15.0), clean_gap_s=(0.5, 1.0))
+    stats = _stats()
+    in_pan = 0
+    for seed in range(3):
+        truth, paths = ab.plan_stream({"a": 40, "b": 40}, 10.0, (W, H), 500, seed, cfg, stats)
+        pans = np.zeros(500, bool)
+        for n in truth.nuisances:
+            if n.kind == "pan":
+                pans[n.start:n.stop] = True
+        shown = list(ab.render_frames(truth, paths, stats, lambda name: frames))
+        empty = ab.StreamTruth(truth.seed, truth.fps, truth.size, truth.labels, [], truth.nuisances, truth.clips)
+        bare = list(ab.render_frames(empty, [], stats, lambda name: frames))
+        changed = np.array([np.abs(a.astype(int) - b).max() > 50 for a, b in zip(shown, bare, strict=True)])
+        lab = truth.labels == 1
+        assert changed[lab].all()  # every labelled frame shows the object in the camera's output
+        assert all((truth.labels[e.start:e.stop] == 1).sum() >= 10 for e in truth.events)
+        in_pan += int((lab & pans).sum())
+    assert in_pan > 50  # the pans did hold events
+
+
 def test_events_start_after_the_warmup_while_nuisances_start_after_the_lead() -> None:
     """No event inside the normality warm-up (it could never be found); camera nuisances still fall in it."""
     cfg = ab.BenchConfig(lead_s=2.0, events_after_s=15.0, event_gap_s=(2.0, 3.0), nuisance_s=(3.0, 4.0),

@@ -27,8 +27,10 @@ Streams (:func:`plan_stream`, :func:`render_frames`)
     view is learnt apart; the first view's warm-up resumes when it returns), so the first event waits as long
     again: an event inside a warm-up would be taken as normal, by definition.
 
-    A frame is labelled anomalous while the pasted object is at least 30 % visible; an event's span runs from
-    its first to its last such frame. Streams are written lossless (FFV1 ``stream.mkv`` + ``truth.json``)
+    A frame is labelled anomalous while at least 30 % of the pasted object is inside the camera's view (a pan's
+    window, moved by the shake); an event's span runs from its first to its last such frame, and an object the
+    camera would show for less than ``min_visible_s`` is tried again a second later (until generator version 4
+    the share was taken of the whole scene, so a walker outside a pan's window was labelled but never shown). Streams are written lossless (FFV1 ``stream.mkv`` + ``truth.json``)
     under the cache folder, so reruns, and ``vidseq process``/``monitor`` by hand, read the very same frames.
 
 Modes (:func:`run_mode`: the real streaming pass, :class:`~vidseq.pipeline.FrameProcessor`, injected by the
@@ -72,7 +74,7 @@ from vidseq.tasks.anomaly.pseudo import Donor, find_donors, paste_donor
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = "4"  # bump when the streams a seed produces change
+GENERATOR_VERSION = "5"  # bump when the streams a seed produces change
 NUISANCES: tuple[str, ...] = ("exposure_drift", "exposure_jump", "noise", "jpeg", "shake", "pan", "scene_cut")
 EVENT_KINDS: tuple[str, ...] = ("fast_object", "loitering", "off_path", "wrong_direction", "oversize")
 MODES: tuple[str, ...] = ("unsupervised", "trained", "live")
@@ -104,6 +106,8 @@ class BenchConfig:
         nuisance_s: nuisance span length range (s).
         clean_gap_s: clean gap between nuisance spans, range (s).
         tolerance_s: an alert within this long of an event's span still finds it.
+        min_visible_s: an event whose object the camera would show (>= 30 % of it inside the view) for less than
+            this is not placed there; it is tried again a second later.
         live_slowdown: ``live`` mode: processing takes this many frame intervals per frame.
         model_share: share of the normal clips (first ones by name) the ``trained`` model learns from; the rest
             make the streams.
@@ -119,6 +123,7 @@ class BenchConfig:
     nuisance_s: tuple[float, float] = (20.0, 35.0)
     clean_gap_s: tuple[float, float] = (10.0, 25.0)
     tolerance_s: float = 1.0
+    min_visible_s: float = 1.0
     live_slowdown: float = 2.0
     model_share: float = 0.5
 
@@ -136,8 +141,8 @@ class BenchConfig:
             lo, hi = getattr(self, name)
             if not 0 < lo <= hi:
                 raise ConfigError(f"{name} must be 0 < low <= high, got {(lo, hi)}")
-        if self.lead_s < 0 or self.tolerance_s < 0 or not self.live_slowdown >= 1:
-            raise ConfigError("lead_s and tolerance_s must be >= 0, live_slowdown >= 1")
+        if self.lead_s < 0 or self.tolerance_s < 0 or self.min_visible_s < 0 or not self.live_slowdown >= 1:
+            raise ConfigError("lead_s, tolerance_s and min_visible_s must be >= 0, live_slowdown >= 1")
         if self.events_after_s is not None and self.events_after_s < 0:
             raise ConfigError(f"events_after_s must be >= 0, got {self.events_after_s}")
         if not 0 < self.model_share < 1:
@@ -577,15 +582,18 @@ def plan_stream(clip_lengths: dict[str, int], fps: float, size: tuple[int, int],
         if cut is not None:  # the other camera's view is new to the stream: it is being learnt, never scored
             t = cut.stop + fps
             continue
-        kinds.pop()
-        vis = _visible_shares(stats.donors[path.donor_index][1], path, size)
+        views = [view_window(camera_state(nuis, start + j, seed), size) for j in range(n)]
+        vis = _visible_shares(stats.donors[path.donor_index][1], path, views)
         on = np.flatnonzero(vis >= 0.3)
-        if len(on):
-            first, last = start + int(on[0]), start + int(on[-1]) + 1
-            labels[first:last] = (vis[on[0]:on[-1] + 1] >= 0.3).astype(np.int64)
-            events.append(Span(kind, first, last, {**detail, "path_start": start,
-                                                   "donor_clip": stats.donors[path.donor_index][0]}))
-            paths.append(path)
+        if len(on) < max(1.0, cfg.min_visible_s * fps):  # out of the camera's view (a pan's window): not shown
+            t = start + fps
+            continue
+        kinds.pop()
+        first, last = start + int(on[0]), start + int(on[-1]) + 1
+        labels[first:last] = (vis[on[0]:on[-1] + 1] >= 0.3).astype(np.int64)
+        events.append(Span(kind, first, last, {**detail, "path_start": start,
+                                               "donor_clip": stats.donors[path.donor_index][0]}))
+        paths.append(path)
         t = start + n + rng.uniform(*cfg.event_gap_s) * fps
     truth = StreamTruth(seed, fps, size, labels, events, nuis, clips)
     return truth, paths
@@ -600,16 +608,28 @@ def warm_up_end(end: float, nuisances: Sequence[Span], fps: float) -> float:
     return end
 
 
-def _visible_shares(donor: Donor, path: ObjectPath, size: tuple[int, int]) -> np.ndarray:
-    """Visible share of the object at each step (same geometry as the paste, without pixels)."""
-    w_img, h_img = size
+def view_window(st: CameraState, size: tuple[int, int]) -> tuple[float, float, float, float]:
+    """The part of the scene ``(x0, y0, x1, y1)``, in scene pixels, that the camera shows under ``st``: the PTZ
+    window of :func:`crop_view`, moved by the shake of :func:`shift_image` (the geometry of :func:`apply_camera`)."""
+    w, h = size
+    z = min(st.zoom, 1.0)
+    cw, ch = w * z, h * z
+    x0 = w / 2 + st.pan * (w - cw) / 2 - cw / 2 - st.shake[0] * z
+    y0 = (h - ch) / 2 - st.shake[1] * z
+    return max(0.0, x0), max(0.0, y0), min(float(w), x0 + cw), min(float(h), y0 + ch)
+
+
+def _visible_shares(donor: Donor, path: ObjectPath,
+                    views: Sequence[tuple[float, float, float, float]]) -> np.ndarray:
+    """Share of the object inside the camera's view at each step (same geometry as the paste, without pixels;
+    ``views``: :func:`view_window` of each step)."""
     out = np.zeros(len(path.cx))
-    for j in range(len(path.cx)):
+    for j, (vx0, vy0, vx1, vy1) in enumerate(views):
         w = max(1, round(donor.crop.shape[1] * path.scale[j]))
         h = max(1, round(donor.crop.shape[0] * path.scale[j]))
         x0, y0 = round(path.cx[j] - w / 2), round(path.bottom[j] - h)
-        ix = max(0, min(w_img, x0 + w) - max(0, x0))
-        iy = max(0, min(h_img, y0 + h) - max(0, y0))
+        ix = max(0.0, min(vx1, x0 + w) - max(vx0, x0))
+        iy = max(0.0, min(vy1, y0 + h) - max(vy0, y0))
         out[j] = ix * iy / (w * h)
     return out
 
