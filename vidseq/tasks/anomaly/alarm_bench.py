@@ -30,8 +30,9 @@ Streams (:func:`plan_stream`, :func:`render_frames`)
     A frame is labelled anomalous while at least 30 % of the pasted object is inside the camera's view (a pan's
     window, moved by the shake); an event's span runs from its first to its last such frame, and an object the
     camera would show for less than ``min_visible_s`` is tried again a second later (until generator version 4
-    the share was taken of the whole scene, so a walker outside a pan's window was labelled but never shown). Streams are written lossless (FFV1 ``stream.mkv`` + ``truth.json``)
-    under the cache folder, so reruns, and ``vidseq process``/``monitor`` by hand, read the very same frames.
+    the share was taken of the whole scene, so a walker outside a pan's window was labelled but never shown).
+    Streams are written lossless (FFV1 ``stream.mkv`` + ``truth.json``) under the cache folder, so reruns, and
+    ``vidseq process``/``monitor`` by hand, read the very same frames.
 
 Modes (:func:`run_mode`: the real streaming pass, :class:`~vidseq.pipeline.FrameProcessor`, injected by the
 caller because the pipeline sits above the tasks layer)
