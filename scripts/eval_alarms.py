@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Alarm benchmark (issue 15): false events per hour, event recall, delay and frame AUC of the streaming alarms.
 
-Usage: python scripts/eval_alarms.py DATA_DIR [--minutes 10] [--seeds 2] [--seed-set dev|report]
+Usage: python scripts/eval_alarms.py DATA_DIR [--minutes 20] [--seeds 4] [--seed-set dev|report]
        [--modes unsupervised,trained,live] [--cache-dir DIR] [--out report.json] [--set KEY=VALUE ...]
 
 Builds generated camera streams (nuisances + injected events) from the NORMAL clips of DATA_DIR/train only
@@ -25,8 +25,8 @@ from pathlib import Path
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="eval_alarms", description=__doc__.split("\n\n")[0])
     ap.add_argument("data_dir", type=Path, help="UCSD Ped2-layout folder (only train/ is read)")
-    ap.add_argument("--minutes", type=float, default=10.0, help="footage in all streams together (default 10)")
-    ap.add_argument("--seeds", type=int, default=2, help="streams, one per seed of the set (default 2)")
+    ap.add_argument("--minutes", type=float, default=20.0, help="footage in all streams together (default 20)")
+    ap.add_argument("--seeds", type=int, default=4, help="streams, one per seed of the set (default 4)")
     ap.add_argument("--seed-set", choices=("dev", "report"), default="dev",
                     help="dev: develop against these; report: the disjoint set to quote (default dev)")
     ap.add_argument("--modes", default="unsupervised,trained,live", help="comma-separated modes")

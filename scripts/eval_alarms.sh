@@ -2,7 +2,7 @@
 # Alarm benchmark (issue 15): generated camera streams from the NORMAL Ped2 training clips (nuisances +
 # injected events), run through vidseq's streaming pass in three modes; prints a table and, as the LAST line,
 # the summary JSON. Only DATA_DIR/train is read. Details: docs/alarms.md.
-# Usage: scripts/eval_alarms.sh DATA_DIR [--minutes 10] [--seeds 2] [--seed-set dev|report] [--modes ...]
+# Usage: scripts/eval_alarms.sh DATA_DIR [--minutes 20] [--seeds 4] [--seed-set dev|report] [--modes ...]
 set -euo pipefail
 if [[ $# -lt 1 ]]; then
   echo "usage: $0 DATA_DIR [--minutes M] [--seeds N] [--seed-set dev|report] [--modes unsupervised,trained,live]" >&2

@@ -114,8 +114,8 @@ class BenchConfig:
             make the streams.
     """
 
-    minutes: float = 10.0
-    seeds: int = 2
+    minutes: float = 20.0
+    seeds: int = 4
     seed_set: str = "dev"
     modes: tuple[str, ...] = MODES
     lead_s: float = 30.0
