@@ -131,7 +131,7 @@ class TrackStreamConfig:
             raise ConfigError(f"tracks.accumulate must be > 0 or null (no accumulation), got {self.accumulate}")
         for k in ("max_size_share", "min_cover", "direction_agreement", "occupancy_floor", "uniform"):
             v = getattr(self, k)
-            if v is None and k == "min_cover":
+            if v is None:  # min_cover unset: the reader's default
                 continue
             if not 0 <= v <= 1 or (k in ("max_size_share", "occupancy_floor", "uniform") and v == 0):
                 raise ConfigError(f"tracks.{k} must be in (0, 1], got {v}")

@@ -239,17 +239,22 @@ def shift_image(img: np.ndarray, dx: float, dy: float) -> np.ndarray:
                           borderMode=cv2.BORDER_REFLECT)
 
 
+def ptz_window(size: tuple[int, int], zoom: float, pan: float) -> tuple[float, float, float, float]:
+    """The PTZ window ``(x0, y0, width, height)`` in scene pixels: ``zoom`` (<= 1) times the frame size, its
+    centre moved horizontally by ``pan`` in [-1, 1] of the free margin (what :func:`crop_view` shows)."""
+    w, h = size
+    cw, ch = w * zoom, h * zoom
+    return w / 2 + pan * (w - cw) / 2 - cw / 2, (h - ch) / 2, cw, ch
+
+
 def crop_view(img: np.ndarray, zoom: float, pan: float) -> np.ndarray:
-    """A PTZ view: the window of ``zoom`` (<= 1) times the frame size, its centre moved horizontally by
-    ``pan`` in [-1, 1] of the free margin, scaled back to the frame size."""
+    """A PTZ view: the window of :func:`ptz_window`, scaled back to the frame size."""
     import cv2
 
     h, w = img.shape[:2]
     if zoom >= 1.0:
         return img
-    cw, ch = w * zoom, h * zoom
-    cx = w / 2 + pan * (w - cw) / 2
-    x0, y0 = cx - cw / 2, (h - ch) / 2
+    x0, y0, _, _ = ptz_window((w, h), zoom, pan)
     # affine map of the window onto the full frame (sub-pixel, no rounding jumps while panning)
     m = np.float32([[1 / zoom, 0, -x0 / zoom], [0, 1 / zoom, -y0 / zoom]])
     return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
@@ -611,12 +616,11 @@ def warm_up_end(end: float, nuisances: Sequence[Span], fps: float) -> float:
 
 def view_window(st: CameraState, size: tuple[int, int]) -> tuple[float, float, float, float]:
     """The part of the scene ``(x0, y0, x1, y1)``, in scene pixels, that the camera shows under ``st``: the PTZ
-    window of :func:`crop_view`, moved by the shake of :func:`shift_image` (the geometry of :func:`apply_camera`)."""
+    window (:func:`ptz_window`), moved by the shake of :func:`shift_image` (the geometry of :func:`apply_camera`)."""
     w, h = size
     z = min(st.zoom, 1.0)
-    cw, ch = w * z, h * z
-    x0 = w / 2 + st.pan * (w - cw) / 2 - cw / 2 - st.shake[0] * z
-    y0 = (h - ch) / 2 - st.shake[1] * z
+    x0, y0, cw, ch = ptz_window(size, z, st.pan)
+    x0, y0 = x0 - st.shake[0] * z, y0 - st.shake[1] * z
     return max(0.0, x0), max(0.0, y0), min(float(w), x0 + cw), min(float(h), y0 + ch)
 
 
