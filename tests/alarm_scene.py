@@ -44,6 +44,10 @@ class Scene:
     intruder: tuple[float, float, float, float] | None = None  # (start_s, end_s, y fraction, +1/-1): a walker at
     # ordinary speed, in its own lane and direction (off the path, or against the traffic)
     intruder_size: tuple[int, int] = (10, 24)  # its (w, h) px (walkers are 10x24)
+    pacer: tuple[float, float, float, float] | None = None  # (start_s, end_s, x, y fractions): a walker pacing
+    # up and down in place (amplitude pacer_amp_px, period pacer_period_s: at most ~1.4x a walker's speed)
+    pacer_amp_px: float = 8.0
+    pacer_period_s: float = 3.0
 
 
 def _texture(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
@@ -93,6 +97,11 @@ def scene_frames(sc: Scene) -> np.ndarray:
             y = int(yf * h) + pad
             iw, ih = sc.intruder_size
             world[y + 24 - ih:y + 24, x:x + iw] = 235
+        if sc.pacer is not None and sc.pacer[0] <= t < sc.pacer[1]:
+            t0, _, xf, yf = sc.pacer
+            x = int(xf * w + sc.pacer_amp_px * np.sin(2 * np.pi * (t - t0) / sc.pacer_period_s)) + pad
+            y = int(yf * h) + pad
+            world[y:y + 24, x:x + 10] = 235
         for span in (sc.fast, sc.fast_again):
             if span is not None and span[0] <= t < span[1]:
                 x = int(((t - span[0]) * sc.fps * sc.fast_speed_px) % (w - 10)) + pad

@@ -22,7 +22,7 @@ from alarm_scene import CFG, FPS, Scene, scene_features, scene_frames
 from vidseq.cli import main
 from vidseq.errors import ConfigError
 from vidseq.features.camera import CameraConfig
-from vidseq.models.anomaly.model import FrameFeatures
+from vidseq.models.anomaly.model import FrameFeatures, LingerAccumulator, LingerConfig
 from vidseq.models.anomaly.threshold import budget_calibration, fit_tail
 from vidseq.tasks.anomaly.online import (
     NormalitySettings,
@@ -97,11 +97,17 @@ def test_the_unsupervised_streams_are_a_setting_checked_in_one_line() -> None:
     from vidseq.tasks.anomaly.head import AnomalyHead, AnomalySettings
 
     head = AnomalyHead(AnomalySettings(), FPS)
-    assert head.cfg.streams == ("speed", "place", "direction", "tracks")
+    assert head.cfg.streams == ("speed", "place", "direction", "tracks")  # fused
+    assert head.cfg.linger == LingerConfig() and head.describe()["streams"][-1] == "linger"  # alarms by itself
     assert head.cfg.regions.method == "flow" and head.cfg.needs_regions
-    assert AnomalyHead(AnomalySettings(streams=("speed", "place")), FPS).cfg.streams == ("speed", "place")
+    two = AnomalyHead(AnomalySettings(streams=("speed", "place")), FPS).cfg
+    assert two.streams == ("speed", "place") and two.linger is None
     with pytest.raises(ConfigError, match="anomaly.streams"):
         AnomalySettings(streams=("speed", "wings"))
+    with pytest.raises(ConfigError, match="linger with at least one other"):
+        AnomalySettings(streams=("linger",))
+    with pytest.raises(ConfigError, match="linger.window_s must be > 0"):
+        LingerConfig(window_s=0.0)
 
 
 @pytest.mark.parametrize("key", ["fit_s", "false_alarms_per_hour", "update_every_s", "memory_s"])
@@ -409,6 +415,49 @@ def test_on_real_video_only_the_shot_changes_are_cuts() -> None:
     assert cuts == [30, 76, 137, 187, 242]
 
 
+def test_someone_pacing_in_place_is_alarmed_by_linger_alone() -> None:
+    """A walker pacing up and down at 1.7x the walkers' speed: the speed stream alone never alarms, the linger
+    alarm does, while the walker paces; nothing else in the clip alarms."""
+    sc = Scene(seconds=70, seed=3, pacer=(40.0, 55.0, 0.5, 0.45), pacer_amp_px=10.0, pacer_period_s=2.5)
+    feats, cuts, ws, views = scene_features(scene_frames(sc), camera=CAM)
+    runs = {}
+    for linger in (None, LingerConfig()):
+        on = OnlineNormality(replace(CFG, linger=linger), FPS, NormalitySettings(fit_s=20.0, adapt=False))
+        on.working_size = ws
+        for f, c, v in zip(feats, cuts, views, strict=True):
+            on.push(f, cut=c, view=v)
+        on.finish()
+        runs[linger is not None] = on
+    assert spans(runs[False]) == []
+    on = runs[True]
+    assert 0 < on.linger_level < float("inf") and on.describe()["linger_level"] == pytest.approx(on.linger_level)
+    ev = on.events()
+    assert len(ev) == 1 and overlaps((ev[0]["start_s"], ev[0]["end_s"]), (40.0, 55.0)) and ev[0]["cause"] == "linger"
+    assert ev[0]["end_s"] < 55.0 + LingerConfig().window_s + 1.0  # it ends once the place has been quiet
+
+
+def test_linger_scores_of_a_whole_clip_equal_the_streaming_ones() -> None:
+    """The vectorised linger scores (warm-up level) are the streaming accumulator's, frame for frame, through
+    a frame without flow (a cut starts the sum again) and a reader that dropped frames."""
+    from vidseq.models.anomaly.clip import ClipFeatures
+    from vidseq.models.anomaly.fit import score_clip
+    from vidseq.tasks.anomaly.online import fit_normality, linger_scores
+
+    frames = synthetic_frames(400, dt_s=0.1)
+    for i in range(1, len(frames)):  # a reader that dropped a frame or two now and then
+        frames[i].timestamp_s = frames[i - 1].timestamp_s + (0.25 if i in (5, 7, 13, 90) else 0.1)
+    frames[200].valid = False
+    cfg = unsupervised_config(base=replace(CFG, linger=LingerConfig(excess=0.1)), streams=("speed", "linger"))
+    cf = ClipFeatures.from_frames("c", FPS, frames, (64, 48))
+    model, *_ = fit_normality([cf.slice(0, 150)], cfg, FPS, NormalitySettings(fit_s=15.0))
+    streamed = score_clip(model, cf).arrays["linger"]
+    assert np.allclose(linger_scores(model, cf), streamed) and streamed.max() > 0 and streamed[200] == 0
+    # a gap counts for two frame intervals at most; what is 1 s old leaves the sum
+    acc = LingerAccumulator(LingerConfig(excess=0.0, window_s=1.0), FPS)
+    ones = np.ones((2, 2))
+    assert [round(acc.push(ones, t), 3) for t in (0.0, 0.1, 0.2, 1.05, 1.1)] == [0.1, 0.2, 0.3, 0.4, 0.35]
+
+
 def test_updates_learn_slow_drift_but_never_the_flagged_anomaly() -> None:
     """Walkers speed up slowly (drift): without updates that alarms, with updates it does not; the fast
     object's frames (and guard_s around them) never enter the normal memory, and it is flagged both times."""
@@ -589,7 +638,7 @@ def test_background_updates_never_stop_the_stream(monkeypatch: pytest.MonkeyPatc
     on.finish()
 
 
-@pytest.mark.parametrize("cfg", [CFG, unsupervised_config(base=CFG)], ids=["speed", "speed+place+direction"])
+@pytest.mark.parametrize("cfg", [CFG, unsupervised_config(base=CFG)], ids=["speed", "unsupervised"])
 def test_saved_normality_loads_weights_only_and_resumes_scoring(tmp_path: Path, cfg) -> None:
     on = OnlineNormality(cfg, 10.0, NormalitySettings(fit_s=5.0))
     on.working_size = (64, 48)
@@ -603,6 +652,7 @@ def test_saved_normality_loads_weights_only_and_resumes_scoring(tmp_path: Path, 
     back = OnlineNormality.load(path, 10.0, NormalitySettings(fit_s=5.0, update_every_s=10.0, guard_s=0.5))
     assert back.state == "scoring" and back.threshold == pytest.approx(on.threshold)
     assert back.model.cfg.streams == cfg.streams
+    assert back.linger_level == on.linger_level and (cfg.linger is None) == (on.linger_level == float("inf"))
     a = [r.score for f in frames[80:] for r in on.push(f)]
     b = [r.score for f in frames[80:] for r in back.push(f)]
     assert len(b) > 20 and np.allclose(a[-20:], b[-20:])  # same model, same scores

@@ -51,6 +51,7 @@ state dict, so the checkpoint loads with ``torch.load(weights_only=True)``.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, Literal, TypeVar, get_args
@@ -112,6 +113,48 @@ class SpeedStreamConfig:
             raise ConfigError(f"speed.temporal must be odd and >= 1, got {self.temporal}")
         if not (0 < self.quantile < 1 and 0 < self.frame_quantile <= 1):
             raise ConfigError("speed.quantile must be in (0, 1) and speed.frame_quantile in (0, 1]")
+
+
+@dataclass(frozen=True)
+class LingerConfig:
+    """The ``linger`` alarm: faster-than-normal motion that stays in one place.
+
+    It reads the speed stream's local normalised speed map (1 = the place's normal fast speed, after the
+    temporal and spatial windows) and adds up, for every place, by how much it exceeds ``excess`` over the last
+    ``window_s`` seconds of stream time; a frame's raw linger score is the largest such sum (seconds x excess).
+    Someone walking through at a normal pace adds little anywhere; someone pacing up and down, or running in
+    circles, adds at the same place again and again. It is not fused with the streams: it alarms by itself once
+    its score exceeds the warm-up's median plus ``margin`` times the warm-up's spread (99.5th percentile minus
+    median, at least ``min_spread``), so it neither moves the budget threshold nor takes a share of the budget.
+
+    Attributes:
+        excess: local normalised speed above which motion counts.
+        window_s: seconds over which a place's excess is added up.
+        margin: the alarm level, in warm-up spreads above the warm-up median.
+        min_spread: smallest spread (a warm-up in which nothing moved fast anywhere).
+    """
+
+    excess: float = 0.75
+    window_s: float = 10.0
+    margin: float = 8.0
+    min_spread: float = 0.05
+
+    def __post_init__(self) -> None:
+        vals = {"excess": self.excess, "window_s": self.window_s, "margin": self.margin,
+                "min_spread": self.min_spread}
+        bad = [k for k, v in vals.items() if not (math.isfinite(v) and (v >= 0 if k == "excess" else v > 0))]
+        if bad:
+            raise ConfigError(f"linger.{bad[0]} must be {'>= 0' if bad[0] == 'excess' else '> 0'}, got "
+                              f"{vals[bad[0]]}")
+
+    def level(self, warmup_scores: np.ndarray) -> float:
+        """The alarm level from raw linger scores of normal frames (inf with none)."""
+        v = np.asarray(warmup_scores, np.float64)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            return math.inf
+        med = float(np.median(v))
+        return med + self.margin * max(float(np.quantile(v, 0.995)) - med, self.min_spread)
 
 
 @dataclass(frozen=True)
@@ -289,6 +332,7 @@ class AnomalyConfig:
     frame: FrameStreamConfig = field(default_factory=FrameStreamConfig)
     scene: SceneStreamConfig = field(default_factory=SceneStreamConfig)
     tracks: TrackStreamConfig = field(default_factory=TrackStreamConfig)
+    linger: LingerConfig | None = None
     calibration: CalibrationConfig = field(default_factory=CalibrationConfig)
 
     def __post_init__(self) -> None:
@@ -366,6 +410,7 @@ class ScoredFrame:
     fused: float
     score: float
     z: dict[str, float] = field(default_factory=dict)  # weighted z per stream (what the fusion took)
+    linger: float | None = None  # raw linger score (None: the model has no linger alarm)
 
     @property
     def cause(self) -> str | None:
@@ -389,14 +434,14 @@ class CenteredWindow(Generic[T]):
     array and calling ``finish`` is the offline computation: results are identical by construction.
     """
 
-    def __init__(self, radius: int, fn: Callable[[list[T]], float]) -> None:
+    def __init__(self, radius: int, fn: Callable[[list[T]], Any]) -> None:
         self.radius = int(radius)
         self.fn = fn
         self._items: dict[int, T] = {}
         self._n = 0
         self._next = 0
 
-    def _emit(self, q: int, last: int) -> float:
+    def _emit(self, q: int, last: int) -> Any:
         window = [self._items[min(max(i, 0), last)] for i in range(q - self.radius, q + self.radius + 1)]
         return self.fn(window)
 
@@ -404,7 +449,7 @@ class CenteredWindow(Generic[T]):
         for i in [i for i in self._items if i < self._next - self.radius]:
             del self._items[i]
 
-    def push(self, item: T) -> list[tuple[int, float]]:
+    def push(self, item: T) -> list[tuple[int, Any]]:
         self._items[self._n] = item
         self._n += 1
         out = []
@@ -414,7 +459,7 @@ class CenteredWindow(Generic[T]):
         self._drop_old()
         return out
 
-    def finish(self) -> list[tuple[int, float]]:
+    def finish(self) -> list[tuple[int, Any]]:
         out = []
         while self._next < self._n:
             out.append((self._next, self._emit(self._next, self._n - 1)))
@@ -540,7 +585,8 @@ class SpeedStream(nn.Module):
                                   f"model's {s.shape} (different video size or motion settings than training)")
         return (magnitude_map / s).astype(np.float32)
 
-    def window_score(self, maps: list[np.ndarray]) -> float:
+    def local_map(self, maps: list[np.ndarray]) -> np.ndarray:
+        """Local normalised speed of the centre frame of ``maps`` (temporal mean, then the spatial window)."""
         from scipy.ndimage import uniform_filter
 
         m = maps[0].astype(np.float64)
@@ -549,7 +595,47 @@ class SpeedStream(nn.Module):
         m = m / len(maps)
         if self.cfg.window > 1:
             m = uniform_filter(m, size=self.cfg.window, mode="reflect")
-        return float(np.quantile(m, self.cfg.frame_quantile))
+        return m
+
+    def map_score(self, local: np.ndarray) -> float:
+        """The frame's speed score: the ``frame_quantile`` of its local speed map."""
+        return float(np.quantile(local, self.cfg.frame_quantile))
+
+    def window_score(self, maps: list[np.ndarray]) -> float:
+        return self.map_score(self.local_map(maps))
+
+
+class LingerAccumulator:
+    """Streaming state of the ``linger`` alarm (:class:`LingerConfig`): for every place, the excess of the local
+    speed map over the last ``window_s`` seconds. A frame without flow (``valid`` False: the first frame, a scene
+    cut) starts it again. Each frame counts for the stream time since the previous one (at most two frame
+    intervals), so a live source that drops frames adds up seconds, not frames."""
+
+    def __init__(self, cfg: LingerConfig, fps: float) -> None:
+        self.cfg = cfg
+        self.step = 1.0 / float(fps)
+        self._recent: deque[tuple[float, np.ndarray]] = deque()
+        self._sum: np.ndarray | None = None
+        self._last_t: float | None = None
+
+    def reset(self) -> None:
+        self._recent.clear()
+        self._sum = None
+        self._last_t = None
+
+    def push(self, local: np.ndarray, t: float, valid: bool = True) -> float:
+        """Add the local speed map of the frame at stream time ``t``; returns the frame's raw linger score."""
+        if not valid:
+            self.reset()
+            return 0.0
+        dt = self.step if self._last_t is None else min(max(t - self._last_t, 0.0), 2.0 * self.step)
+        self._last_t = t
+        ex = np.maximum(np.asarray(local, np.float64) - self.cfg.excess, 0.0) * dt
+        self._recent.append((t, ex))
+        self._sum = ex.copy() if self._sum is None else self._sum + ex
+        while self._recent[0][0] <= t - self.cfg.window_s:
+            self._sum -= self._recent.popleft()[1]
+        return float(max(self._sum.max(), 0.0))
 
 
 def local_speed_maps(maps: np.ndarray, valid: np.ndarray, scale_map: np.ndarray, temporal: int, window: int,
@@ -850,6 +936,14 @@ class AnomalyModel(nn.Module):
         n = len(cfg.streams)
         self.register_buffer("stream_mean", torch.zeros(n, dtype=torch.float64))
         self.register_buffer("stream_std", torch.ones(n, dtype=torch.float64))
+        if cfg.linger is not None:  # the linger alarm's level (inf until set from normal frames)
+            self.register_buffer("linger_level", torch.tensor(math.inf, dtype=torch.float64))
+
+    def set_linger_level(self, level: float) -> None:
+        """Set the linger alarm's level (the model must have one: ``cfg.linger``)."""
+        if self.cfg.linger is None:
+            raise ConfigError("this anomaly model has no linger alarm (anomaly.streams without linger)")
+        self.linger_level = torch.tensor(float(level), dtype=torch.float64)
 
     # -- config round trip ------------------------------------------------------------------------
     def model_config(self) -> dict[str, Any]:
@@ -928,7 +1022,8 @@ class StreamScorer:
         self.fps = float(fps)
         self.normalise = normalise
         self._fill = _LeadingFill()
-        self._speed = CenteredWindow(model.speed.radius, model.speed.window_score)
+        self._speed = CenteredWindow(model.speed.radius, model.speed.local_map)
+        self._linger = LingerAccumulator(model.cfg.linger, self.fps) if model.cfg.linger is not None else None
         k = model.kernel(fps)
         self._smooth = CenteredWindow(len(k) // 2, lambda xs: float(np.dot(k, xs)))
         self._pending: dict[int, dict[str, Any]] = {}  # position -> frame info + immediate raw scores
@@ -984,12 +1079,14 @@ class StreamScorer:
             raw["frame"] = err
         return raw
 
-    def _complete(self, pos: int, speed_score: float) -> list[ScoredFrame]:
+    def _complete(self, pos: int, local: np.ndarray) -> list[ScoredFrame]:
         info = self._pending[pos]
         raw = dict(info["raw"])
-        raw["speed"] = speed_score
+        raw["speed"] = self.model.speed.map_score(local)
         raw = {k: raw[k] for k in self.model.cfg.streams}
         fused, z = self.model.fuse(raw, self.normalise)
+        if self._linger is not None:
+            info["linger"] = self._linger.push(local, info["timestamp_s"], info["valid"])
         self._fused[pos] = (fused, raw, z)
         return self._smoothed(self._smooth.push(fused))
 
@@ -999,7 +1096,7 @@ class StreamScorer:
             info = self._pending.pop(q)
             fused, raw, z = self._fused.pop(q)
             out.append(ScoredFrame(position=q, frame_index=info["frame_index"], timestamp_s=info["timestamp_s"],
-                                   raw=raw, fused=fused, score=float(value), z=z))
+                                   raw=raw, fused=fused, score=float(value), z=z, linger=info.get("linger")))
         return out
 
     def push(self, f: FrameFeatures) -> list[ScoredFrame]:
@@ -1011,7 +1108,7 @@ class StreamScorer:
         pos = self._n
         self._n += 1
         self._pending[pos] = {"frame_index": int(f.frame_index), "timestamp_s": float(f.timestamp_s),
-                              "raw": self._immediate(f)}
+                              "valid": bool(f.valid), "raw": self._immediate(f)}
         out: list[ScoredFrame] = []
         norm = self.model.speed.normalise(mm)
         for m in self._fill.push(norm, bool(f.valid)):
@@ -1064,12 +1161,15 @@ def stack_scored(frames: Sequence[ScoredFrame], streams: Sequence[str]) -> dict[
     }
     for s in streams:
         out[f"raw_{s}"] = np.array([f.raw[s] for f in frames], np.float64)
+    if frames and frames[0].linger is not None:
+        out["linger"] = np.array([f.linger for f in frames], np.float64)
     return out
 
 
 __all__ = [
     "STREAMS", "SCENE_STREAMS", "MODEL_NAME", "FRAME_MODEL_NAME", "SpeedStreamConfig", "ObjectStreamConfig",
-    "CropStreamConfig", "FrameStreamConfig", "SceneStreamConfig", "SceneStream", "descriptor_cells", "CropDensity",
+    "CropStreamConfig", "FrameStreamConfig",
+    "LingerConfig", "LingerAccumulator", "SceneStreamConfig", "SceneStream", "descriptor_cells", "CropDensity",
     "AnomalyConfig", "Standardisation", "FrameFeatures", "ScoredFrame", "CenteredWindow", "gaussian_kernel",
     "smooth_scores",
     "SpeedMapFitter", "SpeedStream", "KNNDensity", "FramePredictor", "build_frame_predictor", "AnomalyModel",

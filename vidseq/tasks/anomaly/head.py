@@ -242,7 +242,8 @@ class AnomalyHead:
         return 2 * (self.stride.stride - 1)
 
     def describe(self) -> dict[str, Any]:
-        d: dict[str, Any] = {"mode": self.mode, "model": self.model_path, "streams": list(self.cfg.streams),
+        streams = list(self.cfg.streams) + (["linger"] if self.cfg.linger is not None else [])
+        d: dict[str, Any] = {"mode": self.mode, "model": self.model_path, "streams": streams,
                              "threshold": self.threshold, "delay_frames": self.delay_frames,
                              "analysis_fps": round(self.fps, 3), "analysis_stride": self.stride.stride,
                              "camera_compensation": None if self.camera is None else _camera_dict(self.camera)}

@@ -57,6 +57,7 @@ from vidseq.models.anomaly.model import (
     AnomalyConfig,
     AnomalyModel,
     FrameFeatures,
+    LingerConfig,
     ScoredFrame,
     StreamScorer,
     smooth_scores,
@@ -173,11 +174,13 @@ FEEDBACK_THRESHOLD_CHANGE = 1.25
 the threshold by up to this factor, even when ``max_threshold_change`` keeps it fixed otherwise."""
 
 
-UNSUPERVISED_STREAMS: tuple[str, ...] = ("speed", "place", "direction", "tracks")
+UNSUPERVISED_STREAMS: tuple[str, ...] = ("speed", "place", "direction", "tracks", "linger")
 """Streams of unsupervised scoring: how fast (speed), where (place) and which way (direction) things move
-for their place, and where and which way each tracked object walks (tracks). Chosen on the alarm benchmark's
-dev seeds (docs/alarms.md); fused by their max after quantile standardisation and a share of the budget each
-(:attr:`NormalitySettings.stream_budgets`), so each stream alone can raise an alarm."""
+for their place, where and which way each tracked object walks (tracks), and fast motion that stays in one
+place (linger). Chosen on the alarm benchmark's dev seeds (docs/alarms.md); the first four are fused by their
+max after quantile standardisation and a share of the budget each (:attr:`NormalitySettings.stream_budgets`),
+so each stream alone can raise an alarm; ``linger`` alarms by itself at its own level
+(:class:`~vidseq.models.anomaly.model.LingerConfig`, docs/alarms.md "Stop 31")."""
 
 
 OPTIONAL_UNSUPERVISED_STREAMS: tuple[str, ...] = ("objects",)
@@ -207,9 +210,12 @@ def unsupervised_config(smooth_s: float | None = None, base: AnomalyConfig | Non
     streams = tuple(dict.fromkeys(streams))
     allowed = UNSUPERVISED_STREAMS + OPTIONAL_UNSUPERVISED_STREAMS
     bad = [s for s in streams if s not in allowed]
-    if bad or not streams:
-        raise ConfigError(f"anomaly.streams: unsupervised streams are {', '.join(allowed)}; got {list(streams)}")
-    cfg = replace(cfg, streams=streams, weights=(), fusion="max", standardise="quantile")
+    if bad or not [s for s in streams if s != "linger"]:
+        raise ConfigError(f"anomaly.streams: unsupervised streams are {', '.join(allowed)} (linger with at least "
+                          f"one other); got {list(streams)}")
+    linger = (cfg.linger or LingerConfig()) if "linger" in streams else None
+    streams = tuple(s for s in streams if s != "linger")
+    cfg = replace(cfg, streams=streams, weights=(), fusion="max", standardise="quantile", linger=linger)
     if "tracks" in streams:  # unsupervised values where the config leaves the fitted model's defaults
         t = cfg.tracks
         cfg = replace(cfg, tracks=replace(
@@ -294,6 +300,32 @@ def _final_scores(model: AnomalyModel, clips: Sequence[ClipFeatures]) -> np.ndar
     return np.concatenate(out) if out else np.zeros(0)
 
 
+def linger_scores(model: AnomalyModel, cf: ClipFeatures) -> np.ndarray:
+    """Raw linger scores of a whole clip at once, equal to the streaming scorer's
+    (:class:`~vidseq.models.anomaly.model.LingerAccumulator` over the speed stream's local maps)."""
+    from vidseq.models.anomaly.model import local_speed_maps
+
+    lcfg = model.cfg.linger
+    if lcfg is None or len(cf) == 0:
+        return np.zeros(len(cf))
+    m = local_speed_maps(cf.magnitude_maps, cf.valid, model.speed.scale_map.numpy(), model.cfg.speed.temporal,
+                         model.cfg.speed.window)
+    t = np.asarray(cf.timestamp_s, np.float64)
+    valid = np.asarray(cf.valid, bool)
+    step = 1.0 / cf.fps
+    # a frame without flow starts the sum again: segments begin after it
+    start = np.maximum.accumulate(np.where(~valid, np.arange(len(t)) + 1, 0))
+    dt = np.full(len(t), step)
+    follows = (np.arange(len(t)) > start) & valid
+    dt[follows] = np.clip(np.diff(t, prepend=t[0])[follows], 0.0, 2.0 * step)
+    ex = np.maximum(m - lcfg.excess, 0.0) * dt[:, None]
+    ex[~valid] = 0.0
+    cs = np.concatenate([np.zeros((1, ex.shape[1])), np.cumsum(ex, 0)])
+    lo = np.maximum(np.searchsorted(t, t - lcfg.window_s, side="right"), start)
+    out = (cs[np.arange(len(t)) + 1] - cs[lo]).max(1)
+    return np.where(valid, np.maximum(out, 0.0), 0.0)
+
+
 def stream_budget_scales(model: AnomalyModel, raw: Sequence[ClipScores], fps: float,
                          settings: NormalitySettings, tail_cfg: TailConfig | None) -> None:
     """Rescale each stream so that its own threshold for an equal share of the budget is the fused value 1
@@ -367,6 +399,9 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
         raise DatasetError(f"anomaly: {normal.size} normal frames are too few to set a threshold")
     cal, tail = budget_calibration(normal, fps, settings.false_alarms_per_hour, tail_cfg,
                                    min_duration_s=settings.min_duration_s, merge_gap_s=settings.merge_gap_s)
+    if model.cfg.linger is not None:
+        level = model.cfg.linger.level(np.concatenate([linger_scores(model, c) for c in clips]))
+        model.set_linger_level(level)
     info = {"fit_frames": int(sum(len(c) for c in clips)), "streams": list(model.cfg.streams),
             "normal_score_p99": float(np.percentile(normal, 99)),
             "expected_false_alarms_per_hour": round(tail.expected_events_per_hour(cal.threshold), 3)}
@@ -452,6 +487,13 @@ class OnlineNormality:
     def threshold(self) -> float | None:
         return None if self.cal is None else self.cal.threshold
 
+    @property
+    def linger_level(self) -> float:
+        """The linger alarm's level (inf without one)."""
+        if self.model is None or self.model.cfg.linger is None:
+            return math.inf
+        return float(self.model.linger_level)
+
     def status_text(self) -> str:
         if self.state in ("learning", "relearning"):
             what = "re-learning after a scene cut" if self.state == "relearning" else "learning normality"
@@ -462,6 +504,7 @@ class OnlineNormality:
         d: dict[str, Any] = {"state": self.state, "fit_s": self.s.fit_s, "learnt_s": round(self.learnt_s, 2),
                              "progress": self.status_text(), "threshold": self.threshold,
                              "low_threshold": None if self.cal is None else self.cal.low_threshold,
+                             "linger_level": None if not math.isfinite(self.linger_level) else self.linger_level,
                              "false_alarms_per_hour": self.s.false_alarms_per_hour,
                              "fitted_at_s": self.fitted_at_s, "fitted_wall": self.fitted_wall,
                              "updates": self.updates, "adapt": self.s.adapt,
@@ -530,11 +573,15 @@ class OnlineNormality:
         for sf in scored:
             s = float(sf.score)
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
-            row = ScoredRow(sf.frame_index, sf.timestamp_s, s, self._on, sf.cause)
+            lingers = sf.linger is not None and sf.linger >= self.linger_level
+            row = ScoredRow(sf.frame_index, sf.timestamp_s, s, self._on or lingers,
+                            sf.cause if self._on or not lingers else "linger")
             out.append(row)
             if self.keep_rows:
                 self.rows.append(row)
             feats = self._feats.pop(sf.position, None)
+            # what only the linger alarm flags is still learnt: the streams that learn found it normal, and the
+            # linger level stays where the warm-up put it (docs/alarms.md, "Stop 31")
             if self._on:
                 self._last_flag_s = sf.timestamp_s
                 while self._candidates and self._candidates[-1][0] >= sf.timestamp_s - self.s.guard_s:
@@ -653,6 +700,11 @@ class OnlineNormality:
         thr = float(np.clip(cal.threshold, lo, hi))
         if thr != cal.threshold:
             cal = replace(cal, threshold=thr, low_threshold=min(cal.low_threshold, thr))
+        if model.cfg.linger is not None and self.model is not None and self.model.cfg.linger is not None:
+            # the linger level moves as the threshold may: not at all by default, up to 1.25x with feedback
+            prev = float(self.model.linger_level)
+            if math.isfinite(prev):
+                model.set_linger_level(float(np.clip(float(model.linger_level), prev / change, prev * change)))
         flushed = self._rows(self.scorer.finish()) if self.scorer is not None else []
         info["update_frames"] = int(frames)
         self._install(model, cal, tail, info)
