@@ -433,7 +433,7 @@ def test_someone_pacing_in_place_is_alarmed_by_linger_alone() -> None:
     assert 0 < on.linger_level < float("inf") and on.describe()["linger_level"] == pytest.approx(on.linger_level)
     ev = on.events()
     assert len(ev) == 1 and overlaps((ev[0]["start_s"], ev[0]["end_s"]), (40.0, 55.0)) and ev[0]["cause"] == "linger"
-    assert ev[0]["end_s"] < 55.0 + LingerConfig().window_s + 1.0  # it ends once the place has been quiet
+    assert ev[0]["end_s"] < 55.0 + LingerConfig().hold_s + 1.5  # it ends soon after the place falls quiet
 
 
 def test_linger_scores_of_a_whole_clip_equal_the_streaming_ones() -> None:
@@ -453,9 +453,13 @@ def test_linger_scores_of_a_whole_clip_equal_the_streaming_ones() -> None:
     streamed = score_clip(model, cf).arrays["linger"]
     assert np.allclose(linger_scores(model, cf), streamed) and streamed.max() > 0 and streamed[200] == 0
     # a gap counts for two frame intervals at most; what is 1 s old leaves the sum
-    acc = LingerAccumulator(LingerConfig(excess=0.0, window_s=1.0), FPS)
+    acc = LingerAccumulator(LingerConfig(excess=0.0, window_s=1.0, hold_s=0.5), FPS)
     ones = np.ones((2, 2))
     assert [round(acc.push(ones, t), 3) for t in (0.0, 0.1, 0.2, 1.05, 1.1)] == [0.1, 0.2, 0.3, 0.4, 0.35]
+    # a place that stops adding scores no more than its last hold_s seconds would add up to: 0 once they are empty
+    acc.reset()
+    scores = [acc.push(ones if t < 1.0 else 0 * ones, t) for t in np.arange(0, 1.65, 0.1)]
+    assert scores[9] == pytest.approx(1.0) and scores[12] == pytest.approx(0.4) and scores[-1] == 0.0
 
 
 def test_updates_learn_slow_drift_but_never_the_flagged_anomaly() -> None:

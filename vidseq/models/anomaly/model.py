@@ -121,31 +121,39 @@ class LingerConfig:
 
     It reads the speed stream's local normalised speed map (1 = the place's normal fast speed, after the
     temporal and spatial windows) and adds up, for every place, by how much it exceeds ``excess`` over the last
-    ``window_s`` seconds of stream time; a frame's raw linger score is the largest such sum (seconds x excess).
+    ``window_s`` seconds of stream time. A place scores that sum, but never more than its last ``hold_s`` seconds
+    would add up to over ``window_s`` at the same rate, so a place the mover has left stops scoring within
+    ``hold_s`` (and a normal walker passing there later adds only its own share). A frame's raw linger score is
+    the largest place score (seconds x excess).
     Someone walking through at a normal pace adds little anywhere; someone pacing up and down, or running in
     circles, adds at the same place again and again. It is not fused with the streams: it alarms by itself once
     its score exceeds the warm-up's median plus ``margin`` times the warm-up's spread (99.5th percentile minus
-    median, at least ``min_spread``), so it neither moves the budget threshold nor takes a share of the budget.
+    median, at least ``min_spread``; the warm-up's sums are taken without the ``hold_s`` bound, tails included),
+    so it neither moves the budget threshold nor takes a share of the budget.
 
     Attributes:
         excess: local normalised speed above which motion counts.
         window_s: seconds over which a place's excess is added up.
+        hold_s: the recent part of the window whose rate bounds a place's score (at most ``window_s``).
         margin: the alarm level, in warm-up spreads above the warm-up median.
         min_spread: smallest spread (a warm-up in which nothing moved fast anywhere).
     """
 
     excess: float = 0.75
     window_s: float = 10.0
+    hold_s: float = 2.0
     margin: float = 8.0
     min_spread: float = 0.05
 
     def __post_init__(self) -> None:
-        vals = {"excess": self.excess, "window_s": self.window_s, "margin": self.margin,
+        vals = {"excess": self.excess, "window_s": self.window_s, "hold_s": self.hold_s, "margin": self.margin,
                 "min_spread": self.min_spread}
         bad = [k for k, v in vals.items() if not (math.isfinite(v) and (v >= 0 if k == "excess" else v > 0))]
         if bad:
             raise ConfigError(f"linger.{bad[0]} must be {'>= 0' if bad[0] == 'excess' else '> 0'}, got "
                               f"{vals[bad[0]]}")
+        if self.hold_s > self.window_s:
+            raise ConfigError(f"linger.hold_s must be <= linger.window_s, got {self.hold_s} > {self.window_s}")
 
     def level(self, warmup_scores: np.ndarray) -> float:
         """The alarm level from raw linger scores of normal frames (inf with none)."""
@@ -607,20 +615,24 @@ class SpeedStream(nn.Module):
 
 class LingerAccumulator:
     """Streaming state of the ``linger`` alarm (:class:`LingerConfig`): for every place, the excess of the local
-    speed map over the last ``window_s`` seconds. A frame without flow (``valid`` False: the first frame, a scene
-    cut) starts it again. Each frame counts for the stream time since the previous one (at most two frame
-    intervals), so a live source that drops frames adds up seconds, not frames."""
+    speed map over the last ``window_s`` seconds, bounded by the rate of its last ``hold_s``. A frame without
+    flow (``valid`` False: the first frame, a scene cut) starts it again. Each frame counts for the stream time
+    since the previous one (at most two frame intervals), so a live source that drops frames adds up seconds,
+    not frames."""
 
     def __init__(self, cfg: LingerConfig, fps: float) -> None:
         self.cfg = cfg
         self.step = 1.0 / float(fps)
         self._recent: deque[tuple[float, np.ndarray]] = deque()
         self._sum: np.ndarray | None = None
+        self._held: deque[tuple[float, np.ndarray]] = deque()
+        self._rsum: np.ndarray | None = None  # the last hold_s seconds' part of it
         self._last_t: float | None = None
 
     def reset(self) -> None:
         self._recent.clear()
-        self._sum = None
+        self._held.clear()
+        self._sum = self._rsum = None
         self._last_t = None
 
     def push(self, local: np.ndarray, t: float, valid: bool = True) -> float:
@@ -633,9 +645,13 @@ class LingerAccumulator:
         ex = np.maximum(np.asarray(local, np.float64) - self.cfg.excess, 0.0) * dt
         self._recent.append((t, ex))
         self._sum = ex.copy() if self._sum is None else self._sum + ex
+        self._rsum = ex.copy() if self._rsum is None else self._rsum + ex
         while self._recent[0][0] <= t - self.cfg.window_s:
             self._sum -= self._recent.popleft()[1]
-        return float(max(self._sum.max(), 0.0))
+        self._held.append((t, ex))
+        while self._held[0][0] <= t - self.cfg.hold_s:
+            self._rsum -= self._held.popleft()[1]
+        return float(max(np.minimum(self._sum, self._rsum * (self.cfg.window_s / self.cfg.hold_s)).max(), 0.0))
 
 
 def local_speed_maps(maps: np.ndarray, valid: np.ndarray, scale_map: np.ndarray, temporal: int, window: int,

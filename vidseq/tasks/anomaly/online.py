@@ -300,7 +300,7 @@ def _final_scores(model: AnomalyModel, clips: Sequence[ClipFeatures]) -> np.ndar
     return np.concatenate(out) if out else np.zeros(0)
 
 
-def linger_scores(model: AnomalyModel, cf: ClipFeatures) -> np.ndarray:
+def linger_scores(model: AnomalyModel, cf: ClipFeatures, *, hold: bool = True) -> np.ndarray:
     """Raw linger scores of a whole clip at once, equal to the streaming scorer's
     (:class:`~vidseq.models.anomaly.model.LingerAccumulator` over the speed stream's local maps)."""
     from vidseq.models.anomaly.model import local_speed_maps
@@ -321,8 +321,13 @@ def linger_scores(model: AnomalyModel, cf: ClipFeatures) -> np.ndarray:
     ex = np.maximum(m - lcfg.excess, 0.0) * dt[:, None]
     ex[~valid] = 0.0
     cs = np.concatenate([np.zeros((1, ex.shape[1])), np.cumsum(ex, 0)])
+    i = np.arange(len(t)) + 1
     lo = np.maximum(np.searchsorted(t, t - lcfg.window_s, side="right"), start)
-    out = (cs[np.arange(len(t)) + 1] - cs[lo]).max(1)
+    total = cs[i] - cs[lo]
+    if hold:  # a place scores no more than its last hold_s seconds' rate would add up to over window_s
+        held = np.maximum(np.searchsorted(t, t - lcfg.hold_s, side="right"), start)
+        total = np.minimum(total, (cs[i] - cs[held]) * (lcfg.window_s / lcfg.hold_s))
+    out = total.max(1)
     return np.where(valid, np.maximum(out, 0.0), 0.0)
 
 
@@ -400,7 +405,7 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
     cal, tail = budget_calibration(normal, fps, settings.false_alarms_per_hour, tail_cfg,
                                    min_duration_s=settings.min_duration_s, merge_gap_s=settings.merge_gap_s)
     if model.cfg.linger is not None:
-        level = model.cfg.linger.level(np.concatenate([linger_scores(model, c) for c in clips]))
+        level = model.cfg.linger.level(np.concatenate([linger_scores(model, c, hold=False) for c in clips]))
         model.set_linger_level(level)
     info = {"fit_frames": int(sum(len(c) for c in clips)), "streams": list(model.cfg.streams),
             "normal_score_p99": float(np.percentile(normal, 99)),
