@@ -359,13 +359,15 @@ def _bound_scales(model: AnomalyModel, bounds: tuple[Any, float] | None) -> None
 
 def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float, settings: NormalitySettings,
                   tail_cfg: TailConfig | None = None, scale_bounds: tuple[Any, float] | None = None,
-                  ) -> tuple[AnomalyModel, Calibration, Tail, dict[str, Any]]:
+                  linger_level: bool = True) -> tuple[AnomalyModel, Calibration, Tail, dict[str, Any]]:
     """Fit the unsupervised model on normal ``clips`` and set a budget threshold from out-of-fold scores.
 
     Every clip is cut into :data:`FOLD_CHUNKS` time chunks; even chunks are scored by a model fitted on
     the odd ones and vice versa. Those scores standardise the streams and feed the tail fit.
     ``scale_bounds`` ``(scales, factor)``: each stream's scale stays within ``factor`` of ``scales`` (an update:
     the scales of the normality it replaces), before the threshold is set on the scores they give.
+    ``linger_level`` False: the linger alarm's level is not measured (stays inf; an update that keeps the current
+    one need not go over every clip's speed maps again).
     """
     from vidseq.models.anomaly.fit import standardise_and_calibrate
 
@@ -404,7 +406,7 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
         raise DatasetError(f"anomaly: {normal.size} normal frames are too few to set a threshold")
     cal, tail = budget_calibration(normal, fps, settings.false_alarms_per_hour, tail_cfg,
                                    min_duration_s=settings.min_duration_s, merge_gap_s=settings.merge_gap_s)
-    if model.cfg.linger is not None:
+    if model.cfg.linger is not None and linger_level:
         level = model.cfg.linger.level(np.concatenate([linger_scores(model, c, hold=False) for c in clips]))
         model.set_linger_level(level)
     info = {"fit_frames": int(sum(len(c) for c in clips)), "streams": list(model.cfg.streams),
@@ -680,11 +682,17 @@ class OnlineNormality:
         """``(fit_normality's result or None when the clips cannot be fitted, frames, n_extra)`` (pure: runs in
         the worker thread with background updates; ``bounds``: the current scales and how far they may move)."""
         try:
-            fitted = fit_normality(clips, self.cfg, self.fps, self.s, self.tail_cfg, bounds)
+            fitted = fit_normality(clips, self.cfg, self.fps, self.s, self.tail_cfg, bounds,
+                                   linger_level=self._threshold_change(n_extra) > 1)
         except DatasetError as exc:
             log.warning("anomaly: update skipped: %s", exc)
             fitted = None
         return fitted, sum(len(c) for c in clips), n_extra
+
+    def _threshold_change(self, n_extra: int) -> float:
+        """How far an update may move the threshold (and the linger level): frames the user marked as a false
+        alarm may lift it over them, whatever the memory does."""
+        return max(self.s.max_threshold_change, FEEDBACK_THRESHOLD_CHANGE) if n_extra else self.s.max_threshold_change
 
     def _install_update(self, fitted: tuple[AnomalyModel, Calibration, Tail, dict[str, Any]] | None, frames: int,
                         n_extra: int) -> list[ScoredRow]:
@@ -696,8 +704,7 @@ class OnlineNormality:
         model, cal, tail, info = fitted
         del self._extra[:n_extra]
         old = self.cal.threshold
-        # frames the user marked as a false alarm may lift the threshold over them, whatever the memory does
-        change = max(self.s.max_threshold_change, FEEDBACK_THRESHOLD_CHANGE) if n_extra else self.s.max_threshold_change
+        change = self._threshold_change(n_extra)
         lo, hi = sorted((old / change, old * change))
         if old <= 0:
             slack = 0.5 if change > 1 else 0.0
@@ -706,7 +713,8 @@ class OnlineNormality:
         if thr != cal.threshold:
             cal = replace(cal, threshold=thr, low_threshold=min(cal.low_threshold, thr))
         if model.cfg.linger is not None and self.model is not None and self.model.cfg.linger is not None:
-            # the linger level moves as the threshold may: not at all by default, up to 1.25x with feedback
+            # the linger level moves as the threshold may: not at all by default (then it was not measured: inf
+            # clips to prev), up to 1.25x with feedback
             prev = float(self.model.linger_level)
             if math.isfinite(prev):
                 model.set_linger_level(float(np.clip(float(model.linger_level), prev / change, prev * change)))
