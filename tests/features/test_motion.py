@@ -48,6 +48,32 @@ def test_flow_measures_the_patch_speed(method: str) -> None:
     assert m.descriptor.shape == (ext.descriptor_dim,) and m.descriptor.dtype == np.float32
 
 
+def test_flow_across_dropped_frames_is_measured_per_step() -> None:
+    """A live reader that drops frames hands over frames 2-3 indices apart: the patch moved 2-3x as far, and
+    its speed must still read 1.5 px per analysed step (or a model learnt at full rate sees every walker as fast)."""
+    frames = moving_texture(n=12, speed=1.5)
+
+    def patch_speed(ext: MotionExtractor, picks: list[int]) -> list[float]:
+        out = []
+        for i in picks:
+            m = ext.step(frames[i], i, i / 10)
+            if m.valid:
+                x = int(10 + i * 1.5)  # the patch's interior at its new position
+                out.append(float(np.median(m.flow[46:66, x + 8:x + 24, 0])))
+        return out
+
+    picks = [0, 2, 5, 7, 10]  # gaps 2, 3, 2, 3 source frames
+    assert patch_speed(MotionExtractor(MotionConfig(width=0)), picks) == pytest.approx([1.5] * 4, abs=0.3)
+    # every 2nd frame analysed by design (frame_step 2): a step of 2 frames reads as one step, a drop on top of it
+    # (4 frames) as one too
+    per_two = patch_speed(MotionExtractor(MotionConfig(width=0), frame_step=2), [0, 2, 6, 8])
+    assert per_two == pytest.approx([3.0] * 3, abs=0.5)
+    ext = MotionExtractor(MotionConfig(width=0))
+    assert ext.steps_since(5) == 1.0  # no previous frame
+    with pytest.raises(InputShapeError, match="frame_step"):
+        MotionExtractor(MotionConfig(), frame_step=0)
+
+
 def test_descriptor_layout_and_cell_statistics() -> None:
     cfg = MotionConfig(grid=(2, 3))
     assert len(descriptor_names(cfg)) == MotionExtractor(cfg).descriptor_dim == 2 * 3 * len(CELL_STATS) + 4

@@ -720,6 +720,11 @@ def test_feedback_appends_and_a_false_alarm_is_learnt_as_normal(tmp_path: Path) 
     assert rec["label"] == "false_alarm" and feedback_labels(run)["1"]["note"] == "the gardener's cart"
     lines = (run / "events.jsonl").read_text().splitlines()
     assert len(lines) == 3 and json.loads(lines[-1])["type"] == "feedback"
+    # a head that analyses every other frame learns the event's frames as it analyses its own
+    (full,), (half,) = ([cf for _, cf in false_alarm_features(run, CFG, camera=CAM, analysis_fps=a)]
+                        for a in (None, FPS / 2))
+    assert half.fps == FPS / 2 and len(half.frame_index) == (len(full.frame_index) + 1) // 2
+    assert set(np.diff(half.frame_index)) == {2}
 
     def replay(learn: bool) -> OnlineNormality:
         feats, cuts, ws, _ = scene_features(frames, camera=CAM)

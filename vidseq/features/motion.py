@@ -186,12 +186,20 @@ class MotionExtractor:
         camera: camera-nuisance compensation (:mod:`vidseq.features.camera`: photometric normalisation,
             denoising, removal of the camera's own motion, scene cuts); None = raw frames (the trained
             models' features).
+        frame_step: source frames between two analysed frames (1: every frame). Flow is measured per step:
+            when the previous analysed frame is ``k`` steps back (a live reader dropped frames), the flow is
+            divided by ``k``, so speeds, moving pixels and objects read the same at any processing rate.
     """
 
-    def __init__(self, cfg: MotionConfig | None = None, camera: CameraConfig | None = None) -> None:
+    def __init__(self, cfg: MotionConfig | None = None, camera: CameraConfig | None = None,
+                 frame_step: int = 1) -> None:
+        if frame_step < 1:
+            raise InputShapeError(f"motion: frame_step must be >= 1, got {frame_step}")
         self.cfg = cfg or MotionConfig()
         self.camera = CameraCompensator(camera) if camera is not None and camera.enabled else None
+        self.frame_step = int(frame_step)
         self._prev: np.ndarray | None = None
+        self._prev_index: int | None = None
         self._size: tuple[int, int] | None = None  # source (w, h)
         self._work: tuple[int, int] | None = None  # working (w, h)
         self._dis: Any = None
@@ -209,6 +217,13 @@ class MotionExtractor:
     def reset(self) -> None:
         """Forget the previous frame (the next frame starts a new sequence)."""
         self._prev = None
+        self._prev_index = None
+
+    def steps_since(self, frame_index: int) -> float:
+        """Analysed-frame steps from the previous frame to ``frame_index`` (1 when none was dropped)."""
+        if self._prev_index is None:
+            return 1.0
+        return max(1.0, (int(frame_index) - self._prev_index) / self.frame_step)
 
     def _gray(self, image: np.ndarray) -> np.ndarray:
         import cv2
@@ -275,6 +290,9 @@ class MotionExtractor:
                 # dense flow to have followed the shift)
                 prev = self.camera.warp_previous(prev, cam)
             flow = self._flow(prev, gray).astype(np.float32, copy=False)
+            steps = self.steps_since(frame_index)
+            if steps > 1.0:
+                flow = flow * np.float32(1.0 / steps)
             if self.camera is not None and cam is not None and cam.affine is not None:
                 flow = self.camera.mask_border(flow, cam)
             diff = np.abs(gray.astype(np.float32) - prev.astype(np.float32)) * (1.0 / 255.0)
@@ -282,6 +300,7 @@ class MotionExtractor:
             flow = np.zeros((h, w, 2), np.float32)
             diff = np.zeros((h, w), np.float32)
         self._prev = gray
+        self._prev_index = int(frame_index)
         frame_flow = None
         if to_home is not None:
             frame_flow = flow

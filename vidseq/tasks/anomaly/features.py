@@ -84,13 +84,15 @@ class FeatureComputer:
             frames, as cached training features are computed). :attr:`last_cut` says whether the latest
             frame followed a scene cut, :attr:`last_view` is its prepared gray frame (to recognise a view seen
             before).
+        frame_step: source frames between two analysed frames (:class:`~vidseq.features.motion.MotionExtractor`
+            measures flow across dropped frames per step).
     """
 
     def __init__(self, motion: MotionConfig, regions: RegionConfig | None = None, backbone: Any = None,
-                 crops: CropEncoder | None = None, camera: CameraConfig | None = None) -> None:
+                 crops: CropEncoder | None = None, camera: CameraConfig | None = None, frame_step: int = 1) -> None:
         if crops is not None and regions is None:
             raise InputShapeError("object crops need moving regions (regions settings)")
-        self.motion = MotionExtractor(motion, camera)
+        self.motion = MotionExtractor(motion, camera, frame_step)
         self.last_cut = False
         self.regions = RegionDetector(regions) if regions is not None else None
         self.backbone = backbone

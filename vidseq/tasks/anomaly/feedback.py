@@ -129,8 +129,12 @@ def feedback_labels(run_dir: str | Path) -> dict[str, dict[str, Any]]:
 
 
 def false_alarm_features(run_dir: str | Path, cfg: AnomalyConfig, *, camera: CameraConfig | None = None,
-                         skip: Iterable[str] = ()) -> Iterator[tuple[str, ClipFeatures]]:
+                         skip: Iterable[str] = (), analysis_fps: float | None = None
+                         ) -> Iterator[tuple[str, ClipFeatures]]:
     """Stream features of the frames of every event labelled ``false_alarm`` (keys in ``skip`` left out).
+
+    ``analysis_fps`` picks the frames as the head that learns them analyses its own (:class:`FrameStride`), so
+    the flow spans the same time.
 
     The frames come from the source file (the event's span plus :data:`CONTEXT_S` either side) when the
     run's source is a readable file, else from the event's clip in ``run_dir`` (a live camera: the clip is
@@ -142,7 +146,7 @@ def false_alarm_features(run_dir: str | Path, cfg: AnomalyConfig, *, camera: Cam
         if rec.get("label") != "false_alarm" or key in seen:
             continue
         try:
-            cf = _event_features(Path(run_dir), rec, cfg, camera, key)
+            cf = _event_features(Path(run_dir), rec, cfg, camera, key, analysis_fps)
         except VidseqError as exc:
             log.warning("feedback %s: cannot read its frames: %s", key, exc)
             continue
@@ -151,8 +155,9 @@ def false_alarm_features(run_dir: str | Path, cfg: AnomalyConfig, *, camera: Cam
 
 
 def _event_features(run_dir: Path, rec: dict[str, Any], cfg: AnomalyConfig, camera: CameraConfig | None,
-                    key: str) -> ClipFeatures | None:
+                    key: str, analysis_fps: float | None) -> ClipFeatures | None:
     from vidseq.tasks.anomaly.features import FeatureComputer
+    from vidseq.tasks.anomaly.online import FrameStride
     from vidseq.video.sources import open_source
 
     source, start, end = rec.get("source"), rec.get("start_s"), rec.get("end_s")
@@ -165,18 +170,20 @@ def _event_features(run_dir: Path, rec: dict[str, Any], cfg: AnomalyConfig, came
     else:
         log.warning("feedback %s: neither the source file nor the clip is available", key)
         return None
-    comp = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, camera=camera)
     frames = []
     with open_source(path) as src:
-        fps = src.info.fps or 25.0
+        stride = FrameStride(src.info.fps or 25.0, analysis_fps)
+        comp = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, camera=camera,
+                               frame_step=stride.stride)
         for fr in src:
             if keep(fr.timestamp_s):
-                frames.append(comp.step(fr.image, fr.frame_index, fr.timestamp_s))
+                if stride.due(fr.frame_index, fr.timestamp_s):
+                    frames.append(comp.step(fr.image, fr.frame_index, fr.timestamp_s))
             elif frames:
                 break
     if len(frames) < 2:
         return None
-    return ClipFeatures.from_frames(key, fps, frames, tuple(comp.motion.working_size or (0, 0)))
+    return ClipFeatures.from_frames(key, stride.fps, frames, tuple(comp.motion.working_size or (0, 0)))
 
 
 __all__ = ["LABELS", "false_alarm_features", "feedback_labels", "mark_event", "run_events"]

@@ -188,7 +188,8 @@ class AnomalyHead:
         self.camera = settings.compensation(cfg if trained else None)
         backbone = make_backbone(cfg, device=device) if trained else None
         self.computer = FeatureComputer(cfg.motion, cfg.regions if cfg.needs_regions else None, backbone,
-                                        make_crop_encoder(cfg, device) if trained else None, camera=self.camera)
+                                        make_crop_encoder(cfg, device) if trained else None, camera=self.camera,
+                                        frame_step=self.stride.stride)
         self.scorer = self.model.scorer(self.fps) if self.model is not None else None
         self._on = False
         self.scored_index: list[int] = []
@@ -344,7 +345,7 @@ class AnomalyHead:
 
         assert self.online is not None and self.settings.feedback_dir is not None
         for key, cf in false_alarm_features(self.settings.feedback_dir, self.cfg, camera=self.camera,
-                                            skip=self._feedback_seen):
+                                            skip=self._feedback_seen, analysis_fps=self.settings.analysis_fps):
             self._feedback_seen.add(key)
             self.online.add_normal(cf)
             log.info("anomaly: learning false alarm %s (%d frames) as normal", key, len(cf))

@@ -217,7 +217,7 @@ def score_video_unsupervised(source: str | int | Path, cfg: AnomalyConfig | None
         online = OnlineNormality(ucfg, stride.fps, settings)
         online.keep_rows = True
         comp = FeatureComputer(ucfg.motion, ucfg.regions if ucfg.needs_regions else None,
-                               camera=CameraConfig() if camera is None else camera)
+                               camera=CameraConfig() if camera is None else camera, frame_step=stride.stride)
 
         def emit(batch: list[ScoredRow]) -> None:
             for s in batch:
