@@ -292,7 +292,7 @@ class MotionExtractor:
             flow = self._flow(prev, gray).astype(np.float32, copy=False)
             steps = self.steps_since(frame_index)
             if steps > 1.0:
-                flow = flow * np.float32(1.0 / steps)
+                flow *= np.float32(1.0 / steps)  # the flow array is this step's own
             if self.camera is not None and cam is not None and cam.affine is not None:
                 flow = self.camera.mask_border(flow, cam)
             diff = np.abs(gray.astype(np.float32) - prev.astype(np.float32)) * (1.0 / 255.0)
