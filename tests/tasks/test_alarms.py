@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from vidseq.models.anomaly.threshold import budget_calibration, fit_tail
 from vidseq.tasks.anomaly.online import (
     NormalitySettings,
     OnlineNormality,
+    set_linger_level,
     unsupervised_config,
 )
 
@@ -835,6 +837,8 @@ def trained_checkpoint(path: Path, cfg, scenes: list[Scene]) -> Path:
 
     clips = [features_from_frames(scene_frames(sc), cfg, fps=FPS) for sc in scenes]
     model, cal, _ = fit_anomaly_model(cfg, clips[:-1], clips[-1:])
+    if cfg.linger is not None:  # as vidseq train anomaly: the level from the normal clips
+        set_linger_level(model, clips)
     return save_checkpoint(path, model=model, model_name=MODEL_NAME, model_config=model.model_config(),
                            extra={"calibration": cal.to_dict(), "mode": "trained"})
 
@@ -872,6 +876,27 @@ def test_a_trained_model_gets_this_streams_threshold_for_the_budget(quiet_checkp
     assert ev and all(overlaps(e, (40.0, 43.0)) for e in ev)
     d = per_stream.describe()["stream_threshold"]
     assert d["threshold"] >= d["checkpoint_threshold"] and d["fitted_at_s"] == pytest.approx(20.0, abs=0.6)
+
+
+def test_a_trained_model_alarms_on_someone_pacing_in_place_by_linger() -> None:
+    """The default trained model has the linger alarm too: a walker pacing up and down (10 px either way every
+    2 s) is alarmed with cause ``linger`` (its level set by the stream's first fit_s seconds), and nothing else
+    in the clip alarms; the same model without it misses the pacer."""
+    with_linger = replace(CFG, linger=LingerConfig())
+    normal = [Scene(seconds=30, seed=s) for s in (40, 41, 42)]
+    frames = scene_frames(Scene(seconds=70, seed=3, pacer=(40.0, 55.0, 0.5, 0.45), pacer_amp_px=10.0,
+                                pacer_period_s=2.0))
+    heads = {}
+    for name, cfg in (("linger", with_linger), ("none", CFG)):
+        with tempfile.TemporaryDirectory() as d:
+            ckpt = trained_checkpoint(Path(d) / "m.pt", cfg, normal)
+            heads[name] = run_head(frames, model=str(ckpt), fit_s=20.0)
+    ev = heads["linger"].events()
+    assert len(ev) == 1 and overlaps((ev[0]["start_s"], ev[0]["end_s"]), (40.0, 55.0)) and ev[0]["cause"] == "linger"
+    d = heads["linger"].describe()["stream_threshold"]
+    assert 0 < d["checkpoint_linger_level"] < float("inf") and 0 < d["linger_level"] < float("inf")
+    assert not any(overlaps((e["start_s"], e["end_s"]), (40.0, 55.0)) for e in heads["none"].events())
+    assert "linger_level" not in heads["none"].describe()["stream_threshold"]
 
 
 def test_a_trained_model_learns_a_new_views_threshold_and_restores_a_known_one(quiet_checkpoint: Path) -> None:

@@ -10,7 +10,7 @@ from typing import get_args
 from vidseq.config import load_config
 from vidseq.errors import ConfigError
 from vidseq.features.regions import RegionConfig, RegionMethod
-from vidseq.models.anomaly.model import STREAMS, AnomalyConfig, Standardisation
+from vidseq.models.anomaly.model import STREAMS, AnomalyConfig, LingerConfig, Standardisation
 from vidseq.models.anomaly.tracks import TrackStreamConfig
 from vidseq.tasks.anomaly.online import UNSUPERVISED_TRACK_ACCUMULATE
 from vidseq.tasks.anomaly.pseudo import PseudoConfig
@@ -108,7 +108,7 @@ def default_model() -> AnomalyConfig:
     """
     return AnomalyConfig(streams=("speed", "tracks"), fusion="max", standardise="quantile", normalise_pixels=True,
                          regions=RegionConfig(method="flow"),
-                         tracks=TrackStreamConfig(accumulate=UNSUPERVISED_TRACK_ACCUMULATE))
+                         tracks=TrackStreamConfig(accumulate=UNSUPERVISED_TRACK_ACCUMULATE), linger=LingerConfig())
 
 
 @dataclass(frozen=True)

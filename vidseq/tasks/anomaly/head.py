@@ -19,6 +19,7 @@ same numbers.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -206,7 +207,13 @@ class AnomalyHead:
         self._checkpoint_cal = self.cal
         # this view's threshold learning: its scores, the stream seconds they cover, the last one's timestamp
         self._cal_scores: list[float] = []
+        self._cal_linger: list[float] = []  # its raw linger scores (a model with the linger alarm)
         self._cal_s = 0.0
+        # the trained model's linger alarm level: the checkpoint's (inf: none, or not measured) until this stream's
+        # first fit_s seconds set it (stream_threshold)
+        self._checkpoint_linger = float(self.model.linger_level) \
+            if self.model is not None and self.model.cfg.linger is not None else math.inf
+        self.linger_level = self._checkpoint_linger
         self._cal_last_ts: float | None = None
         self.scene_cuts: list[dict[str, Any]] = []  # trained model (the unsupervised ones are in self.online)
         self._views = ViewMemory(VIEWS_KEPT)  # views left at a cut, with their thresholds (trained model)
@@ -306,7 +313,7 @@ class AnomalyHead:
             self.scene_cuts.append({**cut, "action": "open event closed (checkpoint threshold kept)"})
             log.warning("anomaly: scene cut at %.1f s", timestamp_s)
             return
-        state = ("cal", "stream_calibration", "_calibrating", "_cal_scores", "_cal_s")
+        state = ("cal", "stream_calibration", "_calibrating", "_cal_scores", "_cal_s", "_cal_linger", "linger_level")
         if left is not None:
             self._views.remember(left, {k: getattr(self, k) for k in state}, complete=not self._calibrating)
         view = self.computer.last_view
@@ -318,7 +325,8 @@ class AnomalyHead:
                       if self._calibrating else "threshold restored (this view was calibrated before)")
         else:
             self.cal, self.stream_calibration, self._calibrating = self._checkpoint_cal, None, True
-            self._cal_scores, self._cal_s = [], 0.0
+            self._cal_scores, self._cal_s, self._cal_linger = [], 0.0, []
+            self.linger_level = self._checkpoint_linger
             action = "learning this view's threshold"
         self.scene_cuts.append({**cut, "action": action})
         log.warning("anomaly: scene cut at %.1f s: %s", timestamp_s, action)
@@ -363,12 +371,17 @@ class AnomalyHead:
                     self._cal_s += sf.timestamp_s - self._cal_last_ts
                 self._cal_last_ts = sf.timestamp_s
                 self._cal_scores.append(s)
+                if sf.linger is not None:
+                    self._cal_linger.append(sf.linger)
                 self._record(sf.frame_index, sf.timestamp_s, s, False, ctx, sf.cause)
                 if self._cal_s >= self.fit_s - 1e-9:
                     self._set_stream_threshold(sf.timestamp_s)
                 continue
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
-            self._record(sf.frame_index, sf.timestamp_s, s, self._on, ctx, sf.cause)
+            # the linger alarm flags by itself, as in unsupervised scoring (LingerConfig)
+            lingers = not self._on and sf.linger is not None and sf.linger >= self.linger_level
+            self._record(sf.frame_index, sf.timestamp_s, s, self._on or lingers, ctx,
+                         "linger" if lingers else sf.cause)
 
     def _set_stream_threshold(self, now_s: float) -> None:
         """Trained model: threshold pair for this stream's budget, from its first fit_s seconds of scores."""
@@ -388,6 +401,13 @@ class AnomalyHead:
         self.stream_calibration = {"checkpoint_threshold": before, "budget_threshold": cal.threshold,
                                    "threshold": self.cal.threshold, "fitted_at_s": round(now_s, 3),
                                    "frames": len(scores), "tail": tail.to_dict()}
+        lcfg = self.cfg.linger
+        if lcfg is not None and self._cal_linger:
+            # the level of this stream's first fit_s seconds, as unsupervised scoring sets it (the checkpoint's,
+            # from clips of other hours and crowds, is what a model without a stream warm-up reads)
+            self.linger_level = lcfg.level(np.array(self._cal_linger, np.float64))
+            self.stream_calibration.update(checkpoint_linger_level=_finite(self._checkpoint_linger),
+                                           linger_level=_finite(self.linger_level))
         log.info("anomaly: threshold for this stream %.3f (checkpoint %.3f, budget %g false alarms/h)",
                  self.cal.threshold, before, self.settings.false_alarms_per_hour)
 
@@ -414,6 +434,10 @@ class AnomalyHead:
                           timestamp_s=np.array(self.scored_ts), flags=np.array(self._flags))
         return event_causes([{"id": i + 1, **e.to_dict()} for i, e in enumerate(evs)], np.array(self.scored_index),
                             self._causes)
+
+
+def _finite(x: float) -> float | None:
+    return round(float(x), 4) if math.isfinite(x) else None
 
 
 def _kernel(cfg: AnomalyConfig, fps: float) -> np.ndarray:

@@ -331,6 +331,15 @@ def linger_scores(model: AnomalyModel, cf: ClipFeatures, *, hold: bool = True) -
     return np.where(valid, np.maximum(out, 0.0), 0.0)
 
 
+def set_linger_level(model: AnomalyModel, clips: Sequence[ClipFeatures]) -> float:
+    """Set the model's linger alarm level from normal clips (their sums without the ``hold_s`` bound, as
+    :meth:`LingerConfig.level` reads them); returns it (inf with no frames)."""
+    assert model.cfg.linger is not None
+    level = model.cfg.linger.level(np.concatenate([linger_scores(model, c, hold=False) for c in clips]))
+    model.set_linger_level(level)
+    return level
+
+
 def stream_budget_scales(model: AnomalyModel, raw: Sequence[ClipScores], fps: float,
                          settings: NormalitySettings, tail_cfg: TailConfig | None) -> None:
     """Rescale each stream so that its own threshold for an equal share of the budget is the fused value 1
@@ -407,8 +416,7 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
     cal, tail = budget_calibration(normal, fps, settings.false_alarms_per_hour, tail_cfg,
                                    min_duration_s=settings.min_duration_s, merge_gap_s=settings.merge_gap_s)
     if model.cfg.linger is not None and linger_level:
-        level = model.cfg.linger.level(np.concatenate([linger_scores(model, c, hold=False) for c in clips]))
-        model.set_linger_level(level)
+        set_linger_level(model, clips)
     info = {"fit_frames": int(sum(len(c) for c in clips)), "streams": list(model.cfg.streams),
             "normal_score_p99": float(np.percentile(normal, 99)),
             "expected_false_alarms_per_hour": round(tail.expected_events_per_hour(cal.threshold), 3)}

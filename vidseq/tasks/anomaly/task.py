@@ -53,6 +53,7 @@ from vidseq.tasks.anomaly.data import clips_of, extract_all, split_train_val
 from vidseq.tasks.anomaly.features import make_backbone, make_crop_encoder
 from vidseq.tasks.anomaly.frame_stream import train_frame_predictor
 from vidseq.tasks.anomaly.metrics import frame_auc, micro_aucs
+from vidseq.tasks.anomaly.online import set_linger_level
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +94,10 @@ def train(data: Path, out: Path, *, config: Path | None = None, overrides: Seque
         info.update(stats, train_clips=[cf.clip_id for cf in normal], train_frames=int(sum(len(c) for c in normal)))
     else:
         model, cal, info = fit_anomaly_model(cfg, train_f, val_f, frame_predictor=predictor)
+    if cfg.linger is not None:
+        # the level a stream's own warm-up may raise, never lower (AnomalyHead): from the normal clips' sums
+        level = set_linger_level(model, list(train_f) + list(val_f))
+        info["linger_level"] = level if np.isfinite(level) else None
     t_fit = time.perf_counter() - t0 - t_feat
     backbone_info = make_backbone(cfg, "cpu").info() if cfg.needs_appearance else None
     crops = make_crop_encoder(cfg, "cpu")
@@ -104,6 +109,7 @@ def train(data: Path, out: Path, *, config: Path | None = None, overrides: Seque
                     config=to_dict(tc), metadata=metadata,
                     extra={"calibration": cal.to_dict(), "fit": info, "mode": "trained"})
     metrics = {"threshold": cal.threshold, "low_threshold": cal.low_threshold, "val_frames": info["val_frames"],
+               "linger_level": info.get("linger_level"),
                "calibration": info.get("calibration", "validation clips"),
                "train_frames": info["train_frames"], "feature_seconds": round(t_feat, 2),
                "fit_seconds": round(t_fit, 2), "checkpoint": str(out / "best.pt")}
