@@ -51,6 +51,7 @@ from vidseq.tasks.anomaly.online import (
     OnlineNormality,
     ScoredRow,
     event_causes,
+    flag_and_cause,
     unsupervised_config,
 )
 from vidseq.tasks.stream import FrameResult, StreamContext
@@ -209,10 +210,7 @@ class AnomalyHead:
         self._cal_scores: list[float] = []
         self._cal_linger: list[float] = []  # its raw linger scores (a model with the linger alarm)
         self._cal_s = 0.0
-        # the trained model's linger alarm level: the checkpoint's (inf: none, or not measured) until this stream's
-        # first fit_s seconds set it (stream_threshold)
-        self._checkpoint_linger = float(self.model.linger_level) \
-            if self.model is not None and self.model.cfg.linger is not None else math.inf
+        # the trained model's linger alarm level: the checkpoint's until this stream's first fit_s seconds set it
         self.linger_level = self._checkpoint_linger
         self._cal_last_ts: float | None = None
         self.scene_cuts: list[dict[str, Any]] = []  # trained model (the unsupervised ones are in self.online)
@@ -220,6 +218,12 @@ class AnomalyHead:
         self._feedback_seen: set[str] = set()
         self._next_feedback_s = 0.0
         self._saved_at: tuple[int, str | None] | None = None
+
+    @property
+    def _checkpoint_linger(self) -> float:
+        """The trained model's own linger level (inf: no linger alarm, or not measured)."""
+        return float(self.model.linger_level) if self.model is not None and self.model.cfg.linger is not None \
+            else math.inf
 
     @property
     def fps(self) -> float:
@@ -378,10 +382,8 @@ class AnomalyHead:
                     self._set_stream_threshold(sf.timestamp_s)
                 continue
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
-            # the linger alarm flags by itself, as in unsupervised scoring (LingerConfig)
-            lingers = not self._on and sf.linger is not None and sf.linger >= self.linger_level
-            self._record(sf.frame_index, sf.timestamp_s, s, self._on or lingers, ctx,
-                         "linger" if lingers else sf.cause)
+            flag, cause = flag_and_cause(sf, self._on, self.linger_level)
+            self._record(sf.frame_index, sf.timestamp_s, s, flag, ctx, cause)
 
     def _set_stream_threshold(self, now_s: float) -> None:
         """Trained model: threshold pair for this stream's budget, from its first fit_s seconds of scores."""

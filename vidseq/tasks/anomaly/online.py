@@ -331,6 +331,13 @@ def linger_scores(model: AnomalyModel, cf: ClipFeatures, *, hold: bool = True) -
     return np.where(valid, np.maximum(out, 0.0), 0.0)
 
 
+def flag_and_cause(sf: ScoredFrame, fused_on: bool, linger_level: float) -> tuple[bool, str | None]:
+    """A scored frame's flag and cause: the fused streams' (``fused_on``, their threshold's hysteresis), else the
+    linger alarm's by itself when its raw score reaches ``linger_level``."""
+    lingers = not fused_on and sf.linger is not None and sf.linger >= linger_level
+    return fused_on or lingers, "linger" if lingers else sf.cause
+
+
 def set_linger_level(model: AnomalyModel, clips: Sequence[ClipFeatures]) -> float:
     """Set the model's linger alarm level from normal clips (their sums without the ``hold_s`` bound, as
     :meth:`LingerConfig.level` reads them); returns it (inf with no frames)."""
@@ -588,9 +595,7 @@ class OnlineNormality:
         for sf in scored:
             s = float(sf.score)
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
-            lingers = sf.linger is not None and sf.linger >= self.linger_level
-            row = ScoredRow(sf.frame_index, sf.timestamp_s, s, self._on or lingers,
-                            sf.cause if self._on or not lingers else "linger")
+            row = ScoredRow(sf.frame_index, sf.timestamp_s, s, *flag_and_cause(sf, self._on, self.linger_level))
             out.append(row)
             if self.keep_rows:
                 self.rows.append(row)
