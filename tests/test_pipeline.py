@@ -139,3 +139,38 @@ def test_unsupervised_anomaly_flags_injected_speed_anomaly(tmp_path: Path) -> No
     assert events and any(e["start_frame"] <= np.flatnonzero(y)[-1] and e["end_frame"] >= np.flatnonzero(y)[0]
                           for e in events)
     assert "unsupervised" in res.summary["heads"]["anomaly"]["mode"]
+
+
+def test_a_dropped_frame_reaches_the_heads_and_is_not_kept_with_the_results() -> None:
+    """A live reader's frame after a drop carries the frame before it (``Frame.previous``) for the anomaly head's
+    flow; the results handed out do not hold on to it (a monitor keeps results for its event clips)."""
+    import numpy as np
+
+    from vidseq.config import with_overrides
+    from vidseq.pipeline import FrameProcessor
+    from vidseq.video.sources import Frame
+
+    cfg = with_overrides(ProcessConfig, {"tracker": {"detector": "regions"}, "trajectory": {"enabled": False},
+                                         "caption": {"enabled": False}, "video": False, "plot": False}, [])
+    proc = FrameProcessor(cfg, 10.0)
+    seen: list[bool] = []
+    head = next(h for h in proc.heads if h.name == "anomaly")
+    step = head.computer.step
+
+    def spy(*args, previous=None, **kw):  # noqa: ANN001, ANN002, ANN003, ANN202
+        seen.append(previous is not None and previous[1] == args[1] - 1)
+        return step(*args, previous=previous, **kw)
+
+    head.computer.step = spy
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (48, 64, 3), dtype=np.uint8) for _ in range(8)]
+    out = []
+    try:
+        for i in range(0, 8, 2):
+            before = Frame(images[i - 1], i - 1, (i - 1) / 10) if i else None
+            out += proc.step(Frame(images[i], i, i / 10, before))
+        out += proc.finish()
+    finally:
+        proc.close()
+    assert seen == [False, True, True, True]
+    assert len(out) == 4 and all(r.frame.previous is None for r in out)

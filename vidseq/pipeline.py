@@ -18,7 +18,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -268,6 +268,8 @@ class FrameProcessor:
         while len(self._pending) > hold:
             r = self._pending.popleft()
             self._pending_index.pop(r.frame.frame_index, None)
+            if r.frame.previous is not None:  # read by the heads only: not kept by whoever holds results
+                r.frame = replace(r.frame, previous=None)
             out.append(r)
         return out
 

@@ -74,6 +74,53 @@ def test_flow_across_dropped_frames_is_measured_per_step() -> None:
         MotionExtractor(MotionConfig(), frame_step=0)
 
 
+def small_fast_object(n: int, speed: float, size: tuple[int, int] = (160, 96)) -> list[np.ndarray]:
+    """BGR frames: a textured 16x16 patch crossing a textured static background at ``speed`` px/frame."""
+    import cv2
+
+    w, h = size
+    rng = np.random.default_rng(1)
+    bg = cv2.GaussianBlur(rng.integers(60, 200, (h, w)).astype(np.uint8), (0, 0), 2.0)
+    tex = cv2.GaussianBlur(rng.integers(0, 255, (16, 16)).astype(np.uint8), (0, 0), 1.0)
+    out = []
+    for i in range(n):
+        img = bg.copy()
+        x = int(8 + i * speed)
+        img[40:56, x:x + 16] = tex
+        out.append(np.repeat(img[..., None], 3, 2))
+    return out
+
+
+@pytest.mark.parametrize("camera", [False, True])
+def test_a_dropped_frame_handed_over_keeps_flow_between_consecutive_frames(camera: bool) -> None:
+    """A small object moving a quarter of its size per frame: across a dropped frame dense flow loses it (half
+    its size), between the consecutive source frames a live reader also hands over it does not."""
+    from vidseq.features.camera import CameraConfig
+
+    frames = small_fast_object(n=12, speed=4.0)
+    cam = CameraConfig() if camera else None
+
+    def peak_speed(previous: bool) -> list[float]:
+        ext = MotionExtractor(MotionConfig(width=0), cam)
+        out = []
+        for i in (0, 2, 4, 6, 8):
+            m = ext.step(frames[i], i, i / 10, (frames[i - 1], i - 1) if previous and i else None)
+            if m.valid:
+                x = int(8 + i * 4.0)  # the patch at its new position
+                out.append(float(np.abs(m.flow[40:56, x:x + 16, 0]).max()))
+        return out
+
+    assert peak_speed(True) == pytest.approx([4.0] * 4, abs=0.8)  # a step is one source frame
+    assert max(peak_speed(False)) < 2.0  # the analysed frames alone: the object is lost
+    # every 2nd frame analysed by design (frame_step 2): one source frame is half a step, read as 8 a step
+    ext = MotionExtractor(MotionConfig(width=0), cam, frame_step=2)
+    ext.step(frames[0], 0, 0.0)
+    m = ext.step(frames[3], 3, 0.3, (frames[2], 2))  # 3 frames on, more than a step: the frame before is used
+    assert float(np.abs(m.flow[40:56, 20:36, 0]).max()) == pytest.approx(8.0, abs=1.6)
+    m = ext.step(frames[5], 5, 0.5, (frames[4], 4))  # a step of 2 as designed: the analysed frames are used
+    assert float(np.abs(m.flow[40:56, 28:44, 0]).max()) < 4.0
+
+
 def test_descriptor_layout_and_cell_statistics() -> None:
     cfg = MotionConfig(grid=(2, 3))
     assert len(descriptor_names(cfg)) == MotionExtractor(cfg).descriptor_dim == 2 * 3 * len(CELL_STATS) + 4

@@ -417,6 +417,35 @@ def test_on_real_video_only_the_shot_changes_are_cuts() -> None:
     assert cuts == [30, 76, 137, 187, 242]
 
 
+def test_a_live_reader_that_drops_every_other_frame_still_alarms_the_fast_object() -> None:
+    """Processing at half the camera's rate, a small fast object moves twice its per-frame distance between the
+    analysed frames, further than dense flow follows: the frame the reader dropped just before each analysed one
+    (``Frame.previous``) gives the flow between consecutive frames back, and the object is alarmed again."""
+    from vidseq.tasks.anomaly.features import FeatureComputer
+
+    frames = scene_frames(Scene(seconds=60, seed=5, fast=(40.0, 45.0)))
+    runs = {}
+    for previous in (False, True):
+        comp = FeatureComputer(CFG.motion, None, camera=CAM)
+        on = OnlineNormality(CFG, FPS, NormalitySettings(fit_s=20.0, adapt=False))
+        for i in range(0, len(frames), 2):  # the reader hands over every other frame
+            f = comp.step(frames[i], i, i / FPS, previous=(frames[i - 1], i - 1) if previous and i else None)
+            on.working_size = tuple(comp.motion.working_size)
+            on.push(f, cut=comp.last_cut, view=comp.last_view)
+        on.finish()
+        runs[previous] = on
+    # lost between the analysed frames: not alarmed in its first 2 s, and scored a fraction as high
+    assert not any(overlaps((40.0, 42.0), s, pad=0.0) for s in spans(runs[False]))
+    ev = runs[True].events()
+    assert len(ev) == 1 and overlaps((40.0, 45.0), (ev[0]["start_s"], ev[0]["end_s"])) and ev[0]["cause"] == "speed"
+    assert ev[0]["start_s"] < 40.5  # from its first second
+
+    def peak(on: OnlineNormality) -> float:
+        return max(r.score for r in on.rows if 40.0 <= r.timestamp_s <= 45.5)
+
+    assert peak(runs[True]) > 2 * peak(runs[False])
+
+
 def test_someone_pacing_in_place_is_alarmed_by_linger_alone() -> None:
     """A walker pacing up and down at 1.7x the walkers' speed: the speed stream alone never alarms, the linger
     alarm does, while the walker paces; nothing else in the clip alarms."""

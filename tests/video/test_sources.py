@@ -183,6 +183,28 @@ def test_realtime_file_source_drops_frames_for_slow_consumer(tmp_path: Path) -> 
     assert got[-1] >= 25  # lag does not grow: the consumer ends near the newest frame
 
 
+def test_a_frame_after_a_drop_carries_the_dropped_frame_before_it(tmp_path: Path) -> None:
+    """Motion is measured between consecutive source frames whatever the consumer's rate: a frame handed over
+    after a drop carries the source frame just before it (the one the consumer never took), and only then."""
+    video = write_video(tmp_path / "rt.avi", n_frames=30, fps=30.0)
+    with open_source(video) as src:
+        decoded = {f.frame_index: f.image for f in src}
+    with open_source(video, realtime=True) as src:
+        got = []
+        for f in src:
+            got.append((f.frame_index, f.previous))
+            time.sleep(0.1)
+    gaps = 0
+    for (i0, _), (i1, prev) in zip(got, got[1:]):
+        if i1 - i0 == 1:
+            assert prev is None  # the consumer had that frame already
+            continue
+        gaps += 1
+        assert prev is not None and prev.frame_index == i1 - 1 and prev.previous is None
+        assert np.array_equal(prev.image, decoded[i1 - 1])
+    assert gaps > 0
+
+
 def test_realtime_close_stops_thread(tmp_path: Path) -> None:
     video = write_video(tmp_path / "rt2.avi", n_frames=50, fps=10.0)
     before = threading.active_count()

@@ -386,12 +386,25 @@ class CameraCompensator:
         if similar and tracked >= self.cfg.min_inliers and n_in < self.cfg.min_inlier_share * tracked:
             self.cuts += 1  # no one camera motion explains the change: another view
             return CameraMotion(None, 0.0, n_in, tracked, corr, True)
+        return self._stabilised(a, n_in, tracked, corr, prev.shape)
+
+    def _stabilised(self, a: np.ndarray | None, n_in: int, tracked: int, corr: float,
+                    shape: tuple[int, int]) -> CameraMotion:
         if not self.cfg.stabilise or a is None:
             return CameraMotion(None, 0.0, n_in, tracked, corr, False)
-        shift = transform_shift(a, prev.shape)
+        shift = transform_shift(a, shape)
         if shift < self.cfg.min_shift_px:
             return CameraMotion(None, shift, n_in, tracked, corr, False)
         return CameraMotion(a, shift, n_in, tracked, corr, False)
+
+    def step_motion(self, prev: np.ndarray, cur: np.ndarray) -> CameraMotion:
+        """The camera's motion between two prepared consecutive source frames, to stabilise their flow only: no
+        cut test and nothing remembered (the stream's own chain of analysed frames, :meth:`motion`, keeps the
+        cut test and the registration)."""
+        if not self.cfg.stabilise:
+            return CameraMotion(None, 0.0, 0, 0, 1.0, False)
+        a, n_in, tracked = dominant_motion(prev, cur, self.cfg)
+        return self._stabilised(a, n_in, tracked, 1.0, prev.shape)
 
     def mask_border(self, flow: np.ndarray, motion: CameraMotion) -> np.ndarray:
         """Zero the border the camera's motion uncovered (no valid correspondence there)."""

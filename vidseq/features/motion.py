@@ -189,6 +189,12 @@ class MotionExtractor:
         frame_step: source frames between two analysed frames (1: every frame). Flow is measured per step:
             when the previous analysed frame is ``k`` steps back (a live reader dropped frames), the flow is
             divided by ``k``, so speeds, moving pixels and objects read the same at any processing rate.
+            A live reader also hands over the source frame just before the one it delivers (``previous`` of
+            :meth:`step`): flow and frame difference are then measured between those two consecutive source
+            frames (and scaled to a step), as if nothing had been dropped. Dense flow does not follow a small
+            object that moved most of its own size between the analysed frames; between consecutive frames it
+            does. The camera's motion between the analysed frames still drives the cut test and the home-view
+            registration.
     """
 
     def __init__(self, cfg: MotionConfig | None = None, camera: CameraConfig | None = None,
@@ -260,11 +266,18 @@ class MotionExtractor:
         return cv2.calcOpticalFlowFarneback(prev, cur, None, c.pyr_scale, c.levels, c.winsize, c.iterations,
                                             c.poly_n, c.poly_sigma, 0)
 
-    def step(self, image: np.ndarray, frame_index: int = 0, timestamp_s: float = 0.0) -> MotionFrame:
-        """Measure motion between the previous frame and ``image`` (BGR or gray uint8)."""
+    def _prepared(self, image: np.ndarray) -> np.ndarray:
         gray = self._gray(image)
-        if self.camera is not None:
-            gray = self.camera.prepare(gray)
+        return gray if self.camera is None else self.camera.prepare(gray)
+
+    def step(self, image: np.ndarray, frame_index: int = 0, timestamp_s: float = 0.0,
+             previous: tuple[np.ndarray, int] | None = None) -> MotionFrame:
+        """Measure motion between the previous frame and ``image`` (BGR or gray uint8).
+
+        ``previous``: ``(image, frame_index)`` of the source frame just before this one when the reader dropped
+        it; used when it lies between the previous analysed frame and this one, more than a step back.
+        """
+        gray = self._prepared(image)
         h, w = gray.shape
         valid = self._prev is not None
         cut, shift = False, 0.0
@@ -282,19 +295,23 @@ class MotionExtractor:
             else:
                 reg.reset(gray)
         if valid:
-            assert self._prev is not None
-            prev = self._prev
-            if self.camera is not None and cam is not None and cam.affine is not None:
+            assert self._prev is not None and self._prev_index is not None
+            prev, steps, ref_cam = self._prev, self.steps_since(frame_index), cam
+            if previous is not None and self._prev_index < int(previous[1]) < int(frame_index) \
+                    and int(frame_index) - self._prev_index > self.frame_step:
+                prev = self._prepared(previous[0])  # consecutive source frames: flow follows fast objects
+                steps = (int(frame_index) - int(previous[1])) / self.frame_step
+                ref_cam = None if self.camera is None else self.camera.step_motion(prev, gray)
+            if self.camera is not None and ref_cam is not None and ref_cam.affine is not None:
                 # the previous frame is moved onto this one first, so flow sees only motion in the scene
                 # (subtracting the camera's flow afterwards leaves it wherever the texture is too flat for
                 # dense flow to have followed the shift)
-                prev = self.camera.warp_previous(prev, cam)
+                prev = self.camera.warp_previous(prev, ref_cam)
             flow = self._flow(prev, gray).astype(np.float32, copy=False)
-            steps = self.steps_since(frame_index)
-            if steps > 1.0:
+            if steps != 1.0:
                 flow *= np.float32(1.0 / steps)  # the flow array is this step's own
-            if self.camera is not None and cam is not None and cam.affine is not None:
-                flow = self.camera.mask_border(flow, cam)
+            if self.camera is not None and ref_cam is not None and ref_cam.affine is not None:
+                flow = self.camera.mask_border(flow, ref_cam)
             diff = np.abs(gray.astype(np.float32) - prev.astype(np.float32)) * (1.0 / 255.0)
         else:
             flow = np.zeros((h, w, 2), np.float32)

@@ -15,7 +15,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -66,6 +66,9 @@ class Frame:
     image: np.ndarray
     frame_index: int  # index in the source (before stride), 0-based
     timestamp_s: float  # seconds from the source start (live: seconds since opening)
+    # latest-frame readers: the source frame just before this one when the consumer did not take it (dropped),
+    # so motion can still be measured between consecutive source frames; None otherwise
+    previous: Frame | None = None
 
     def __post_init__(self) -> None:
         if self.image.ndim != 3 or self.image.shape[2] != 3 or self.image.dtype != np.uint8:
@@ -149,9 +152,15 @@ class VideoSource:
                 continue
             if frame.frame_index % self.stride:
                 continue
+            prev = frame.previous if self.stride == 1 else None  # (with a stride the frame before is not a step)
             if self.resize is not None and (frame.image.shape[1], frame.image.shape[0]) != self.resize:
+                if prev is not None:
+                    prev = Frame(cv2.resize(prev.image, self.resize, interpolation=cv2.INTER_AREA),
+                                 prev.frame_index, prev.timestamp_s)
                 frame = Frame(cv2.resize(frame.image, self.resize, interpolation=cv2.INTER_AREA),
-                              frame.frame_index, frame.timestamp_s)
+                              frame.frame_index, frame.timestamp_s, prev)
+            elif prev is not frame.previous:
+                frame = replace(frame, previous=prev)
             self.stats.yielded += 1
             self._last_yield = time.monotonic()
             yield frame
@@ -322,7 +331,9 @@ class FolderSource(VideoSource):
 class _LatestFrame:
     """One-slot mailbox between a reader thread and the consumer: the newest frame wins.
 
-    A frame replaced before the consumer took it is counted in ``stats.dropped``. ``done`` ends the
+    A frame replaced before the consumer took it is counted in ``stats.dropped``; the frame handed over
+    next carries it as :attr:`Frame.previous` (motion is then measured between consecutive source frames
+    whatever the consumer's rate). ``done`` ends the
     stream (set by the reader when it finishes, or by ``close()``); an exception passed to :meth:`end`
     is re-raised in the consumer.
     """
@@ -332,6 +343,7 @@ class _LatestFrame:
         self.done = threading.Event()
         self._cond = threading.Condition()
         self._latest: tuple[np.ndarray, int, float] | None = None
+        self._before: tuple[np.ndarray, int, float] | None = None  # the frame _latest replaced
         self._key = -1  # increments with every published frame
         self._taken = -1  # key of the frame the consumer took last
         self._error: BaseException | None = None
@@ -341,7 +353,7 @@ class _LatestFrame:
             self.stats.read += 1
             if self._latest is not None and self._taken != self._key:
                 self.stats.dropped += 1
-            self._latest = (image, index, timestamp_s)
+            self._before, self._latest = self._latest, (image, index, timestamp_s)
             self._key += 1
             self._cond.notify_all()
 
@@ -361,8 +373,10 @@ class _LatestFrame:
                     break
                 assert self._latest is not None
                 image, index, ts = self._latest
+                # the frame before it went untaken (dropped): handed over with it
+                before = self._before if self._before is not None and self._taken != self._key - 1 else None
                 self._taken = self._key
-            yield Frame(image, index, ts)
+            yield Frame(image, index, ts, None if before is None else Frame(*before))
         if self._error is not None:
             raise self._error
 

@@ -63,7 +63,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -807,7 +807,7 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
     (a line to ``progress`` every ``every_s`` seconds of wall time)."""
     import time
 
-    from vidseq.video.sources import open_source
+    from vidseq.video.sources import Frame, open_source
 
     processed = np.zeros(n_frames, bool)
     score = np.full(n_frames, np.nan)
@@ -832,12 +832,16 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
                 alerts.append((started, max(now_s, last_t)))
 
     t0 = t_note = time.perf_counter()
+    dropped: Frame | None = None
     with open_source(video) as src:
         for frame in src:
             if frame.frame_index >= n_frames:
                 break
             if keep is not None and not keep[frame.frame_index]:
+                dropped = frame
                 continue
+            if dropped is not None:  # as a latest-frame reader hands it over (vidseq.video.sources)
+                frame, dropped = replace(frame, previous=dropped), None
             now_s = float(frame.timestamp_s)
             handle(processor.step(frame))
             if progress is not None and time.perf_counter() - t_note > every_s:

@@ -105,9 +105,12 @@ class FeatureComputer:
         return None if cam is None else cam.last_frame
 
     def step(self, image: np.ndarray, frame_index: int = 0, timestamp_s: float = 0.0,
-             appearance: np.ndarray | None = None) -> FrameFeatures:
-        """Features of the next frame. ``appearance`` may be given precomputed (batched extraction)."""
-        m = self.motion.step(image, frame_index, timestamp_s)
+             appearance: np.ndarray | None = None, previous: tuple[np.ndarray, int] | None = None,
+             ) -> FrameFeatures:
+        """Features of the next frame. ``appearance`` may be given precomputed (batched extraction);
+        ``previous`` is the source frame before it that a live reader dropped (``(image, frame_index)``, see
+        :meth:`vidseq.features.motion.MotionExtractor.step`)."""
+        m = self.motion.step(image, frame_index, timestamp_s, previous)
         self.last_cut = m.cut
         if self.regions is not None:
             # objects are found and measured in the frame's own pixels (a registered camera's home view would

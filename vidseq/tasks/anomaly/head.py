@@ -284,7 +284,8 @@ class AnomalyHead:
         if not self.stride.due(f.frame_index, f.timestamp_s):
             return  # takes the score of the analysed frame before it (FrameStride.expand)
         left = self.computer.last_view  # the last frame before this one (the view a cut leaves)
-        feats = self.computer.step(f.image, f.frame_index, f.timestamp_s)
+        dropped = None if f.previous is None else (f.previous.image, f.previous.frame_index)
+        feats = self.computer.step(f.image, f.frame_index, f.timestamp_s, previous=dropped)
         if self.online is not None:
             self.online.working_size = tuple(self.computer.motion.working_size or (0, 0))  # type: ignore[assignment]
             before = (self.online.state, self.online.updates)
