@@ -86,6 +86,29 @@ def test_warmup_counts_stream_seconds_not_processed_frames() -> None:
     assert d["threshold"] is not None and "threshold" in on.status_text() and d["fit"]["fit_frames"] <= 61
 
 
+def test_a_stream_at_half_the_camera_rate_is_held_to_the_budget_asked_for() -> None:
+    """A live reader that hands over every other frame: the tail is fitted in scores a second of stream time (5,
+    not the camera's 10), so the threshold is set for the false alarms an hour asked for, not for half of them."""
+    from vidseq.models.anomaly.threshold import sample_rate
+
+    assert sample_rate(99, 19.8, 10.0) == pytest.approx(5.0) and sample_rate(99, 9.9, 10.0) == 10.0
+    assert sample_rate(0, 0.0, 10.0) == 10.0 and sample_rate(10, 0.5, 10.0) == 10.0  # never above fps
+    runs = {}
+    for dt in (0.1, 0.2):  # the same features at 10 or 5 a second of stream time
+        on = OnlineNormality(CFG, 10.0, NormalitySettings(fit_s=39.5 * dt, update_every_s=1000.0))
+        on.working_size = (64, 48)
+        for f in synthetic_frames(200, dt_s=dt):
+            on.push(f)
+        on.finish()
+        runs[dt] = on
+    full, half = runs[0.1], runs[0.2]
+    assert full.fit_info["fit_frames"] == half.fit_info["fit_frames"] == 40  # the same scores...
+    # ... over twice the stream time: an excursion lasts twice as long, so the budget allows twice the share of
+    # scores over the threshold (half as many scores an hour)
+    assert half.tail.excursion_s == pytest.approx(2 * full.tail.excursion_s)
+    assert half.tail.exceedance_prob(1.0) == pytest.approx(full.tail.exceedance_prob(2.0))
+
+
 def test_a_stream_shorter_than_the_warmup_says_nothing_was_scored() -> None:
     on = OnlineNormality(CFG, 10.0, NormalitySettings(fit_s=120.0))
     on.working_size = (64, 48)

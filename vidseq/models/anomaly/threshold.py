@@ -124,6 +124,17 @@ class Tail:
         return 3600.0 * self.tail_prob * r / self.excursion_s
 
 
+def sample_rate(intervals: int, seconds: float, fps: float) -> float:
+    """Scores a second of stream time: ``intervals`` between consecutive scores over ``seconds``, at most ``fps``
+    (``fps`` when they span no time). A live reader that drops frames delivers fewer than the source's ``fps``;
+    the tail fit counts excursions and the budget's hours in this rate, or a live stream's threshold would be
+    set for a fraction of the false alarms an hour asked for."""
+    if intervals <= 0 or not seconds > 0:
+        return float(fps)
+    rate = intervals / seconds
+    return float(fps) if rate >= fps * (1.0 - 1e-6) else float(rate)  # every frame: exactly fps
+
+
 def mean_excursion_s(scores: np.ndarray, level: float, fps: float) -> float:
     """Mean length (s) of runs of consecutive scores above ``level`` (one frame when there are none)."""
     above = np.asarray(scores) > level
@@ -176,7 +187,7 @@ def fit_tail(scores: np.ndarray, fps: float, cfg: TailConfig | None = None) -> T
                 low_fraction=cfg.low_fraction)
 
 
-__all__ = ["Tail", "TailConfig", "fit_tail", "mean_excursion_s", "preload"]
+__all__ = ["Tail", "TailConfig", "fit_tail", "mean_excursion_s", "preload", "sample_rate"]
 
 
 def budget_calibration(scores: np.ndarray, fps: float, false_alarms_per_hour: float,

@@ -388,15 +388,16 @@ class AnomalyHead:
 
     def _set_stream_threshold(self, now_s: float) -> None:
         """Trained model: threshold pair for this stream's budget, from its first fit_s seconds of scores."""
-        from vidseq.models.anomaly.threshold import budget_calibration
+        from vidseq.models.anomaly.threshold import budget_calibration, sample_rate
 
         assert self.cal is not None
         self._calibrating = False
+        rate = sample_rate(len(self._cal_scores) - 1, self._cal_s, self.fps)  # a live reader's drops: below fps
         scores = np.array(self._cal_scores, np.float64)
         scores = scores[np.isfinite(scores)]
         if len(scores) < 10:
             return
-        cal, tail = budget_calibration(scores, self.fps, self.settings.false_alarms_per_hour,
+        cal, tail = budget_calibration(scores, rate, self.settings.false_alarms_per_hour,
                                        min_duration_s=self.cal.min_duration_s, merge_gap_s=self.cal.merge_gap_s)
         before = self.cal.threshold
         self.cal = replace(self.cal, threshold=max(before, cal.threshold),

@@ -62,7 +62,7 @@ from vidseq.models.anomaly.model import (
     StreamScorer,
     smooth_scores,
 )
-from vidseq.models.anomaly.threshold import Tail, TailConfig, budget_calibration
+from vidseq.models.anomaly.threshold import Tail, TailConfig, budget_calibration, sample_rate
 from vidseq.models.anomaly.threshold import preload as preload_threshold
 
 log = logging.getLogger(__name__)
@@ -399,6 +399,9 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
         cuts = np.linspace(0, n, k + 1).astype(int)
         chunks.extend(c.slice(int(a), int(b)) for a, b in itertools.pairwise(cuts) if b - a >= 2)
     model = fit_parts(cfg, clips)
+    # the tail fits count in scores a second of stream time (a live reader's drops give fewer than fps)
+    rate = sample_rate(sum(len(c) - 1 for c in clips),
+                       sum(float(c.timestamp_s[-1] - c.timestamp_s[0]) for c in clips), fps)
     if len(chunks) >= 2:
         folds = []
         for fold in (0, 1):
@@ -407,7 +410,7 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
         raw = [score_clip(part, c, normalise=False) for held, part in folds for c in held]
         standardise_and_calibrate(model, raw)
         if settings.stream_budgets and len(model.cfg.streams) > 1:
-            stream_budget_scales(model, raw, fps, settings, tail_cfg)
+            stream_budget_scales(model, raw, rate, settings, tail_cfg)
         _bound_scales(model, scale_bounds)
         scores = []
         for held, part in folds:  # out-of-fold final scores under the full model's statistics
@@ -420,7 +423,7 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
         normal = _final_scores(model, clips)
     if normal.size < 10:
         raise DatasetError(f"anomaly: {normal.size} normal frames are too few to set a threshold")
-    cal, tail = budget_calibration(normal, fps, settings.false_alarms_per_hour, tail_cfg,
+    cal, tail = budget_calibration(normal, rate, settings.false_alarms_per_hour, tail_cfg,
                                    min_duration_s=settings.min_duration_s, merge_gap_s=settings.merge_gap_s)
     if model.cfg.linger is not None and linger_level:
         set_linger_level(model, clips)
