@@ -202,6 +202,21 @@ def test_a_wrong_way_walker_measured_badly_half_the_way_still_stands_out() -> No
     assert ratio[2.0] > 10.0, f"accumulated: the wrong-way walker scores only {ratio[2.0]:.1f}x normal walkers"
 
 
+def test_a_live_source_that_drops_every_other_frame_adds_up_evidence_as_fast_per_second() -> None:
+    """The accumulated excess is in stream time: a wrong-way walker scored on every other frame (a latest-frame
+    reader behind a pass at half the camera's rate) reaches about the score it reaches with every frame; counted
+    per frame scored, it would reach about half."""
+    rng = np.random.default_rng(0)
+    cfg = TrackStreamConfig(accumulate=2.0)
+    stream = TrackStream(cfg, SIZE)
+    stream.fit(track_clip(cfg, SIZE, FPS, walkers(120.0, lane_traffic(120.0, rng), rng, noise_blobs=3)))
+    up = walkers(7.0, [(0.0, 200.0, 235.0, 0.0, -1.0)], np.random.default_rng(3))
+    every = score_observations(stream, FPS, up)
+    halved = score_observations(stream, FPS, up[::2])
+    assert every.max() > 20.0, f"the walker accumulates only {every.max():.1f} with every frame"
+    assert halved.max() == pytest.approx(every.max(), rel=0.15)
+
+
 def half_found(frames: list[tuple[np.ndarray, float, bool]], keep: int, every: int,
                ) -> list[tuple[np.ndarray, float, bool]]:
     """The same scene, but the walker's region (the last row) is found in only ``keep`` of every ``every``

@@ -18,8 +18,8 @@ percent of a cell and a frame's noise can look the same. This stream follows obj
    surprise of its heading in that cell), times its motion weight (agreement x speed, up to
    ``full_speed`` body heights/s). A track's score is the mean evidence over its last ``score_window_s``
    seconds, plus its accumulated excess when ``accumulate`` is set (every observation adds its evidence minus
-   that reference, never going below 0), once it is ``min_age_s`` old; the frame's raw score is the highest track
-   score (0 with none).
+   that reference, once per frame of stream time it stands for, never going below 0), once it is ``min_age_s``
+   old; the frame's raw score is the highest track score (0 with none).
 
 Averaging along a track is what separates a walker going the wrong way, or walking where nobody walks, for
 seconds, from a noisy blob that is surprising for a frame. Accumulating is what lets such a walker be found
@@ -86,9 +86,10 @@ class TrackStreamConfig:
         prior: pseudo-counts of the scene-wide direction histogram added to every cell's.
         uniform: share of every cell's direction distribution that is uniform (bounds the surprise).
         accumulate: reference evidence of the accumulated excess added to a track's score (a one-sided CUSUM
-            over the track's life: each observation adds its evidence minus this, the sum never below 0). An
-            ordinary walker's evidence (a frequent cell, a usual heading: about 0.3-1.5) adds nothing. None (the
-            default, and what every checkpoint fitted before this setting reads): the windowed mean alone.
+            over the track's life: each observation adds its evidence minus this, times the frames at the scoring
+            rate it stands for (2 after a dropped frame), the sum never below 0). An ordinary walker's evidence
+            (a frequent cell, a usual heading: about 0.3-1.5) adds nothing. None (the default, and what every
+            checkpoint fitted before this setting reads): the windowed mean alone.
             Unsupervised scoring and ``vidseq train anomaly``'s default model set 2
             (:data:`vidseq.tasks.anomaly.online.UNSUPERVISED_TRACK_ACCUMULATE`, ``default_model()``; chosen on the
             alarm benchmark's dev streams: docs/alarms.md, "Stop 25").
@@ -334,10 +335,21 @@ class TrackScorer:
         self.stream = stream
         self.tracker = RegionTracker(stream.cfg, stream.frame_size, fps)
         self._evidence: dict[int, _TrackEvidence] = {}
+        self._last_t: float | None = None
+
+    def _steps(self, t: float) -> float:
+        """Frames at the scorer's rate since the frame scored before: 1 when every frame is scored, 2 when a
+        live reader dropped the one between. Capped at ``max_gap_s`` (every track has ended after that)."""
+        last, self._last_t = self._last_t, t
+        if last is None:
+            return 1.0
+        fps = self.tracker.fps
+        return float(min(max(round((t - last) * fps), 1), max(1, round(self.stream.cfg.max_gap_s * fps))))
 
     def score(self, attrs: np.ndarray, t: float, valid: bool = True) -> float:
         """The frame's raw score (highest track score; 0 when no track is old enough)."""
         c = self.stream.cfg
+        steps = self._steps(t)
         obs = self.tracker.step(attrs, t, valid)
         live = set(self.tracker.tracks)  # ended tracks (a cut ends them all) drop their evidence
         for k in [k for k in self._evidence if k not in live]:
@@ -353,7 +365,9 @@ class TrackScorer:
             while hist[0][0] < t - c.score_window_s:
                 hist.popleft()
             if c.accumulate is not None:
-                ev.excess = max(0.0, ev.excess + float(e) - c.accumulate)
+                # added up in stream time: an observation stands for the frames since the one scored before,
+                # so a stream analysed at half its rate accumulates as fast per second as one analysed in full
+                ev.excess = max(0.0, ev.excess + (float(e) - c.accumulate) * steps)
             if row[1] >= c.min_age_s:
                 best = max(best, sum(v for _, v in hist) / len(hist) + ev.excess)
         return best
