@@ -296,22 +296,26 @@ class MotionExtractor:
                 reg.reset(gray)
         if valid:
             assert self._prev is not None and self._prev_index is not None
-            prev, steps, ref_cam = self._prev, self.steps_since(frame_index), cam
-            if previous is not None and self._prev_index < int(previous[1]) < int(frame_index) \
+            prev, ref_cam = self._prev, cam
+            before = None if previous is None else int(previous[1])
+            if before is not None and self._prev_index < before < int(frame_index) \
                     and int(frame_index) - self._prev_index > self.frame_step:
                 prev = self._prepared(previous[0])  # consecutive source frames: flow follows fast objects
-                steps = (int(frame_index) - int(previous[1])) / self.frame_step
+                steps = (int(frame_index) - before) / self.frame_step
                 ref_cam = None if self.camera is None else self.camera.step_motion(prev, gray)
-            if self.camera is not None and ref_cam is not None and ref_cam.affine is not None:
+            else:
+                steps = self.steps_since(frame_index)
+            moved = self.camera if ref_cam is not None and ref_cam.affine is not None else None
+            if moved is not None:
                 # the previous frame is moved onto this one first, so flow sees only motion in the scene
                 # (subtracting the camera's flow afterwards leaves it wherever the texture is too flat for
                 # dense flow to have followed the shift)
-                prev = self.camera.warp_previous(prev, ref_cam)
+                prev = moved.warp_previous(prev, ref_cam)
             flow = self._flow(prev, gray).astype(np.float32, copy=False)
             if steps != 1.0:
                 flow *= np.float32(1.0 / steps)  # the flow array is this step's own
-            if self.camera is not None and ref_cam is not None and ref_cam.affine is not None:
-                flow = self.camera.mask_border(flow, ref_cam)
+            if moved is not None:
+                flow = moved.mask_border(flow, ref_cam)
             diff = np.abs(gray.astype(np.float32) - prev.astype(np.float32)) * (1.0 / 255.0)
         else:
             flow = np.zeros((h, w, 2), np.float32)

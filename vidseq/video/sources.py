@@ -141,9 +141,15 @@ class VideoSource:
     def _frames(self) -> Iterator[Frame]:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def __iter__(self) -> Iterator[Frame]:
+    def _resized(self, frame: Frame) -> Frame:
+        """``frame`` at ``self.resize`` (without its ``previous``)."""
         import cv2
 
+        assert self.resize is not None
+        return Frame(cv2.resize(frame.image, self.resize, interpolation=cv2.INTER_AREA), frame.frame_index,
+                     frame.timestamp_s)
+
+    def __iter__(self) -> Iterator[Frame]:
         n_out = 0
         for frame in self._frames():
             if self.end_s is not None and frame.timestamp_s >= self.end_s:
@@ -154,12 +160,8 @@ class VideoSource:
                 continue
             prev = frame.previous if self.stride == 1 else None  # (with a stride the frame before is not a step)
             if self.resize is not None and (frame.image.shape[1], frame.image.shape[0]) != self.resize:
-                if prev is not None:
-                    prev = Frame(cv2.resize(prev.image, self.resize, interpolation=cv2.INTER_AREA),
-                                 prev.frame_index, prev.timestamp_s)
-                frame = Frame(cv2.resize(frame.image, self.resize, interpolation=cv2.INTER_AREA),
-                              frame.frame_index, frame.timestamp_s, prev)
-            elif prev is not frame.previous:
+                frame, prev = self._resized(frame), None if prev is None else self._resized(prev)
+            if prev is not frame.previous:
                 frame = replace(frame, previous=prev)
             self.stats.yielded += 1
             self._last_yield = time.monotonic()
