@@ -1077,3 +1077,26 @@ def test_unsupervised_scoring_and_the_default_trained_model_accumulate_track_evi
     task = load_task_config(Path(__file__).parents[2] / "configs" / "anomaly.yaml", [])
     assert task.model.tracks.accumulate == UNSUPERVISED_TRACK_ACCUMULATE  # what `vidseq train anomaly` reads
     assert TrackStreamConfig().accumulate is None  # what every checkpoint fitted before the setting reads
+
+
+
+def test_a_live_stream_at_half_the_camera_rate_learns_slow_drift_too() -> None:
+    """The drift of the test above, scored as a live pass at half the camera's rate scores it (every other frame,
+    its timestamps two frame periods apart): the frames it scored one after another are consecutive normal
+    memory, so normality keeps adapting and the drift raises next to no alarm. Split into a new segment at every gap of
+    more than 1.5 frame periods, that memory was single frames, no update ever had anything to fit, and the
+    drift alarmed."""
+    sc = Scene(seconds=110, speed_px=1.0, speed_ramp=2.2, fast=(70.0, 73.0), fast_again=(100.0, 103.0), seed=7)
+    feats, cuts, ws, _ = scene_features(scene_frames(sc), camera=CAM)
+    on = OnlineNormality(CFG, FPS, NormalitySettings(fit_s=20.0, update_every_s=15.0, guard_s=3.0))
+    on.working_size = ws
+    for f, c in zip(feats[::2], cuts[::2], strict=True):
+        on.push(f, cut=c)
+    on.finish()
+    real = [(70.0, 73.0), (100.0, 103.0)]
+    ev = spans(on)
+    assert on.updates >= 4, f"{on.updates} updates at half rate"
+    # (without: 0 updates, and from 45 s on the drift was flagged for 52 s in all)
+    drift_s = sum(b - a for a, b in ev if not any(overlaps((a, b), r) for r in real))
+    assert drift_s < 3.0, f"the drift alarmed for {drift_s:.1f} s: {ev}"
+    assert all(any(overlaps(e, r) for e in ev) for r in real)

@@ -77,6 +77,10 @@ VIEWS_KEPT = 4  # learnt views remembered across scene cuts
 
 MIN_WARMUP_FRAMES = 12
 """Frames a warm-up needs besides its seconds (the threshold's tail fit needs a few normal scores)."""
+MAX_SEGMENT_GAP_S = 1.0
+"""Consecutive scored frames further apart than this (in stream time; at least 1.5 frame periods) start a new
+segment of normal memory: the source stalled. Closer ones are one segment, however many frames a live reader
+dropped between them."""
 WHOLE_VIEW = 0.95
 """A frame showing less of the camera's home view than this (a zoomed or panned PTZ camera, registered to its
 home view) is scored but never becomes normal memory: the part it does not show would be learnt as still."""
@@ -434,10 +438,12 @@ def fit_normality(clips: Sequence[ClipFeatures], cfg: AnomalyConfig, fps: float,
 
 
 class _Segment:
-    """Contiguous normal frames kept for updates."""
+    """Contiguous normal frames kept for updates: consecutive scored frames (a live reader's dropped frames in
+    between do not split a segment, frames left out as flagged or too close to a flag do)."""
 
     def __init__(self) -> None:
         self.frames: list[FrameFeatures] = []
+        self.last_row = -1  # the number of the scored frame appended last (OnlineNormality._rows)
 
     def seconds(self, fps: float) -> float:
         return len(self.frames) / fps
@@ -480,7 +486,9 @@ class OnlineNormality:
         self._base: ClipFeatures | None = None  # the first warm-up (kept for updates)
         self._memory: deque[_Segment] = deque()
         self._extra: list[ClipFeatures] = []  # frames added by feedback
-        self._candidates: deque[tuple[float, FrameFeatures]] = deque()  # awaiting their guard window
+        self._candidates: deque[tuple[float, int, FrameFeatures]] = deque()  # (t, row number, features)
+        # awaiting their guard window
+        self._row = 0  # scored frames so far: consecutive numbers are consecutive frames of the scored stream
         self._feats: dict[int, FrameFeatures | None] = {}  # position in scorer -> features, until scored
         self._pos = 0
         self._last_flag_s = -np.inf
@@ -600,6 +608,7 @@ class OnlineNormality:
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
             row = ScoredRow(sf.frame_index, sf.timestamp_s, s, *flag_and_cause(sf, self._on, self.linger_level))
             out.append(row)
+            self._row += 1
             if self.keep_rows:
                 self.rows.append(row)
             feats = self._feats.pop(sf.position, None)
@@ -611,7 +620,7 @@ class OnlineNormality:
                     self._candidates.pop()  # too close before a flag: may be the anomaly's onset
             elif feats is not None and self.s.adapt and sf.timestamp_s - self._last_flag_s > self.s.guard_s \
                     and s < self._learn_ceiling():
-                self._candidates.append((sf.timestamp_s, feats))
+                self._candidates.append((sf.timestamp_s, self._row, feats))
             self._settle(sf.timestamp_s)
         return out
 
@@ -623,12 +632,16 @@ class OnlineNormality:
     def _settle(self, now_s: float) -> None:
         """Candidates older than the guard window become normal memory."""
         while self._candidates and self._candidates[0][0] < now_s - self.s.guard_s:
-            ts, feats = self._candidates.popleft()
+            ts, row, feats = self._candidates.popleft()
             seg = self._memory[-1] if self._memory else None
-            if seg is None or not seg.frames or ts - seg.frames[-1].timestamp_s > 1.5 / self.fps:
+            # a new segment where frames were left out, or after a stall of the source (a live reader drops
+            # frames all the time when the pass is slower than the camera: those gaps do not split it)
+            if seg is None or not seg.frames or row != seg.last_row + 1 \
+                    or ts - seg.frames[-1].timestamp_s > max(MAX_SEGMENT_GAP_S, 1.5 / self.fps):
                 seg = _Segment()
                 self._memory.append(seg)
             seg.frames.append(feats)
+            seg.last_row = row
         total = sum(s.seconds(self.fps) for s in self._memory)
         while self._memory and total > self.s.memory_s:
             old = self._memory[0]
