@@ -1079,12 +1079,11 @@ def test_unsupervised_scoring_and_the_default_trained_model_accumulate_track_evi
     assert TrackStreamConfig().accumulate is None  # what every checkpoint fitted before the setting reads
 
 
-
 def test_a_live_stream_at_half_the_camera_rate_learns_slow_drift_too() -> None:
     """The drift of the test above, scored as a live pass at half the camera's rate scores it (every other frame,
     its timestamps two frame periods apart): the frames it scored one after another are consecutive normal
-    memory, so normality keeps adapting and the drift raises next to no alarm. Split into a new segment at every gap of
-    more than 1.5 frame periods, that memory was single frames, no update ever had anything to fit, and the
+    memory, so normality keeps adapting and the drift raises next to no alarm. Split into a new segment at every
+    gap of more than 1.5 frame periods, that memory was single frames, no update ever had anything to fit, and the
     drift alarmed."""
     sc = Scene(seconds=110, speed_px=1.0, speed_ramp=2.2, fast=(70.0, 73.0), fast_again=(100.0, 103.0), seed=7)
     feats, cuts, ws, _ = scene_features(scene_frames(sc), camera=CAM)

@@ -305,17 +305,17 @@ class MotionExtractor:
                 ref_cam = None if self.camera is None else self.camera.step_motion(prev, gray)
             else:
                 steps = self.steps_since(frame_index)
-            moved = self.camera if ref_cam is not None and ref_cam.affine is not None else None
-            if moved is not None:
+            warper = self.camera if ref_cam is not None and ref_cam.affine is not None else None
+            if warper is not None:
                 # the previous frame is moved onto this one first, so flow sees only motion in the scene
                 # (subtracting the camera's flow afterwards leaves it wherever the texture is too flat for
                 # dense flow to have followed the shift)
-                prev = moved.warp_previous(prev, ref_cam)
+                prev = warper.warp_previous(prev, ref_cam)
             flow = self._flow(prev, gray).astype(np.float32, copy=False)
             if steps != 1.0:
                 flow *= np.float32(1.0 / steps)  # the flow array is this step's own
-            if moved is not None:
-                flow = moved.mask_border(flow, ref_cam)
+            if warper is not None:
+                flow = warper.mask_border(flow, ref_cam)
             diff = np.abs(gray.astype(np.float32) - prev.astype(np.float32)) * (1.0 / 255.0)
         else:
             flow = np.zeros((h, w, 2), np.float32)

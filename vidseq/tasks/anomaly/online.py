@@ -486,8 +486,8 @@ class OnlineNormality:
         self._base: ClipFeatures | None = None  # the first warm-up (kept for updates)
         self._memory: deque[_Segment] = deque()
         self._extra: list[ClipFeatures] = []  # frames added by feedback
-        self._candidates: deque[tuple[float, int, FrameFeatures]] = deque()  # (t, row number, features)
-        # awaiting their guard window
+        # (t, row number, features) awaiting their guard window
+        self._candidates: deque[tuple[float, int, FrameFeatures]] = deque()
         self._row = 0  # scored frames so far: consecutive numbers are consecutive frames of the scored stream
         self._feats: dict[int, FrameFeatures | None] = {}  # position in scorer -> features, until scored
         self._pos = 0
