@@ -7,6 +7,7 @@ import pytest
 
 from vidseq.cli import main
 from vidseq.config import load_config
+from vidseq.errors import ConfigError
 from vidseq.monitor import AlertRule, AlertSettings, MonitorConfig, run_monitor
 
 FAST = ["pipeline.backbone_weights=yolov8n.yaml", "pipeline.tracker.imgsz=128", "pipeline.trajectory.model=null"]
@@ -41,13 +42,13 @@ def test_a_run_that_outlasts_the_cooldown_still_alerts() -> None:
     assert started[1][0] == 1.0 and 2.3 <= started[1][1] <= 2.4  # raised when the cooldown ends, dated from the run
 
 
-def alerts_raised(settings: AlertSettings, runs: list[tuple[int, float]]) -> list[tuple[float, float]]:
-    """``(start_s, alert_s)`` of the alerts raised for ``runs`` of ``(frames, score)`` at 10 frames/s (score 0:
-    normal frames)."""
+def alerts_raised(settings: AlertSettings, runs: list[tuple]) -> list[tuple[float, float]]:
+    """``(start_s, alert_s)`` of the alerts raised for ``runs`` of ``(frames, score[, cause])`` at 10 frames/s
+    (score 0: normal frames)."""
     rule, out, i = AlertRule(settings), [], 0
-    for n, score in runs:
+    for n, score, *cause in runs:
         for _ in range(n):
-            s, _ = rule.update(i / 10, score > 0, score if score > 0 else None)
+            s, _ = rule.update(i / 10, score > 0, score if score > 0 else None, *cause)
             if s:
                 out.append((round(s["start_s"], 2), round(s["alert_s"], 2)))
             i += 1
@@ -62,6 +63,24 @@ def test_a_strong_run_inside_the_cooldown_of_a_weak_alert_is_not_swallowed() -> 
     assert alerts_raised(AlertSettings(escalate=None), weak_then_strong) == [(0.0, 1.0)]
     alike = [(12, 1.2), (30, 0.0), (20, 1.5), (5, 0.0)]
     assert alerts_raised(AlertSettings(), alike) == [(0.0, 1.0)]
+
+
+def test_a_trained_model_s_track_evidence_alerts_after_half_a_second() -> None:
+    """A trained model's ``tracks`` score adds up a track's evidence over the seconds it has been followed, so a
+    wrong-way walker crosses the threshold late and, when the track breaks (a clip join, camera shake), only
+    briefly: 0.5 s of such frames (``integrated``) alerts. The same run on a per-frame cue, or on a stream's own
+    unsupervised ``tracks`` (not integrated), does not, nor with the setting off; integrated seconds count
+    whatever cue the run began on."""
+    brief = [(7, 1.5, "tracks", True), (20, 0.0)]
+    assert alerts_raised(AlertSettings(), brief) == [(0.0, 0.5)]
+    assert alerts_raised(AlertSettings(), [(7, 1.5, "tracks", False), (20, 0.0)]) == []
+    assert alerts_raised(AlertSettings(), [(7, 1.5, "speed"), (20, 0.0)]) == []
+    assert alerts_raised(AlertSettings(tracks_min_duration_s=None), brief) == []
+    assert alerts_raised(AlertSettings(), [(5, 1.5, "tracks", True), (20, 0.0)]) == []  # 0.4 s: too short
+    mixed = [(4, 1.5, "speed"), (6, 1.5, "tracks", True), (20, 0.0)]  # 0.3 s of speed, then tracks steps
+    assert alerts_raised(AlertSettings(), mixed) == [(0.0, 0.8)]
+    with pytest.raises(ConfigError):
+        load_config(MonitorConfig, None, ["alerts.tracks_min_duration_s=-1"])
 
 
 def test_runs_a_moment_apart_add_up_their_anomalous_time() -> None:

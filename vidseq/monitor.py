@@ -49,6 +49,10 @@ STATUS_LOG_INTERVAL_S = 30.0
 @dataclass(frozen=True)
 class AlertSettings:
     min_duration_s: float = 1.0  # anomalous for at least this long before an alert
+    # ... or this long on frames whose score is a trained model's `tracks` evidence (FrameResult.anomaly_integrated):
+    # it adds up a track's seconds already, so it crosses the threshold late and, when the track breaks, briefly.
+    # Not a stream's own first minute: too short to trust a brief track (docs/alarms.md, "Stop 37"). None: off
+    tracks_min_duration_s: float | None = setting(0.5, ge=0.0)
     # anomalous runs less than this far apart count as one run until it alerts (their anomalous seconds add up,
     # not the gaps): someone pacing up and down is flagged in short runs as they turn (docs/alarms.md, "Stop 29")
     merge_gap_s: float = setting(1.5, ge=0.0)
@@ -111,6 +115,8 @@ class AlertRule:
         self.run_start: float | None = None  # the anomalous run's first frame (None: no run)
         self._part_start: float | None = None  # the first frame of its part going on (None: in a gap)
         self._done_s = 0.0  # anomalous seconds of its parts that ended
+        self._tracks_s = 0.0  # the run's anomalous seconds on integrated evidence (each frame's step since the last)
+        self._prev_t: float | None = None  # the run's last anomalous frame in the part going on
         self._last_anomalous = 0.0  # its last anomalous frame
         self.active: dict[str, Any] | None = None
         self._causes: Counter[str] = Counter()  # the anomalous run's frames per stream that drove them
@@ -131,10 +137,12 @@ class AlertRule:
         return not (self.s.escalate is not None and self._run_peak is not None and last_peak is not None
                     and last_peak > 0 and self._run_peak > self.s.escalate * last_peak)
 
-    def update(self, t: float, is_anomaly: bool, score: float | None,
-               cause: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    def update(self, t: float, is_anomaly: bool, score: float | None, cause: str | None = None,
+               integrated: bool = False) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
         """Returns ``(started_event, ended_event)`` for time ``t``; ``cause`` (the anomaly stream behind the
-        frame's score) makes the event's ``cause`` the one behind most of its anomalous frames.
+        frame's score) makes the event's ``cause`` the one behind most of its anomalous frames; ``integrated``
+        (:attr:`~vidseq.tasks.stream.FrameResult.anomaly_integrated`) counts the frame's step towards
+        ``tracks_min_duration_s`` too.
 
         Anomalous runs less than ``merge_gap_s`` apart are one run until it is alerted on: their anomalous
         seconds add up (the gaps do not count) towards ``min_duration_s``. An alert ends with the first frame
@@ -142,9 +150,12 @@ class AlertRule:
         started = ended = None
         if is_anomaly:
             if self.run_start is None:
-                self.run_start, self._done_s = t, 0.0
+                self.run_start, self._done_s, self._tracks_s = t, 0.0, 0.0
             if self._part_start is None:
-                self._part_start = t
+                self._part_start = self._prev_t = t
+            if integrated:
+                self._tracks_s += t - self._prev_t
+            self._prev_t = t
             self._last_anomalous = t
             if cause is not None:
                 self._causes[cause] += 1
@@ -153,7 +164,10 @@ class AlertRule:
             # The cooldown spaces alerts out; it never swallows a run that outlasts it (a run that began inside
             # it alerts once it is over, with the run's own start), nor one that escalates.
             anomalous_s = self._done_s + t - self._part_start
-            if self.active is None and anomalous_s >= self.s.min_duration_s and not self._cooling(t):
+            tracks_min = self.s.tracks_min_duration_s
+            long_enough = anomalous_s >= self.s.min_duration_s or (
+                tracks_min is not None and self._tracks_s > 0 and self._tracks_s >= tracks_min - 1e-9)
+            if self.active is None and long_enough and not self._cooling(t):
                 self.active = {"start_s": self.run_start, "alert_s": t, "peak_score": score, "peak_s": t}
                 started = self._last = self.active
             if self.active is not None and score is not None and (self.active["peak_score"] is None
@@ -609,7 +623,8 @@ class _PipelineContext:
                 is_anomaly = score >= cfg.alerts.threshold
             else:
                 is_anomaly = bool(r.is_anomaly)
-            started, ended = self.rule.update(frame.timestamp_s, is_anomaly, score, r.anomaly_cause)
+            started, ended = self.rule.update(frame.timestamp_s, is_anomaly, score, r.anomaly_cause,
+                                              r.anomaly_integrated)
             if started is not None:
                 self._start_event(started, frame, img, fps, size)
             if ended is not None:

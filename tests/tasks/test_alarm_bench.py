@@ -360,6 +360,9 @@ def test_benchmark_runs_end_to_end_through_the_streaming_pass(tmp_path: Path) ->
     assert calls == [] and again["summary"] == s
     runs = [ab.ModeRun.from_npz(p) for p in (tmp_path / "cache" / "results").glob("*.npz")]
     assert len(runs) == 2 and all(a.raised_s is not None and a.raised_s >= a.alert_s for r in runs for a in r.alerts)
+    # each frame's cause is kept (what raised a flag, for looking into a result): every flagged frame has one
+    assert all(r.cause is not None and r.cause.shape == r.flagged.shape and (r.cause[r.flagged] != "").all()
+               for r in runs)
 
 
 @pytest.mark.parametrize("args, message", [

@@ -902,17 +902,31 @@ def quiet_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
                               [Scene(seconds=15, walkers=2, speed_px=1.0, seed=s) for s in (20, 21)])
 
 
-def run_head(frames: np.ndarray, **settings: object):
+class _KeepCtx(_Ctx):
+    """A context that hands the head back every frame's result, so what it filled in can be read."""
+
+    def __init__(self) -> None:
+        self.results: dict[int, object] = {}
+
+    def pending(self, frame_index: int):
+        return self.results.get(frame_index)
+
+
+def run_head(frames: np.ndarray, results: dict | None = None, **settings: object):
+    """The anomaly head over ``frames``; ``results`` (when given) receives every frame's FrameResult."""
     from vidseq.tasks.anomaly.head import AnomalyHead, AnomalySettings
     from vidseq.tasks.stream import FrameResult
     from vidseq.tracking.tracks import Detections
     from vidseq.video.sources import Frame
 
-    head = AnomalyHead(AnomalySettings(**settings), FPS)
+    head, ctx = AnomalyHead(AnomalySettings(**settings), FPS), _KeepCtx()
     for i, im in enumerate(frames):
         frame = Frame(im, i, i / FPS)
-        head.step(FrameResult(frame, Detections.empty(i, i / FPS), np.zeros(4, np.float32)), _Ctx())
-    head.finish(_Ctx())
+        ctx.results[i] = FrameResult(frame, Detections.empty(i, i / FPS), np.zeros(4, np.float32))
+        head.step(ctx.results[i], ctx)
+    head.finish(ctx)
+    if results is not None:
+        results.update(ctx.results)
     return head
 
 
@@ -1057,10 +1071,15 @@ def test_a_trained_model_knows_where_and_which_way_its_camera_s_people_walk(
     span, scene = intruder[:2], {**ONE_WAY, "seconds": 60.0}
     frames = scene_frames(Scene(**scene, intruder=intruder))
     budget = {"fit_s": 30.0, "false_alarms_per_hour": 20.0}
-    head = run_head(frames, model=str(one_way_checkpoints["default"]), **budget)
+    results: dict = {}
+    head = run_head(frames, results, model=str(one_way_checkpoints["default"]), **budget)
     assert any(overlaps((e["start_s"], e["end_s"]), span) for e in head.events()), f"{name}: not found"
     assert all(overlaps((e["start_s"], e["end_s"]), span) for e in head.events()), head.events()
     assert {e["cause"] for e in head.events()} == {"tracks"}
+    # its track evidence is marked for the alert rule's shorter minimum (AlertSettings.tracks_min_duration_s)
+    flagged = [r for r in results.values() if r.is_anomaly]
+    assert flagged and all(r.anomaly_integrated == (r.anomaly_cause == "tracks") for r in flagged)
+    assert any(r.anomaly_integrated for r in flagged)
     speed = run_head(frames, model=str(one_way_checkpoints["speed"]), **budget)
     assert not any(overlaps((e["start_s"], e["end_s"]), span) for e in speed.events())
     quiet = run_head(scene_frames(Scene(**scene)), model=str(one_way_checkpoints["default"]), **budget)

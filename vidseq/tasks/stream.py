@@ -28,6 +28,9 @@ class FrameResult:
     anomaly_score: float | None = None
     is_anomaly: bool | None = None
     anomaly_cause: str | None = None  # the anomaly stream the score came from (speed, place, direction...)
+    # the score is evidence a model trained on the camera's clips added up over a track's seconds (its `tracks`
+    # stream): the alert rule needs less of it (vidseq.monitor.AlertSettings.tracks_min_duration_s)
+    anomaly_integrated: bool = False
     anomaly_ready: bool = False
     forecasts: dict[int, np.ndarray] = field(default_factory=dict)  # track id -> (K, T_pred, 2) pixels
     caption: str | None = None

@@ -736,8 +736,8 @@ class Processor(Protocol):
 class Rule(Protocol):
     """What :func:`run_mode` needs of :class:`vidseq.monitor.AlertRule`."""
 
-    def update(self, t: float, is_anomaly: bool, score: float | None,
-               cause: str | None = None) -> tuple[dict[str, Any] | None, dict[str, Any] | None]: ...
+    def update(self, t: float, is_anomaly: bool, score: float | None, cause: str | None = None,
+               integrated: bool = False) -> tuple[dict[str, Any] | None, dict[str, Any] | None]: ...
 
 
 @dataclass(frozen=True)
@@ -767,6 +767,7 @@ class ModeRun:
     flagged: np.ndarray  # (T,) bool
     alerts: list[Alert]
     wall_s: float = 0.0
+    cause: np.ndarray | None = None  # (T,) str: the anomaly stream behind each frame's score ("" where none)
 
     def to_npz(self, path: Path) -> None:
         from vidseq.io import atomic_path
@@ -775,7 +776,8 @@ class ModeRun:
             np.savez(fh, processed=self.processed, score=self.score, flagged=self.flagged,
                      alerts=np.array([[a.start_s, a.alert_s, a.end_s, a.fired_s] for a in self.alerts],
                                      np.float64).reshape(-1, 4), wall_s=np.float64(self.wall_s),
-                     alert_cause=np.array([a.cause or "" for a in self.alerts], str))
+                     alert_cause=np.array([a.cause or "" for a in self.alerts], str),
+                     **({} if self.cause is None else {"cause": np.asarray(self.cause, str)}))
 
     @classmethod
     def from_npz(cls, path: Path) -> ModeRun:
@@ -783,7 +785,8 @@ class ModeRun:
         causes = [str(c) or None for c in z["alert_cause"]] if "alert_cause" in z.files else [None] * len(z["alerts"])
         alerts = [Alert(*map(float, a), cause=c) for a, c in zip(z["alerts"], causes, strict=True)]
         # older results: no causes, and raised_s stays None where they have 3 columns
-        return cls(z["processed"], z["score"], z["flagged"], alerts, float(z["wall_s"]))
+        cause = z["cause"] if "cause" in z.files else None  # results of older benchmarks: none per frame
+        return cls(z["processed"], z["score"], z["flagged"], alerts, float(z["wall_s"]), cause)
 
 
 def live_schedule(n_frames: int, fps: float, slowdown: float, seed: int) -> np.ndarray:
@@ -812,6 +815,7 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
     processed = np.zeros(n_frames, bool)
     score = np.full(n_frames, np.nan)
     flagged = np.zeros(n_frames, bool)
+    cause = np.full(n_frames, "", dtype="<U9")
     alerts: list[tuple[dict[str, Any], float]] = []
     last_t = now_s = 0.0
 
@@ -826,8 +830,10 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
                 score[i] = float(r.anomaly_score)
             flagged[i] = bool(r.is_anomaly)
             why = getattr(r, "anomaly_cause", None)
+            cause[i] = why or ""
             last_t = float(r.frame.timestamp_s)
-            started, _ended = rule.update(last_t, bool(r.is_anomaly), r.anomaly_score, why)
+            started, _ended = rule.update(last_t, bool(r.is_anomaly), r.anomaly_score, why,
+                                          bool(getattr(r, "anomaly_integrated", False)))
             if started is not None:  # the rule fills in end_s on this same record when the run ends
                 alerts.append((started, max(now_s, last_t)))
 
@@ -852,7 +858,7 @@ def run_mode(video: Path, n_frames: int, processor: Processor, rule: Rule,
     wall = time.perf_counter() - t0
     out = [Alert(float(a["start_s"]), float(a["alert_s"]), float(a.get("end_s", last_t)), raised, a.get("cause"))
            for a, raised in alerts]
-    return ModeRun(processed, score, flagged, out, wall)
+    return ModeRun(processed, score, flagged, out, wall, cause)
 
 
 # ------------------------------------------------------------------------------------------ metrics

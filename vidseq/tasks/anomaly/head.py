@@ -384,7 +384,9 @@ class AnomalyHead:
                 continue
             self._on = s >= self.cal.threshold or (self._on and s >= self.cal.low_threshold)
             flag, cause = flag_and_cause(sf, self._on, self.linger_level)
-            self._record(sf.frame_index, sf.timestamp_s, s, flag, ctx, cause)
+            # a trained model's track evidence, fitted on many minutes of the camera's tracks (docs/alarms.md,
+            # "Stop 37"): the alert rule trusts a shorter run of it
+            self._record(sf.frame_index, sf.timestamp_s, s, flag, ctx, cause, integrated=cause == "tracks")
 
     def _set_stream_threshold(self, now_s: float) -> None:
         """Trained model: threshold pair for this stream's budget, from its first fit_s seconds of scores."""
@@ -416,7 +418,7 @@ class AnomalyHead:
                  self.cal.threshold, before, self.settings.false_alarms_per_hour)
 
     def _record(self, frame_index: int, timestamp_s: float, score: float, flag: bool, ctx: StreamContext,
-                cause: str | None = None) -> None:
+                cause: str | None = None, integrated: bool = False) -> None:
         self.scored_index.append(frame_index)
         self._causes.append(cause)
         self.scored_ts.append(timestamp_s)
@@ -427,6 +429,7 @@ class AnomalyHead:
             r.anomaly_score = score
             r.is_anomaly = flag
             r.anomaly_cause = cause
+            r.anomaly_integrated = integrated
             r.anomaly_ready = True
 
     def events(self) -> list[dict[str, Any]]:
