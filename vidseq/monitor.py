@@ -115,8 +115,7 @@ class AlertRule:
         self.run_start: float | None = None  # the anomalous run's first frame (None: no run)
         self._part_start: float | None = None  # the first frame of its part going on (None: in a gap)
         self._done_s = 0.0  # anomalous seconds of its parts that ended
-        self._tracks_s = 0.0  # the run's anomalous seconds on integrated evidence (each frame's step since the last)
-        self._prev_t: float | None = None  # the run's last anomalous frame in the part going on
+        self._integrated_s = 0.0  # the run's anomalous seconds on integrated evidence (each frame's step in its part)
         self._last_anomalous = 0.0  # its last anomalous frame
         self.active: dict[str, Any] | None = None
         self._causes: Counter[str] = Counter()  # the anomalous run's frames per stream that drove them
@@ -150,12 +149,11 @@ class AlertRule:
         started = ended = None
         if is_anomaly:
             if self.run_start is None:
-                self.run_start, self._done_s, self._tracks_s = t, 0.0, 0.0
+                self.run_start, self._done_s, self._integrated_s = t, 0.0, 0.0
             if self._part_start is None:
-                self._part_start = self._prev_t = t
-            if integrated:
-                self._tracks_s += t - self._prev_t
-            self._prev_t = t
+                self._part_start = t
+            elif integrated:  # the step since the part's frame before
+                self._integrated_s += t - self._last_anomalous
             self._last_anomalous = t
             if cause is not None:
                 self._causes[cause] += 1
@@ -166,7 +164,7 @@ class AlertRule:
             anomalous_s = self._done_s + t - self._part_start
             tracks_min = self.s.tracks_min_duration_s
             long_enough = anomalous_s >= self.s.min_duration_s or (
-                tracks_min is not None and self._tracks_s > 0 and self._tracks_s >= tracks_min - 1e-9)
+                tracks_min is not None and self._integrated_s > 0 and self._integrated_s >= tracks_min - 1e-9)
             if self.active is None and long_enough and not self._cooling(t):
                 self.active = {"start_s": self.run_start, "alert_s": t, "peak_score": score, "peak_s": t}
                 started = self._last = self.active
